@@ -1,0 +1,31 @@
+"""Model builds: turn pip-packaged weights into the model repository (``voxpipe build``).
+
+Each stage has a module ``engines.build.<stage>`` exposing ``build(ctx: BuildContext) -> list[Path]``
+(the model folders it wrote). Builds are cached: a folder whose ``config.json`` records the same
+source checksum is left alone unless ``ctx.force`` is set.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+STAGES = ("asr", "nlp", "recommender", "tts")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildContext:
+    """Where a build reads sources and writes models."""
+
+    models_dir: Path
+    downloads_dir: Path
+    force: bool = False
+
+
+def build_stage(stage: str, ctx: BuildContext) -> list[Path]:
+    """Build one stage's models; returns the model folders written (or already current)."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; choose from {', '.join(STAGES)}")
+    module = importlib.import_module(f"engines.build.{stage}")
+    return module.build(ctx)
