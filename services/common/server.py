@@ -1,0 +1,129 @@
+"""The server scaffold shared by every service: health, reflection, metrics, interceptor, drain.
+
+``create_server`` builds a ``grpc.aio`` server bound to an address (port 0 picks a free port);
+``StageServer`` runs it through its lifecycle:
+
+    NOT_SERVING --(engines loaded and warmed)--> SERVING --(SIGTERM/SIGINT or stop())--> NOT_SERVING
+    --(in-flight RPCs drain within grace_s; new RPCs refused)--> stopped
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from services.common.interceptor import ServiceInterceptor
+from services.common.settings import ServerSettings
+from services.common.stage import Stage
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+_OVERALL = ""  # the health service's name for the server as a whole
+
+
+@dataclass
+class ServerHandle:
+    """A built (not yet started) server with its health servicer and bound port."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    stage: Stage
+
+    async def set_serving(self, serving: bool) -> None:
+        """Flip every service of the stage (and the overall entry) between SERVING and NOT_SERVING."""
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in (_OVERALL, *self.stage.service_names):
+            await self.health.set(name, status)
+
+
+def create_server(stage: Stage, address: str) -> tuple[grpc.aio.Server, int]:
+    """Build the stage's server bound to ``address``; returns the server and the port it got."""
+    handle = build_server(stage, address)
+    return handle.server, handle.port
+
+
+def build_server(stage: Stage, address: str) -> ServerHandle:
+    """Like :func:`create_server`, but returns the health servicer too."""
+    server = grpc.aio.server(
+        interceptors=[ServiceInterceptor(stage.name)],
+        options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                 ("grpc.so_reuseport", 0)],
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    stage.register(server)
+    names = (*stage.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(names, server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"could not bind {address}")
+    return ServerHandle(server=server, port=port, health=health_servicer, stage=stage)
+
+
+class StageServer:
+    """Runs one stage: start, warm, serve until stopped, drain. Usable as an async context manager."""
+
+    def __init__(self, stage: Stage, settings: ServerSettings) -> None:
+        self.stage = stage
+        self.settings = settings
+        self._handle: ServerHandle | None = None
+        self._stopped = asyncio.Event()
+
+    @property
+    def port(self) -> int:
+        assert self._handle is not None, "server not started"
+        return self._handle.port
+
+    @property
+    def address(self) -> str:
+        return f"{self.settings.host}:{self.port}"
+
+    async def start(self) -> None:
+        """Bind and start (health NOT_SERVING), load and warm the stage, then report SERVING."""
+        self._handle = build_server(self.stage, self.settings.address)
+        await self._handle.set_serving(False)
+        await self._handle.server.start()
+        if self.settings.metrics_port:
+            start_http_server(self.settings.metrics_port, addr=self.settings.host)
+        await self.stage.start()
+        await self._handle.set_serving(True)
+        log.info("%s serving on %s", self.stage.name, self.address)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """NOT_SERVING first, then let in-flight RPCs finish within the grace, then stop the stage."""
+        if self._handle is None or self._stopped.is_set():
+            return
+        grace = self.settings.grace_s if grace_s is None else grace_s
+        await self._handle.set_serving(False)
+        log.info("%s draining (grace %.1f s)", self.stage.name, grace)
+        await self._handle.server.stop(grace)
+        await self.stage.stop()
+        self._stopped.set()
+        log.info("%s stopped", self.stage.name)
+
+    async def serve_until_signal(self) -> None:
+        """Serve until SIGTERM or SIGINT, then drain and return (the process exits 0)."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        await stop.wait()
+        await self.stop()
+
+    async def __aenter__(self) -> StageServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop(grace_s=0)

@@ -1,0 +1,137 @@
+"""Stack settings: one TOML file with documented defaults, overridden by ``VOXPIPE_*`` variables.
+
+Environment variables are read only by the entry point (``from_env``), which passes dataclasses down.
+``VOXPIPE_MODELS_DIR``, ``VOXPIPE_DEVICE``, ``VOXPIPE_HOST`` and ``VOXPIPE_CONFIG`` set stack-wide values;
+``VOXPIPE_<SECTION>__<KEY>`` sets one key of a section, e.g. ``VOXPIPE_ASR__SILENCE_MS=400``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG = Path(__file__).with_name("voxpipe.toml")
+STAGE_ORDER = ("asr", "nlp", "recommender", "tts", "orchestrator")
+_SERVER_KEYS = ("port", "metrics_port", "grace_s")
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerSettings:
+    """How one stage's process listens and shuts down."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    metrics_port: int = 0  # 0 = no metrics endpoint
+    grace_s: float = 10.0
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageSettings:
+    """What a stage's ``create_stage`` receives: where models are, which device, its own options."""
+
+    name: str
+    models_dir: Path
+    device: str = "cpu"
+    server: ServerSettings = field(default_factory=ServerSettings)
+    options: Mapping[str, Any] = field(default_factory=dict)
+    # Addresses of the other stages (the orchestrator dials them).
+    peers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StackSettings:
+    """The whole stack: shared values plus one section per stage."""
+
+    models_dir: Path
+    device: str = "cpu"
+    host: str = "127.0.0.1"
+    log_level: str = "INFO"
+    sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def stage(self, name: str) -> StageSettings:
+        """Settings for one stage, with server keys split from its own options."""
+        section = dict(self.sections.get(name, {}))
+        server_values = {k: section.pop(k) for k in _SERVER_KEYS if k in section}
+        server = ServerSettings(host=self.host, **server_values)
+        peers = {s: f"{self.host}:{self.sections.get(s, {}).get('port', 0)}" for s in STAGE_ORDER if s != name}
+        return StageSettings(name=name, models_dir=self.models_dir, device=self.device, server=server,
+                             options=section, peers=peers)
+
+
+def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> StackSettings:
+    """Read the TOML file (the packaged defaults if ``path`` is None) and apply ``VOXPIPE_*`` overrides."""
+    path = path or DEFAULT_CONFIG
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError as e:
+        raise SettingsError(f"config file {path} not found") from e
+    except tomllib.TOMLDecodeError as e:
+        raise SettingsError(f"config file {path}: {e}") from e
+    stack = raw.pop("stack", {})
+    sections = {k: dict(v) for k, v in raw.items() if isinstance(v, dict)}
+    env = env or {}
+    for key, value in env.items():
+        if not key.startswith("VOXPIPE_") or "__" not in key:
+            continue
+        section, _, option = key[len("VOXPIPE_"):].lower().partition("__")
+        if section not in sections:
+            raise SettingsError(f"{key}: no section [{section}] (have {', '.join(sections)})")
+        sections[section][option] = _coerce(value, sections[section].get(option), key)
+    models_dir = env.get("VOXPIPE_MODELS_DIR") or stack.get("models_dir") or "~/.cache/voxpipe/models"
+    return StackSettings(
+        models_dir=Path(models_dir).expanduser(),
+        device=env.get("VOXPIPE_DEVICE", stack.get("device", "cpu")),
+        host=env.get("VOXPIPE_HOST", stack.get("host", "127.0.0.1")),
+        log_level=env.get("VOXPIPE_LOG_LEVEL", stack.get("log_level", "INFO")),
+        sections=sections,
+    )
+
+
+def from_env(environ: Mapping[str, str]) -> StackSettings:
+    """The entry point's one read of the environment: ``VOXPIPE_CONFIG`` names the TOML file."""
+    config = environ.get("VOXPIPE_CONFIG")
+    return load(Path(config) if config else None, env=environ)
+
+
+def _coerce(value: str, current: Any, key: str) -> Any:
+    """Parse an environment string as the type of the default it overrides."""
+    try:
+        if isinstance(current, bool):
+            if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(value)
+            return value.lower() in ("1", "true", "yes")
+        if isinstance(current, int):
+            return int(value)
+        if isinstance(current, float):
+            return float(value)
+    except ValueError as e:
+        raise SettingsError(f"{key}={value!r} is not a valid {type(current).__name__}") from e
+    return value
+
+
+def options_to(cls: type, options: Mapping[str, Any], section: str) -> Any:
+    """Build a stage's own config dataclass from its section, rejecting unknown keys by name."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise SettingsError(f"[{section}] has unknown keys {unknown}; known: {sorted(known)}")
+    try:
+        return cls(**options)
+    except (TypeError, ValueError) as e:
+        raise SettingsError(f"[{section}]: {e}") from e
+
+
+def with_port(settings: StageSettings, port: int) -> StageSettings:
+    """A copy listening on ``port`` (tests use 0)."""
+    return replace(settings, server=replace(settings.server, port=port))

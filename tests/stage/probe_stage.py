@@ -1,0 +1,61 @@
+"""A stage with a deliberately slow, fake servicer: tests the server scaffold in isolation.
+
+``GetItems`` sleeps ``item_ids[0]`` milliseconds, then echoes the ids; no ids -> INVALID_ARGUMENT;
+id -1 -> an unexpected exception (INTERNAL). Run as ``python -m tests.stage.probe_stage`` it serves on a
+free port, prints ``PORT <n>`` and drains on SIGTERM like every real stage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+
+import grpc
+
+from protos import recommender_pb2, recommender_pb2_grpc
+from services.common import InvalidArgumentError, ServerSettings, Stage, StageServer
+
+
+class ProbeServicer(recommender_pb2_grpc.RecommenderServicer):
+    async def GetItems(self, request, context):
+        if not request.item_ids:
+            raise InvalidArgumentError("item_ids is empty")
+        if request.item_ids[0] == -1:
+            raise RuntimeError("unexpected")
+        await asyncio.sleep(request.item_ids[0] / 1e3)
+        return recommender_pb2.GetItemsResponse(items=[recommender_pb2.Item(item_id=i) for i in request.item_ids])
+
+
+class ProbeStage(Stage):
+    name = "probe"
+    service_names = (recommender_pb2.DESCRIPTOR.services_by_name["Recommender"].full_name,)
+
+    def __init__(self) -> None:
+        self.loaded = threading.Event()  # tests hold loading with this to observe NOT_SERVING
+        self.loaded.set()
+
+    def load(self) -> None:
+        self.loaded.wait(timeout=30)
+
+    def register(self, server: grpc.aio.Server) -> None:
+        recommender_pb2_grpc.add_RecommenderServicer_to_server(ProbeServicer(), server)
+
+
+async def _main() -> None:
+    server = StageServer(ProbeStage(), ServerSettings(port=0, grace_s=5.0))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    print(f"PORT {server.port}", flush=True)
+    await stop.wait()
+    await server.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(_main())
+    sys.exit(0)
