@@ -1,0 +1,131 @@
+"""Make the ASR test speech: movie-assistant queries spoken by espeak-ng (several voices and rates).
+
+Writes 16 kHz mono LINEAR16 WAVs and ``references.json`` (id, text, voice, rate_wpm, file, seconds)
+into ``--out`` (default ``~/.cache/voxpipe/asr-testset``). ``--fixtures`` instead writes the small
+subset committed under ``tests/fixtures/asr/`` (plus a two-utterance clip for streaming tests).
+
+    python benchmarks/make_asr_testset.py [--out DIR] [--fixtures]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+SAMPLE_RATE_HZ = 16_000
+
+QUERIES = (
+    "recommend a comedy from the nineties",
+    "something like toy story",
+    "i loved fargo",
+    "give heat four stars",
+    "what should i watch tonight",
+    "show me a scary movie",
+    "i want a romantic comedy",
+    "find me an action movie with a lot of explosions",
+    "something similar to star wars",
+    "i hated the english patient",
+    "rate titanic five stars",
+    "give casablanca three stars",
+    "recommend a science fiction film",
+    "any good westerns from the seventies",
+    "play something funny for the kids",
+    "i really liked pulp fiction",
+    "what is a good thriller",
+    "suggest a documentary about nature",
+    "something like the godfather but shorter",
+    "recommend an animated movie for a family night",
+    "i did not like independence day",
+    "give twelve monkeys two stars",
+    "show me dramas from nineteen ninety five",
+    "what movies are similar to braveheart",
+    "i am in the mood for a musical",
+    "recommend a crime movie",
+    "something with a happy ending please",
+    "find a war movie",
+    "i enjoyed the silence of the lambs",
+    "give the lion king five stars",
+    "suggest a mystery movie from the eighties",
+    "what should i watch after jurassic park",
+    "recommend a horror film that is not too gory",
+    "something like apollo thirteen",
+    "i loved good will hunting",
+    "show me a film noir",
+)
+
+# (espeak-ng voice, words per minute): American, British, RP, Scottish, a female variant; slow to fast.
+VOICES = (
+    ("en-us", 150), ("en-gb", 165), ("en-us+f3", 175), ("en-gb-x-rp", 140),
+    ("en-us+m3", 185), ("en-gb-scotland", 160),
+)
+
+# Committed fixtures: indices into QUERIES (short clips keep the repository small).
+FIXTURE_IDS = (0, 1, 2, 3, 10, 15)
+
+
+def speak(text: str, voice: str, rate_wpm: int) -> np.ndarray:
+    """Synthesize ``text`` with espeak-ng; 16 kHz float32 mono."""
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "out.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(rate_wpm), "-w", str(wav), text],
+                       check=True, capture_output=True)
+        audio, rate = sf.read(wav, dtype="float32")
+    if audio.ndim > 1:
+        audio = audio.mean(axis=1)
+    return soxr.resample(audio, rate, SAMPLE_RATE_HZ).astype(np.float32)
+
+
+def _write(path: Path, audio: np.ndarray) -> None:
+    sf.write(path, np.clip(audio, -1.0, 1.0), SAMPLE_RATE_HZ, subtype="PCM_16")
+
+
+def make_set(out: Path, ids: tuple[int, ...] | None = None) -> list[dict]:
+    """Write the clips for ``ids`` (all queries if None) and ``references.json``; return the entries."""
+    out.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for i in ids if ids is not None else range(len(QUERIES)):
+        voice, rate = VOICES[i % len(VOICES)]
+        audio = speak(QUERIES[i], voice, rate)
+        name = f"q{i:02d}.wav"
+        _write(out / name, audio)
+        entries.append({"id": f"q{i:02d}", "text": QUERIES[i], "voice": voice, "rate_wpm": rate,
+                        "file": name, "seconds": round(len(audio) / SAMPLE_RATE_HZ, 3)})
+    (out / "references.json").write_text(json.dumps(entries, indent=1) + "\n")
+    return entries
+
+
+def make_multi(out: Path) -> dict:
+    """Two utterances separated by 1.2 s of silence, with 0.5 s of silence around them."""
+    a = speak(QUERIES[4], "en-us", 160)
+    b = speak(QUERIES[8], "en-gb", 160)
+    gap = np.zeros(int(1.2 * SAMPLE_RATE_HZ), np.float32)
+    edge = np.zeros(int(0.5 * SAMPLE_RATE_HZ), np.float32)
+    _write(out / "two_utterances.wav", np.concatenate([edge, a, gap, b, edge]))
+    return {"file": "two_utterances.wav", "texts": [QUERIES[4], QUERIES[8]]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path.home() / ".cache" / "voxpipe" / "asr-testset")
+    parser.add_argument("--fixtures", action="store_true", help="write the committed test fixtures instead")
+    args = parser.parse_args()
+    if args.fixtures:
+        out = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "asr"
+        make_set(out, FIXTURE_IDS)
+        multi = make_multi(out)
+        (out / "multi.json").write_text(json.dumps(multi, indent=1) + "\n")
+    else:
+        out = args.out
+        make_set(out)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

