@@ -1,0 +1,34 @@
+"""The NLP stage's options (the ``[nlp]`` section of the stack TOML)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, kw_only=True)
+class NlpConfig:
+    """How the NLP stage embeds, classifies and batches."""
+
+    model: str = "minilm"
+    # Raw text limit (the proto's 1..2000 characters); longer -> INVALID_ARGUMENT. Word pieces beyond the
+    # model's 256 are truncated (documented in docs/bench/nlp.md).
+    max_text_chars: int = 2_000
+    # Empty = the packaged services/nlp/data/intents.json.
+    intents_path: str = ""
+    # Fuzzy title match floor (rapidfuzz Indel similarity, 0..1) for non-exact matches.
+    title_min_score: float = 0.88
+    # Batching across requests (one batch = one padded ONNX run).
+    max_batch_size: int = 32
+    max_queue_delay_us: int = 1_000
+    max_queue_size: int = 512
+    instances: int = 1
+    intra_op_threads: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("max_text_chars", "max_batch_size", "max_queue_size", "instances", "intra_op_threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_queue_delay_us < 0:
+            raise ValueError(f"max_queue_delay_us must be >= 0, got {self.max_queue_delay_us}")
+        if not 0.5 <= self.title_min_score <= 1.0:
+            raise ValueError(f"title_min_score must be in 0.5..1.0, got {self.title_min_score}")

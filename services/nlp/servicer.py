@@ -1,0 +1,113 @@
+"""The NLP stage: ``voxpipe.v1.Understander`` over the MiniLM engine, the intent head and entity rules."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from engines.batcher import DynamicBatcher
+from engines.config import BatchingConfig, ModelConfig
+from engines.repository import ModelRepository
+from protos import nlp_pb2, nlp_pb2_grpc
+from services.common import Stage, StageSettings, deadline_of, options_to
+from services.nlp.config import NlpConfig
+from services.nlp.encoder import embed_batch, load_tokenizer
+from services.nlp.entities import DATA_DIR
+from services.nlp.extract import EntityExtractor
+from services.nlp.intents import IntentClassifier, IntentData
+from services.nlp.text import normalize_text, validate_session_id
+from services.nlp.understand import UnderstandingPipeline, intent_text
+
+log = logging.getLogger(__name__)
+
+
+class UnderstanderServicer(nlp_pb2_grpc.UnderstanderServicer):
+    """Thin gRPC edge: validate, normalise, run the pipeline, build the response."""
+
+    def __init__(self, stage: NlpStage) -> None:
+        self._stage = stage
+
+    async def Understand(self, request: nlp_pb2.UnderstandRequest, context: grpc.aio.ServicerContext
+                         ) -> nlp_pb2.UnderstandResponse:
+        validate_session_id(request.session_id)
+        text = normalize_text(request.text, max_text_chars=self._stage.config.max_text_chars)
+        result = await self._stage.pipeline.understand(text, deadline_s=deadline_of(context))
+        entities = [
+            nlp_pb2.Entity(type=e.type, value=e.value, text=text[e.start:e.end], start=e.start, end=e.end,
+                           score=e.score, item_id=e.item_id)
+            for e in result.entities
+        ]
+        return nlp_pb2.UnderstandResponse(
+            intent=result.intent.intent, confidence=result.intent.confidence, entities=entities,
+            embedding=result.embedding.tolist(), normalized_text=result.normalized_text,
+        )
+
+
+class NlpStage(Stage):
+    """Loads MiniLM, fits the intent head on the packaged examples, and serves ``voxpipe.v1.Understander``."""
+
+    name = "nlp"
+    service_names = (nlp_pb2.DESCRIPTOR.services_by_name["Understander"].full_name,)
+
+    def __init__(self, settings: StageSettings, config: NlpConfig | None = None) -> None:
+        self.config = config or options_to(NlpConfig, settings.options, "nlp")
+        self.repo = ModelRepository(settings.models_dir)
+        self.device = settings.device
+        self._pipeline: UnderstandingPipeline | None = None
+        self._batchers: list[DynamicBatcher] = []
+
+    @property
+    def pipeline(self) -> UnderstandingPipeline:
+        if self._pipeline is None:
+            raise RuntimeError("nlp stage used before start()")
+        return self._pipeline
+
+    def load(self) -> None:
+        """Load and warm the engine(s), build entity matchers, fit the intent head, create the batcher."""
+        folder = self.repo.folder(self.config.model)
+        max_seq_tokens = int(ModelConfig.load(folder).metadata.get("max_seq_tokens", 256))
+        engines = self.repo.load(self.config.model, device=self.device, instances=self.config.instances,
+                                 intra_op_threads=self.config.intra_op_threads)
+        tokenizers = [load_tokenizer(folder, max_seq_tokens) for _ in engines]
+        for engine, tokenizer in zip(engines, tokenizers, strict=True):
+            embed_batch(engine, tokenizer, ["warm up the encoder", "hi"])
+        extractor = EntityExtractor(folder / "catalog.tsv", title_min_score=self.config.title_min_score)
+        classifier = fit_classifier(self._intents_path(), extractor,
+                                    partial(embed_batch, engines[0], tokenizers[0]))
+        log.info("nlp: intent head fitted; unknown gate %s", classifier.calibration)
+        batching = BatchingConfig(max_batch_size=self.config.max_batch_size,
+                                  max_queue_delay_us=self.config.max_queue_delay_us,
+                                  max_queue_size=self.config.max_queue_size)
+        batcher: DynamicBatcher[str, np.ndarray] = DynamicBatcher(
+            self.config.model, [partial(embed_batch, e, t) for e, t in zip(engines, tokenizers, strict=True)],
+            batching, stage=self.name)
+        self._batchers = [batcher]
+        self._pipeline = UnderstandingPipeline(
+            extractor, classifier, lambda text, deadline_s: batcher.submit(text, deadline_s=deadline_s))
+
+    def _intents_path(self) -> Path:
+        return Path(self.config.intents_path) if self.config.intents_path else DATA_DIR / "intents.json"
+
+    def batchers(self) -> Sequence[DynamicBatcher]:
+        return tuple(self._batchers)
+
+    def register(self, server: grpc.aio.Server) -> None:
+        nlp_pb2_grpc.add_UnderstanderServicer_to_server(UnderstanderServicer(self), server)
+
+
+def fit_classifier(path: Path, extractor: EntityExtractor, embed_many) -> IntentClassifier:
+    """Fit the intent head on ``path``'s examples (titles masked as at run time), in batches of 32."""
+    data = IntentData.load(path)
+
+    def embed(texts: list[str]) -> np.ndarray:
+        masked = [intent_text(t, extractor.extract(t)) for t in texts]
+        return np.concatenate([np.stack(embed_many(masked[i:i + 32])) for i in range(0, len(masked), 32)])
+
+    examples = {intent: embed(texts) for intent, texts in data.examples.items()}
+    ood = embed(data.out_of_domain) if data.out_of_domain else np.zeros((0, 384), dtype=np.float32)
+    return IntentClassifier().fit(examples, ood)

@@ -1,0 +1,215 @@
+"""The MovieLens-100K catalogue and a fuzzy title matcher robust to ASR output.
+
+Each catalogue title gets aliases in a folded, spoken form: lower case, no punctuation or accents, digits
+and roman numerals as words ("Apollo 13" -> "apollo thirteen"), "&" as "and", the trailing article moved
+to the front ("Godfather, The" -> "the godfather") and also dropped, an alternative title in brackets
+("Seven (Se7en)") and, when unique, the part before a colon ("Terminator 2: Judgment Day" ->
+"terminator two"). Aliases are compared with spaces removed, so "far go" finds "Fargo".
+
+Matching looks at every window of up to ``max_window_words`` words of the utterance; exact alias hits
+score 1.0, others use rapidfuzz's normalised Indel similarity against aliases of similar length
+(``min_score``). A one-word title that is also an everyday word ("Heat", "Speed", "Kids", "War") only
+counts when a cue word sits next to it ("I loved heat", "when did heat come out") and it is not followed
+by "movie"/"film" ("war movies" is a genre). Overlapping candidates are resolved best score, then
+longest window, first.
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from rapidfuzz import fuzz, process
+
+from services.nlp.entities import UNITS, Found
+from services.nlp.text import Token, words
+
+ARTICLES = ("the", "a", "an")
+_NUMBER_WORDS = {str(v): k for k, v in UNITS.items() if 0 < v < 20}
+_ROMAN = {"ii": "two", "iii": "three", "iv": "four", "vi": "six", "vii": "seven", "viii": "eight"}
+# Words next to a one-word everyday title that make it a title reference.
+CUES_BEFORE = frozenset("like liked love loved hated hate rate rated give gave enjoyed enjoy watched watch seen "
+                        "saw about than to is was did called named titled movie film".split())
+CUES_AFTER = frozenset("was is got gets deserves come came released rating stars star".split())
+GENERIC_AFTER = frozenset("movie movies film films flick flicks genre genres ones stuff".split())
+# Everyday words that are also one-word MovieLens titles (or the content word of "The X" titles).
+COMMON_WORDS = frozenset("""
+alien aliens babe big bliss blink boys bound breakdown buddy caught century client commandments contact
+crash craft crow cure daylight diva edge emma eraser evita faces faithful fall fallen fan fear fearless
+firestorm flirt fog fresh friday funeral game getaway ghost giant glory heat heavy hush infinity innocents
+jack jade junior kids loaded machine malice mask mighty mimic mirage mother naked net north nowhere
+outbreak outlaw paper peacemaker phenomenon powder priest professional program prophecy quest ransom
+reckless ref relic rent restoration ripe rock roommates safe saint scout scream screamers sea seven shadow
+shine shooter show sleeper sleepers smoke solo speechless speed sphere spawn species squeeze stalker steel
+stranger sting striptease substitute suture swingers switchback target thinner touch traveller trust
+turbulence twilight twisted twister underground underneath unforgettable van vermin volcano war wife
+witness wolf women wonderland careful hideaway homage bananas amateur hate shopping johns
+""".split())
+# Titles made only of everyday words ("Good Morning", "Big Night", "Home Alone") also need a cue.
+EVERYDAY_WORDS = frozenset("""
+good morning night day evening big home alone love man men woman girl boy life time world one two three
+me you my your we our it this that of in on and to for with is be all no not just more other again next
+little old new first last great best bad hot cold dead free true lost show
+""".split())
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogItem:
+    """One MovieLens-100K movie."""
+
+    item_id: int
+    title: str
+    year: int
+    genres: tuple[str, ...]
+
+
+def load_catalog(path: Path) -> dict[int, CatalogItem]:
+    """Read ``catalog.tsv`` (written by the NLP build) into item id -> item."""
+    items: dict[int, CatalogItem] = {}
+    with path.open(encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
+            genres = tuple(g for g in row["genres"].split("|") if g)
+            items[int(row["item_id"])] = CatalogItem(int(row["item_id"]), row["title"], int(row["year"]), genres)
+    return items
+
+
+def spoken(word: str) -> str:
+    """Number-ish tokens in their spoken form ("13" -> "thirteen", "ii" -> "two")."""
+    return _NUMBER_WORDS.get(word) or _ROMAN.get(word) or word
+
+
+def title_aliases(title: str) -> list[tuple[str, ...]]:
+    """Spoken-form aliases (tuples of words) of a catalogue title."""
+    title = title.replace("&", " and ")
+    alt = re.findall(r"\(([^)]*)\)", title)
+    main = re.sub(r"\([^)]*\)", " ", title).strip()
+    variants = [main, *alt]
+    # "Usual Suspects, The" / "Blue Angel, The (Blaue Engel, Der)": move the trailing article to the front.
+    fronted = []
+    for v in variants:
+        m = re.fullmatch(r"(.*), (The|A|An|Les|La|Le|Il|Der|Die|Das|Det|El)", v.strip())
+        fronted.append(f"{m.group(2)} {m.group(1)}" if m else v)
+    out: list[tuple[str, ...]] = []
+    for v in fronted:
+        toks = tuple(spoken(t.norm) for t in words(v))
+        if not toks:
+            continue
+        out.append(toks)
+        if toks[0] in ARTICLES and len(toks) > 1:
+            out.append(toks[1:])
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Alias:
+    key: str  # words joined without spaces
+    words: tuple[str, ...]
+    item_id: int
+    needs_cue: bool
+
+
+class TitleMatcher:
+    """Finds catalogue titles in an utterance (see the module docstring)."""
+
+    def __init__(self, catalog: dict[int, CatalogItem], *, min_score: float = 0.88,
+                 max_window_words: int = 8) -> None:
+        self.catalog = catalog
+        self.min_score = min_score
+        self.max_window_words = max_window_words
+        by_key: dict[str, _Alias] = {}
+        colon_parts: dict[tuple[str, ...], list[int]] = {}
+        for item in sorted(catalog.values(), key=lambda x: x.item_id):
+            if not item.year:
+                continue  # the one title-less placeholder item
+            for toks in title_aliases(item.title):
+                self._add(by_key, toks, item.item_id)
+            if ":" in item.title:
+                head = tuple(spoken(t.norm) for t in words(item.title.split(":")[0]))
+                colon_parts.setdefault(head, []).append(item.item_id)
+        for head, ids in colon_parts.items():
+            if len(ids) == 1 and "".join(head) not in by_key and len(head) >= 2:
+                self._add(by_key, head, ids[0])
+        self._exact = by_key
+        self._sorted = sorted(by_key.values(), key=lambda a: (len(a.key), a.key))
+        self._lengths = [len(a.key) for a in self._sorted]
+        self._keys = [a.key for a in self._sorted]
+
+    @staticmethod
+    def _add(by_key: dict[str, _Alias], toks: tuple[str, ...], item_id: int) -> None:
+        key = "".join(toks)
+        content = [t for t in toks if t not in ARTICLES]
+        needs_cue = ((len(content) == 1 and (content[0] in COMMON_WORDS or len(content[0]) <= 3))
+                     or all(t in EVERYDAY_WORDS or t in COMMON_WORDS for t in content))
+        if len(key) < 2 or key in by_key:  # the first (lowest) id keeps a duplicated title
+            return
+        by_key[key] = _Alias(key, toks, item_id, needs_cue)
+
+    def find(self, tokens: list[Token], blocked: frozenset[str] = frozenset(),
+             claimed: frozenset[int] = frozenset()) -> list[tuple[Found, range]]:
+        """Title entities with the token index range each covers, non-overlapping, best first.
+
+        Args:
+            blocked: words that can never start or end a one- or two-word title window (genre words, fillers).
+            claimed: token indexes already used by another entity (a rating such as "one star").
+        """
+        spoken_toks = [spoken(t.norm) for t in tokens]
+        candidates: list[tuple[float, int, int, _Alias]] = []
+        for i in range(len(tokens)):
+            for n in range(1, min(self.max_window_words, len(tokens) - i) + 1):
+                if i + n - 1 in claimed:
+                    break
+                window = spoken_toks[i:i + n]
+                if n <= 2 and (window[0] in blocked or window[-1] in blocked):
+                    continue
+                hit = self._match("".join(window))
+                if hit is None:
+                    continue
+                score, alias = hit
+                if alias.needs_cue and not self._cued(spoken_toks, i, n, score):
+                    continue
+                candidates.append((score, n, i, alias))
+        candidates.sort(key=lambda c: (-c[0], -c[1], c[2]))
+        taken: set[int] = set()
+        found: list[tuple[Found, range]] = []
+        for score, n, i, alias in candidates:
+            span = range(i, i + n)
+            if taken.intersection(span):
+                continue
+            taken.update(span)
+            item = self.catalog[alias.item_id]
+            found.append((Found("title", item.title, tokens[i].start, tokens[i + n - 1].end,
+                                score=round(score, 4), item_id=item.item_id), span))
+        return found
+
+    def _match(self, key: str) -> tuple[float, _Alias] | None:
+        if len(key) < 3:
+            return None
+        exact = self._exact.get(key)
+        if exact is not None:
+            return 1.0, exact
+        if len(key) < 6:  # too short for a fuzzy match to mean anything ("wanna" is not "Anna")
+            return None
+        # Indel similarity >= s needs the shorter/longer length ratio >= s / (2 - s).
+        ratio = self.min_score / (2 - self.min_score)
+        lo = bisect.bisect_left(self._lengths, int(len(key) * ratio))
+        hi = bisect.bisect_right(self._lengths, int(len(key) / ratio) + 1)
+        best = process.extractOne(key, self._keys[lo:hi], scorer=fuzz.ratio, score_cutoff=self.min_score * 100)
+        if best is None:
+            return None
+        alias = self._sorted[lo + best[2]]
+        if alias.needs_cue:
+            return None  # everyday-word titles match exactly or not at all
+        return best[1] / 100.0, alias
+
+    @staticmethod
+    def _cued(toks: list[str], i: int, n: int, score: float) -> bool:
+        before = toks[i - 1] if i > 0 else ""
+        if before in ARTICLES and i > 1:
+            before = toks[i - 2]
+        after = toks[i + n] if i + n < len(toks) else ""
+        if after in GENERIC_AFTER:
+            return False
+        return score == 1.0 and (before in CUES_BEFORE or after in CUES_AFTER)
