@@ -1,0 +1,53 @@
+"""The TTS stage's options (the ``[tts]`` section of the stack TOML)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.tts.voice import DEFAULT_VOICE
+
+MIN_SAMPLE_RATE_HZ = 8_000
+MAX_SAMPLE_RATE_HZ = 48_000
+MIN_LENGTH_SCALE = 0.25
+MAX_LENGTH_SCALE = 4.0
+RESAMPLE_QUALITIES = ("QQ", "LQ", "MQ", "HQ", "VHQ")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TtsConfig:
+    """How the TTS stage synthesises, batches and streams."""
+
+    voice: str = DEFAULT_VOICE  # default voice; requests may name another loaded one
+    max_text_chars: int = 2_000
+    # Longer sentences are cut at clause breaks so the first audio is never held up by one huge sentence.
+    max_sentence_chars: int = 400
+    # Sentences synthesised ahead of the one being sent (0 = strictly one at a time).
+    lookahead_sentences: int = 1
+    # Audio per response message; a sentence is sent as one or more chunks of at most this length.
+    max_chunk_ms: int = 1_000
+    # Batching across requests. On 2 CPU cores a padded batch is slower than the same sentences one
+    # by one (docs/bench/tts.md), so the CPU default is 1; raise it on a GPU.
+    max_batch_size: int = 1
+    max_queue_delay_us: int = 2_000
+    max_queue_size: int = 64
+    instances: int = 1
+    intra_op_threads: int = 2
+    # VITS sampling noise; negative = the voice's own default (0.667 / 0.8 for Piper voices).
+    noise_scale: float = -1.0
+    noise_w_scale: float = -1.0
+    # Scale each sentence to full range, as Piper does by default.
+    normalize_peak: bool = True
+    resample_quality: str = "HQ"
+
+    def __post_init__(self) -> None:
+        positive = ("max_text_chars", "max_sentence_chars", "max_chunk_ms", "max_batch_size",
+                    "max_queue_size", "instances", "intra_op_threads")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lookahead_sentences < 0:
+            raise ValueError(f"lookahead_sentences must be >= 0, got {self.lookahead_sentences}")
+        if self.max_queue_delay_us < 0:
+            raise ValueError(f"max_queue_delay_us must be >= 0, got {self.max_queue_delay_us}")
+        if self.resample_quality not in RESAMPLE_QUALITIES:
+            raise ValueError(f"resample_quality {self.resample_quality!r} not one of {RESAMPLE_QUALITIES}")

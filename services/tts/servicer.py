@@ -1,0 +1,108 @@
+"""The ``Synthesizer`` gRPC servicer and the TTS stage that loads its voices."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+
+import grpc
+
+from engines.batcher import DynamicBatcher
+from engines.config import BatchingConfig
+from engines.repository import ModelRepository
+from protos import common_pb2, tts_pb2, tts_pb2_grpc
+from services.common import Stage, StageSettings, deadline_of, options_to
+from services.tts.batching import make_batch_fn, run_group
+from services.tts.config import TtsConfig
+from services.tts.synthesis import SpeechSynthesizer, VoiceRuntime, chunk_pcm
+from services.tts.voice import load_voice
+
+log = logging.getLogger(__name__)
+
+_WARMUP_TEXT = "Hello, this is a warm up sentence."
+
+
+class SynthesizerServicer(tts_pb2_grpc.SynthesizerServicer):
+    """Thin gRPC edge over :class:`SpeechSynthesizer`."""
+
+    def __init__(self, stage: TtsStage) -> None:
+        self._stage = stage
+
+    async def Synthesize(self, request: tts_pb2.SynthesizeRequest, context: grpc.aio.ServicerContext
+                         ) -> AsyncIterator[tts_pb2.SynthesizeResponse]:
+        synthesizer = self._stage.synthesizer
+        validated = synthesizer.validate(request.text, voice=request.voice, sample_rate_hz=request.sample_rate_hz,
+                                         length_scale=request.length_scale)
+        max_chunk_ms = self._stage.config.max_chunk_ms
+        async for sentence in synthesizer.stream(validated, deadline_s=deadline_of(context)):
+            chunks = chunk_pcm(sentence.pcm, sentence.sample_rate_hz, max_chunk_ms)
+            final_sentence = sentence.index == sentence.count - 1
+            # A sentence with nothing speakable (only emoji, say) sends nothing, unless it is the last:
+            # the stream must still end with a chunk marked last.
+            if sentence.pcm.size == 0 and not final_sentence:
+                continue
+            for i, pcm in enumerate(chunks):
+                yield tts_pb2.SynthesizeResponse(
+                    encoding=common_pb2.LINEAR16,
+                    audio=pcm.astype("<i2", copy=False).tobytes(),
+                    sample_rate_hz=sentence.sample_rate_hz,
+                    text_start=sentence.start,
+                    text_end=sentence.end,
+                    sentence_index=sentence.index,
+                    last=final_sentence and i == len(chunks) - 1,
+                )
+
+    async def ListVoices(self, request: tts_pb2.ListVoicesRequest, context: grpc.aio.ServicerContext
+                         ) -> tts_pb2.ListVoicesResponse:
+        synthesizer = self._stage.synthesizer
+        voices = [
+            tts_pb2.Voice(name=r.voice.name, language_code=r.voice.language_code,
+                          native_sample_rate_hz=r.voice.sample_rate_hz, licence=r.voice.licence)
+            for r in synthesizer.voices.values()
+        ]
+        return tts_pb2.ListVoicesResponse(voices=voices, default_voice=synthesizer.default_voice)
+
+
+class TtsStage(Stage):
+    """Loads the configured voice, warms it, and serves ``voxpipe.v1.Synthesizer``."""
+
+    name = "tts"
+    service_names = (tts_pb2.DESCRIPTOR.services_by_name["Synthesizer"].full_name,)
+
+    def __init__(self, settings: StageSettings, config: TtsConfig | None = None) -> None:
+        self.config = config or options_to(TtsConfig, settings.options, "tts")
+        self.repo = ModelRepository(settings.models_dir)
+        self.device = settings.device
+        self._synthesizer: SpeechSynthesizer | None = None
+        self._batchers: list[DynamicBatcher] = []
+
+    @property
+    def synthesizer(self) -> SpeechSynthesizer:
+        if self._synthesizer is None:
+            raise RuntimeError("tts stage used before start()")
+        return self._synthesizer
+
+    def load(self) -> None:
+        """Load the voice's engine instances, warm each on a real sentence, build the batcher."""
+        model = f"tts-{self.config.voice}"
+        folder = self.repo.folder(model)
+        voice = load_voice(folder)
+        engines = self.repo.load(model, device=self.device, instances=self.config.instances,
+                                 intra_op_threads=self.config.intra_op_threads)
+        warm_ids = voice.id_map.to_ids(voice.phonemizer.phonemize(_WARMUP_TEXT)).ids
+        for engine in engines:
+            run_group(engine, [warm_ids], voice.scales.as_tuple())
+        batching = BatchingConfig(max_batch_size=self.config.max_batch_size,
+                                  max_queue_delay_us=self.config.max_queue_delay_us,
+                                  max_queue_size=self.config.max_queue_size)
+        batcher = DynamicBatcher(model, [make_batch_fn(e) for e in engines], batching, stage=self.name)
+        self._batchers = [batcher]
+        self._synthesizer = SpeechSynthesizer({voice.name: VoiceRuntime(voice=voice, batcher=batcher)}, self.config)
+        log.info("tts: voice %s loaded (%d instance(s), batch <= %d)", voice.name, len(engines),
+                 self.config.max_batch_size)
+
+    def batchers(self) -> Sequence[DynamicBatcher]:
+        return tuple(self._batchers)
+
+    def register(self, server: grpc.aio.Server) -> None:
+        tts_pb2_grpc.add_SynthesizerServicer_to_server(SynthesizerServicer(self), server)

@@ -1,0 +1,42 @@
+"""Fixtures for the TTS stage tests (import the ones a test module uses)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from engines.build.tts import MODEL_NAME
+from services.common import StageSettings
+
+
+# Fixtures are registered under ``name=`` so a test module can import them without its test arguments
+# shadowing the imported names.
+@pytest.fixture(scope="session", name="tts_models")
+def tts_models_fixture(models_dir: Callable[[str], Path]) -> Path:
+    """The model repository root with the TTS voice built (cached)."""
+    return models_dir("tts")
+
+
+@pytest.fixture(scope="session", name="tts_model_folder")
+def tts_model_folder_fixture(tts_models: Path) -> Path:
+    return tts_models / MODEL_NAME
+
+
+def downloads_dir() -> Path:
+    """Where the wheels are cached (the same place ``tests/conftest.py`` builds from)."""
+    return Path(os.environ.get("VOXPIPE_CACHE_DIR", Path.home() / ".cache" / "voxpipe")) / "downloads"
+
+
+def tts_settings(models: Path, **options: Any) -> StageSettings:
+    """Stage settings for the TTS stage with ``options`` as its ``[tts]`` section."""
+    return StageSettings(name="tts", models_dir=models, options=options)
+
+
+def pcm_of(responses) -> np.ndarray:
+    """All audio of a response stream as int16 samples."""
+    return np.frombuffer(b"".join(r.audio for r in responses), dtype="<i2")
