@@ -12,7 +12,10 @@ import pytest
 from engines.build.nlp import MODEL_NAME
 from services.common import StageSettings
 
-HELDOUT = Path(__file__).parents[1] / "data" / "nlp_heldout.jsonl"
+DATA = Path(__file__).parents[1] / "data"
+# nlp_heldout.jsonl: written before the entity rules were tuned (some rules were then fixed after reading
+# its errors); nlp_heldout_blind.jsonl: written afterwards and scored once, never tuned on.
+HELDOUT_FILES = (DATA / "nlp_heldout.jsonl", DATA / "nlp_heldout_blind.jsonl")
 
 
 @pytest.fixture(scope="session", name="nlp_models")
@@ -31,8 +34,8 @@ def nlp_settings(models: Path, **options: Any) -> StageSettings:
     return StageSettings(name="nlp", models_dir=models, options=options)
 
 
-def heldout() -> list[dict]:
+def heldout(files: tuple[Path, ...] = HELDOUT_FILES) -> list[dict]:
     """The held-out labelled utterances (never used as intent examples)."""
-    return [json.loads(line) for line in HELDOUT.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [json.loads(line) for f in files for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 

@@ -1,0 +1,114 @@
+"""Entity rules and the fuzzy title matcher on a small in-memory catalogue (no model needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.nlp.entities import EntityRules, load_genres
+from services.nlp.text import words
+from services.nlp.titles import CatalogItem, TitleMatcher, title_aliases
+
+CATALOG = {
+    100: CatalogItem(100, "Fargo", 1996, ("Crime", "Drama", "Thriller")),
+    127: CatalogItem(127, "Godfather, The", 1972, ("Action", "Crime", "Drama")),
+    11: CatalogItem(11, "Seven (Se7en)", 1995, ("Crime", "Thriller")),
+    28: CatalogItem(28, "Apollo 13", 1995, ("Action", "Drama", "Thriller")),
+    273: CatalogItem(273, "Heat", 1995, ("Action", "Crime", "Thriller")),
+    96: CatalogItem(96, "Terminator 2: Judgment Day", 1991, ("Action", "Sci-Fi", "Thriller")),
+    1204: CatalogItem(1204, "War, The", 1994, ("Adventure", "Drama")),
+    1387: CatalogItem(1387, "Lone Star", 1996, ("Drama", "Mystery")),
+    1: CatalogItem(1, "Toy Story", 1995, ("Animation", "Children's", "Comedy")),
+}
+
+
+@pytest.fixture(scope="module", name="rules")
+def rules_fixture() -> EntityRules:
+    return EntityRules(load_genres())
+
+
+@pytest.fixture(scope="module", name="matcher")
+def matcher_fixture() -> TitleMatcher:
+    return TitleMatcher(CATALOG)
+
+
+def _find(rules: EntityRules, text: str) -> set[tuple[str, str]]:
+    toks = words(text)
+    claimed: set[int] = set()
+    found = rules.explicit_ratings(text, toks, claimed) + rules.find(text, toks, claimed, refers_to_movie=False)
+    return {(f.type, f.value) for f in found}
+
+
+def test_all_19_movielens_genres_are_known():
+    genres = {g for v in load_genres().values() for g in v.split("|")} | {"unknown"}
+    assert len(genres) == 19
+
+
+@pytest.mark.parametrize(("text", "genres"), [
+    ("something scary", {"Horror"}), ("a sci fi film", {"Sci-Fi"}), ("sigh fi please", {"Sci-Fi"}),
+    ("a cartoon for the kids", {"Animation", "Children's"}), ("film noir", {"Film-Noir"}),
+    ("a rom com", {"Romance", "Comedy"}), ("cowboy movies", {"Western"}), ("science fiction", {"Sci-Fi"}),
+])
+def test_genre_synonyms(rules, text, genres):
+    assert {v for t, v in _find(rules, text) if t == "genre"} == genres
+
+
+@pytest.mark.parametrize(("text", "entity"), [
+    ("from the nineties", ("decade", "1990")), ("90s movies", ("decade", "1990")),
+    ("the 1980s", ("decade", "1980")), ("nineteen seventies", ("decade", "1970")),
+    ("from 1995", ("year", "1995")), ("nineteen ninety five", ("year", "1995")),
+    ("nineteen eighty", ("year", "1980")),
+])
+def test_decades_and_years(rules, text, entity):
+    assert entity in _find(rules, text)
+
+
+@pytest.mark.parametrize(("text", "rating"), [
+    ("four stars", "4"), ("give it a three", "3"), ("two out of five", "2"), ("rate it 4.5", "4.5"),
+    ("four and a half stars", "4.5"), ("1 star", "1"), ("3/5", "3"),
+])
+def test_explicit_ratings(rules, text, rating):
+    assert ("rating", rating) in _find(rules, text)
+
+
+def test_numbers_without_a_rating_cue_are_not_ratings(rules):
+    assert not [e for e in _find(rules, "show me two comedies") if e[0] == "rating"]
+    assert not [e for e in _find(rules, "ten stars") if e[0] == "rating"]  # out of 1..5
+
+
+def test_sentiment_needs_a_movie_reference(rules):
+    toks = words("i loved it")
+    assert [(f.value, f.score) for f in rules.sentiment(toks, set(), refers_to_movie=False)] == [("5", 0.6)]
+    assert rules.sentiment(words("i'd love a comedy"), set(), refers_to_movie=False) == []
+
+
+def test_aliases_front_articles_spell_numbers_and_keep_alternatives():
+    assert ("the", "godfather") in title_aliases("Godfather, The")
+    assert ("godfather",) in title_aliases("Godfather, The")
+    assert ("apollo", "thirteen") in title_aliases("Apollo 13")
+    assert ("se7en",) in title_aliases("Seven (Se7en)")
+
+
+@pytest.mark.parametrize(("text", "item_id"), [
+    ("movies like fargo", 100), ("something like far go", 100), ("the god father", 127),
+    ("i loved godfather", 127), ("apollo thirteen", 28), ("apollo 13", 28), ("se7en", 11),
+    ("terminator two", 96), ("i loved heat", 273), ("when did heat come out", 273), ("toy storey", 1),
+])
+def test_titles_are_found_in_asr_style_text(matcher, text, item_id):
+    found = matcher.find(words(text))
+    assert [f.item_id for f, _ in found] == [item_id]
+
+
+@pytest.mark.parametrize("text", [
+    "it's a heat wave", "i like war movies", "one star", "i wanna watch a movie", "good morning",
+])
+def test_everyday_words_are_not_titles_without_a_cue(matcher, text):
+    toks = words(text)
+    claimed = frozenset({0, 1}) if text == "one star" else frozenset()
+    assert matcher.find(toks, claimed=claimed) == []
+
+
+def test_title_span_points_into_the_text(matcher):
+    text = "something like The Godfather please"
+    (found, span), = matcher.find(words(text))
+    assert text[found.start:found.end] == "The Godfather"
+    assert found.value == "Godfather, The" and found.score == 1.0
