@@ -66,12 +66,18 @@ def _build(args: argparse.Namespace, settings: StackSettings) -> int:
 def _serve(args: argparse.Namespace, settings: StackSettings) -> int:
     from dataclasses import replace
 
-    from clients.cli import run_async
+    import os
+
+    from clients.cli import cache_root, run_async
     from services import stage_module
     from services.common import StageServer
     from services.common.context import configure_logging
+    from services.common.tracing import configure_tracing
 
     configure_logging(settings.log_level)
+    # OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set (e.g. Jaeger), else a JSON-lines file per stage.
+    configure_tracing(args.stage, otlp_endpoint=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+                      jsonl_path=cache_root() / "traces" / f"{args.stage}.jsonl")
     stage_settings = settings.stage(args.stage)
     if args.port is not None:
         stage_settings = replace(stage_settings, server=replace(stage_settings.server, port=args.port))

@@ -28,6 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from opentelemetry import trace
+
 from engines import metrics
 from engines.config import BatchingConfig
 from engines.errors import (
@@ -53,6 +55,8 @@ class _Request(Generic[T, R]):
     future: asyncio.Future[R] = field(compare=False)
     deadline_s: float | None = field(compare=False)
     enqueued_s: float = field(compare=False)
+    dispatched_s: float = field(default=0.0, compare=False)
+    batch_size: int = field(default=0, compare=False)
 
 
 class ComputeCostModel:
@@ -150,12 +154,18 @@ class DynamicBatcher(Generic[T, R]):
             )
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         key = (deadline_s if deadline_s is not None else math.inf, next(self._seq))
-        heapq.heappush(self._heap, _Request(key, item, future, deadline_s, now))
+        request = _Request(key, item, future, deadline_s, now)
+        heapq.heappush(self._heap, request)
         self._live += 1
         metrics.QUEUE_DEPTH.labels(**self._labels).set(self._live)
         self._arrival.set()
         try:
-            return await future
+            result = await future
+            span = trace.get_current_span()
+            if span.is_recording():
+                span.set_attributes({f"voxpipe.{self.name}.queue_ms": (request.dispatched_s - now) * 1e3,
+                                     f"voxpipe.{self.name}.batch_size": request.batch_size})
+            return result
         except asyncio.CancelledError:
             if future.cancelled() and self._forget(future):
                 metrics.REQUESTS_DROPPED.labels(**self._labels, reason="cancelled").inc()
@@ -265,6 +275,7 @@ class DynamicBatcher(Generic[T, R]):
         loop = asyncio.get_running_loop()
         start = self._clock()
         for req in batch:
+            req.dispatched_s, req.batch_size = start, len(batch)
             metrics.STAGE_SECONDS.labels(**self._labels, phase="queue").observe(start - req.enqueued_s)
         metrics.BATCH_SIZE.labels(**self._labels).observe(len(batch))
         items = [req.item for req in batch]

@@ -7,7 +7,8 @@
     ├── FailedPreconditionError      FAILED_PRECONDITION the stream is in the wrong state for this message
     ├── ResourceExhaustedError       RESOURCE_EXHAUSTED admission control or a full queue    (retryable)
     ├── UnavailableError             UNAVAILABLE        a dependency is down or the server is draining (retryable)
-    └── DeadlineError                DEADLINE_EXCEEDED  the request's budget ran out
+    ├── DeadlineError                DEADLINE_EXCEEDED  the request's budget ran out
+    └── UpstreamError                (its own)          a downstream stage's status, passed on
 
 Engine errors (``engines.errors``) are mapped by :func:`status_of` as well, so servicers simply let them
 propagate.
@@ -55,6 +56,14 @@ class UnavailableError(ServiceError):
 
 class DeadlineError(ServiceError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class UpstreamError(ServiceError):
+    """A downstream stage's status passed on unchanged (e.g. its INVALID_ARGUMENT about the client's audio)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 _ENGINE_CODES: tuple[tuple[type[engine_errors.EngineError], grpc.StatusCode], ...] = (

@@ -10,11 +10,15 @@ from typing import Any
 import grpc
 from prometheus_client import Counter
 
+from opentelemetry import trace
+
 from engines.metrics import STAGE_SECONDS
 from services.common import context as ctx
+from services.common.tracing import extract_context
 from services.common.errors import status_of
 
 log = logging.getLogger(__name__)
+_tracer = trace.get_tracer("voxpipe.server")
 
 GRPC_HANDLED = Counter(
     "voxpipe_grpc_handled_total", "RPCs completed, by service, method and status code.",
@@ -42,25 +46,26 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         service, method = _split_method(details.method)
-        metadata = dict(details.invocation_metadata or ())
+        metadata = {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
         ids = self._ids(metadata)
+        parent = extract_context(metadata)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary, service, method, ids),
+                self._wrap_unary(handler.unary_unary, service, method, ids, parent),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer)
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(handler.unary_stream, service, method, ids),
+                self._wrap_stream(handler.unary_stream, service, method, ids, parent),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer)
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                self._wrap_unary(handler.stream_unary, service, method, ids),
+                self._wrap_unary(handler.stream_unary, service, method, ids, parent),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer)
         return grpc.stream_stream_rpc_method_handler(
-            self._wrap_stream(handler.stream_stream, service, method, ids),
+            self._wrap_stream(handler.stream_stream, service, method, ids, parent),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer)
 
@@ -88,12 +93,13 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         await context.abort(code, message)
         return code  # not reached: abort raises
 
-    def _wrap_unary(self, behavior, service: str, method: str, ids: tuple[str, str]):
+    def _wrap_unary(self, behavior, service: str, method: str, ids: tuple[str, str], parent):
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
             tokens = (ctx.REQUEST_ID.set(ids[0]), ctx.TRACE_ID.set(ids[1]))
             start, code = time.perf_counter(), None
             try:
-                return await behavior(request, context)
+                with _tracer.start_as_current_span(f"{service}/{method}", context=parent, kind=trace.SpanKind.SERVER):
+                    return await behavior(request, context)
             except Exception as e:
                 if isinstance(e, grpc.aio.AbortError):
                     raise
@@ -106,13 +112,14 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
 
         return wrapper
 
-    def _wrap_stream(self, behavior, service: str, method: str, ids: tuple[str, str]):
+    def _wrap_stream(self, behavior, service: str, method: str, ids: tuple[str, str], parent):
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             tokens = (ctx.REQUEST_ID.set(ids[0]), ctx.TRACE_ID.set(ids[1]))
             start, code = time.perf_counter(), None
             try:
-                async for response in behavior(request, context):
-                    yield response
+                with _tracer.start_as_current_span(f"{service}/{method}", context=parent, kind=trace.SpanKind.SERVER):
+                    async for response in behavior(request, context):
+                        yield response
             except Exception as e:
                 if isinstance(e, grpc.aio.AbortError):
                     raise
