@@ -1,0 +1,293 @@
+"""``Assistant.Converse``: one bidirectional stream, many turns.
+
+Per stream, the orchestrator holds one ``Recognizer.StreamingRecognize`` call open. A pump task forwards
+the client's audio (and end-of-utterance) to it; the listener forwards interim transcripts and starts a
+turn at each final one. Turns run one at a time per stream: a new final transcript, a CANCEL_TURN
+control or (if enabled) new speech cancels the turn in flight, and with it every downstream call.
+All tasks of a stream live in one TaskGroup; everything sent to the client goes through one bounded queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+
+from orchestrator import metrics
+from orchestrator.admission import Admission
+from orchestrator.budget import BudgetConfig
+from orchestrator.peers import StageClients, call_metadata
+from orchestrator.session import SessionState
+from orchestrator.turn import TurnInput, TurnRunner
+from protos import asr_pb2, assistant_pb2
+from services.common import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    ServiceError,
+    UnavailableError,
+)
+from services.common.errors import UpstreamError
+from services.common.context import REQUEST_ID, new_request_id
+from services.common.errors import status_of
+
+log = logging.getLogger(__name__)
+
+_SESSION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_PASS_THROUGH = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.FAILED_PRECONDITION)
+_END = object()
+
+
+def validate_config(config: assistant_pb2.ConverseConfig) -> None:
+    """Reject a bad ConverseConfig with INVALID_ARGUMENT naming the field and value."""
+    audio = config.audio
+    if audio.encoding != asr_pb2.LINEAR16:
+        name = asr_pb2.AudioEncoding.Name(audio.encoding)
+        raise InvalidArgumentError(f"audio.encoding={name} is not supported; send LINEAR16 (16-bit PCM, mono)")
+    if not 8000 <= audio.sample_rate_hz <= 48000:
+        raise InvalidArgumentError(f"audio.sample_rate_hz={audio.sample_rate_hz} is outside 8000..48000")
+    if config.output_sample_rate_hz and not 8000 <= config.output_sample_rate_hz <= 48000:
+        raise InvalidArgumentError(f"output_sample_rate_hz={config.output_sample_rate_hz} is outside 8000..48000 (0 = voice rate)")
+    if config.budget_ms and not 100 <= config.budget_ms <= 60_000:
+        raise InvalidArgumentError(f"budget_ms={config.budget_ms} is outside 100..60000 (0 = server default)")
+    if config.session_id and not _SESSION_ID.match(config.session_id):
+        raise InvalidArgumentError(
+            f"session_id={config.session_id[:40]!r} is invalid: 1..128 of letters, digits, '.', '_', ':', '-'")
+
+
+class AudioClock:
+    """When each stretch of the stream's audio arrived, to map ASR times to arrival times (bounded)."""
+
+    def __init__(self, sample_rate_hz: int, max_chunks: int = 20_000) -> None:
+        self.rate = sample_rate_hz
+        self._ends: list[int] = []
+        self._times: list[float] = []
+        self._total = 0
+        self._max = max_chunks
+
+    def add(self, n_samples: int, arrived_s: float) -> None:
+        self._total += n_samples
+        self._ends.append(self._total)
+        self._times.append(arrived_s)
+        if len(self._ends) > self._max:
+            del self._ends[: self._max // 2], self._times[: self._max // 2]
+
+    def arrival_of(self, audio_s: float) -> float | None:
+        """Arrival time of the chunk holding the sample at ``audio_s`` seconds into the stream."""
+        if not self._ends:
+            return None
+        i = bisect.bisect_left(self._ends, int(audio_s * self.rate))
+        return self._times[min(i, len(self._times) - 1)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConversationOptions:
+    budget: BudgetConfig
+    default_voice: str = ""
+
+
+class Conversation:
+    """The state and tasks of one Converse stream."""
+
+    def __init__(self, config: assistant_pb2.ConverseConfig, session: SessionState, runner: TurnRunner,
+                 clients: StageClients, admission: Admission, options: ConversationOptions) -> None:
+        self.config = config
+        self.session = session
+        self.runner = runner
+        self.clients = clients
+        self.admission = admission
+        self.options = options
+        self.budget = options.budget if not config.budget_ms else _scaled(options.budget, config.budget_ms)
+        self.out: asyncio.Queue = asyncio.Queue(maxsize=256)
+        self.audio_clock = AudioClock(config.audio.sample_rate_hz)
+        self._asr_in: asyncio.Queue = asyncio.Queue(maxsize=64)
+        self._tg: asyncio.TaskGroup | None = None
+        self._turn: asyncio.Task | None = None
+        self._turn_index = 0
+        self._barge_in: set[asyncio.Task] = set()
+        self.request_id = REQUEST_ID.get() if REQUEST_ID.get() != "-" else new_request_id()
+
+    async def emit(self, response: assistant_pb2.ConverseResponse) -> None:
+        await self.out.put(response)
+
+    async def run(self, requests: AsyncIterator[assistant_pb2.ConverseRequest]) -> None:
+        """Serve the stream until the client half-closes and the last turn is done."""
+        await self.emit(assistant_pb2.ConverseResponse(session=assistant_pb2.ConverseSession(session_id=self.session.session_id)))
+        call = self.clients.asr.StreamingRecognize(self._asr_requests(), metadata=call_metadata(self.request_id))
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                tg.create_task(self._pump(requests), name="converse-pump")
+                await self._listen(call)
+                if self._turn is not None:
+                    await asyncio.wait({self._turn})
+        except BaseExceptionGroup as group:
+            raise _first_leaf(group) from None
+        except grpc.aio.AioRpcError as e:
+            raise _from_asr(e) from e
+        finally:
+            call.cancel()
+            await self.out.put(_END)
+
+    async def _asr_requests(self) -> AsyncIterator[asr_pb2.StreamingRecognizeRequest]:
+        audio = asr_pb2.RecognitionConfig()
+        audio.CopyFrom(self.config.audio)
+        audio.interim_results = True  # interim results drive barge-in even if the client does not want them
+        yield asr_pb2.StreamingRecognizeRequest(config=audio)
+        while (item := await self._asr_in.get()) is not None:
+            yield item
+
+    async def _pump(self, requests: AsyncIterator[assistant_pb2.ConverseRequest]) -> None:
+        try:
+            async for request in requests:
+                kind = request.WhichOneof("request")
+                if kind == "audio":
+                    self.audio_clock.add(len(request.audio) // 2, time.monotonic())
+                    await self._asr_in.put(asr_pb2.StreamingRecognizeRequest(audio=request.audio))
+                elif kind == "control":
+                    await self._control(request.control.action)
+                elif kind == "config":
+                    raise FailedPreconditionError("config may only be sent once, as the first ConverseRequest")
+                else:
+                    raise InvalidArgumentError("empty ConverseRequest: set audio, control or config")
+        finally:
+            await self._asr_in.put(None)  # half-close ASR: it finalises the open utterance
+
+    async def _control(self, action: int) -> None:
+        if action == assistant_pb2.ConverseControl.END_OF_UTTERANCE:
+            control = asr_pb2.RecognizerControl(action=asr_pb2.RecognizerControl.END_OF_UTTERANCE)
+            await self._asr_in.put(asr_pb2.StreamingRecognizeRequest(control=control))
+        elif action == assistant_pb2.ConverseControl.CANCEL_TURN:
+            self.cancel_turn("client CANCEL_TURN")
+        else:
+            raise InvalidArgumentError(f"control.action={action} is not a known ConverseControl.Action")
+
+    def cancel_turn(self, why: str) -> bool:
+        """Barge-in: cancel the turn in flight (and so every downstream call it awaits)."""
+        if self._turn is None or self._turn.done():
+            return False
+        log.info("turn %d cancelled: %s", self._turn_index, why)
+        self._barge_in.add(self._turn)
+        self._turn.cancel()
+        return True
+
+    async def _listen(self, call) -> None:
+        async for response in call:
+            result = response.result
+            if not result.is_final:
+                if self.config.audio.interim_results:
+                    await self.emit(assistant_pb2.ConverseResponse(turn_index=self._turn_index + 1, transcript=result))
+                if self.config.barge_in_on_speech and result.text.strip():
+                    self.cancel_turn("user speech (barge-in)")
+                continue
+            received_s = time.monotonic()
+            self._turn_index += 1
+            await self.emit(assistant_pb2.ConverseResponse(turn_index=self._turn_index, transcript=result))
+            if not result.text.strip():
+                continue  # noise or silence: no turn
+            self.cancel_turn("a new utterance")
+            turn = TurnInput(
+                turn_index=self._turn_index, transcript=result,
+                endpoint_s=received_s - result.latency_ms / 1e3,
+                last_voiced_s=self.audio_clock.arrival_of(result.end_s),
+                voice=self.config.voice or self.options.default_voice,
+                output_sample_rate_hz=self.config.output_sample_rate_hz, budget=self.budget,
+                request_id=self.request_id)
+            assert self._tg is not None
+            self._turn = self._tg.create_task(self._run_turn(turn), name=f"turn-{self._turn_index}")
+
+    async def _run_turn(self, turn: TurnInput) -> None:
+        try:
+            async with self.admission.turn():
+                report = await self.runner.run(turn, self.session, self.emit)
+            await self.emit(assistant_pb2.ConverseResponse(turn_index=turn.turn_index, report=report))
+        except asyncio.CancelledError:
+            if asyncio.current_task() in self._barge_in:
+                metrics.TURNS.labels("cancelled").inc()
+                report = assistant_pb2.TurnReport(cancelled=True, session_id=self.session.session_id,
+                                                  budget_ms=turn.budget.total_ms)
+                await self.emit(assistant_pb2.ConverseResponse(turn_index=turn.turn_index, report=report))
+            raise
+        except ServiceError as e:
+            metrics.TURNS.labels("refused" if e.retryable else "failed").inc()
+            await self.emit(assistant_pb2.ConverseResponse(turn_index=turn.turn_index, error=assistant_pb2.TurnError(
+                code=e.code.name, message=str(e), stage="orchestrator")))
+        except Exception as e:
+            log.exception("turn %d failed", turn.turn_index)
+            metrics.TURNS.labels("failed").inc()
+            await self.emit(assistant_pb2.ConverseResponse(turn_index=turn.turn_index, error=assistant_pb2.TurnError(
+                code=status_of(e).name, message=f"{type(e).__name__}: {e}", stage="orchestrator")))
+        finally:
+            self._barge_in.discard(asyncio.current_task())
+
+
+def _scaled(budget: BudgetConfig, total_ms: float) -> BudgetConfig:
+    """The profile's shares scaled to a client-chosen total."""
+    f = total_ms / budget.total_ms
+    return BudgetConfig(total_ms=total_ms, asr_ms=budget.asr_ms * f, nlp_ms=budget.nlp_ms * f,
+                        recommender_ms=budget.recommender_ms * f, tts_ms=budget.tts_ms * f,
+                        margin_ms=min(budget.margin_ms, total_ms * 0.05))
+
+
+def _from_asr(error: grpc.aio.AioRpcError) -> ServiceError:
+    """An ASR stream failure as the client should see it: its own input errors pass through by code."""
+    message = f"asr: {error.details()}"
+    if error.code() in _PASS_THROUGH:
+        return UpstreamError(error.code(), message)
+    return UnavailableError(f"asr stage failed ({error.code().name}): {error.details()}")
+
+
+def _first_leaf(group: BaseExceptionGroup) -> BaseException:
+    """The first error of a TaskGroup failure, preferring ones the client should see."""
+    leaves: list[BaseException] = []
+
+    def walk(g: BaseExceptionGroup) -> None:
+        for e in g.exceptions:
+            walk(e) if isinstance(e, BaseExceptionGroup) else leaves.append(e)
+
+    walk(group)
+    for e in leaves:
+        if isinstance(e, ServiceError):
+            return e
+        if isinstance(e, grpc.aio.AioRpcError):
+            return _from_asr(e)
+    return leaves[0]
+
+
+class AssistantServicer:
+    """The Assistant service: validates, admits, and serves Converse streams."""
+
+    def __init__(self, runner: TurnRunner, clients: StageClients, admission: Admission, sessions,
+                 options: ConversationOptions) -> None:
+        self.runner = runner
+        self.clients = clients
+        self.admission = admission
+        self.sessions = sessions
+        self.options = options
+
+    async def Converse(self, request_iterator, context) -> AsyncIterator[assistant_pb2.ConverseResponse]:
+        requests = aiter(request_iterator)
+        first = await anext(requests, None)
+        if first is None:
+            return
+        kind = first.WhichOneof("request")
+        if kind != "config":
+            raise InvalidArgumentError(f"the first ConverseRequest must carry config, got {kind or 'an empty message'}")
+        validate_config(first.config)
+        async with self.admission.stream():
+            session = self.sessions.get_or_create(first.config.session_id)
+            conversation = Conversation(first.config, session, self.runner, self.clients, self.admission, self.options)
+            runner = asyncio.create_task(conversation.run(requests), name="converse")
+            try:
+                while (item := await conversation.out.get()) is not _END:
+                    yield item
+                await runner  # re-raises what ended the stream, mapped by the interceptor
+            finally:
+                if not runner.done():
+                    runner.cancel()
+                    await asyncio.gather(runner, return_exceptions=True)

@@ -1,0 +1,51 @@
+"""A local copy of the recommender's popularity list: the answer of last resort when the budget is gone.
+
+Filled from ``Recommend(popularity_only=True)`` when the orchestrator starts (and refreshed in the
+background), so a turn that cannot afford the recommender still names real, popular movies that match
+its genre and year filters.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from protos import recommender_pb2
+
+log = logging.getLogger(__name__)
+
+
+class PopularityCache:
+    """Most popular catalogue items, filtered locally."""
+
+    def __init__(self, size: int = 200) -> None:
+        self.size = size
+        self.items: list[recommender_pb2.Item] = []
+
+    async def refresh(self, stub, timeout_s: float = 5.0) -> bool:
+        """Fetch the list from the recommender; False (and the old list kept) if it is not reachable."""
+        try:
+            reply = await stub.Recommend(recommender_pb2.RecommendRequest(k=50, popularity_only=True), timeout=timeout_s)
+        except grpc.aio.AioRpcError as e:
+            log.warning("popularity list not refreshed: %s %s", e.code().name, e.details())
+            return False
+        self.items = list(reply.items)
+        return True
+
+    def answer(self, filters: recommender_pb2.Filters, k: int) -> recommender_pb2.RecommendResponse:
+        """Top ``k`` cached items that pass ``filters``."""
+        excluded = set(filters.exclude_item_ids)
+        genres = set(filters.genres)
+        picked = []
+        for item in self.items:
+            if item.item_id in excluded or (genres and not genres & set(item.genres)):
+                continue
+            if (filters.year_min and item.year < filters.year_min) or (filters.year_max and item.year > filters.year_max):
+                continue
+            picked.append(item)
+            if len(picked) == k:
+                break
+        reason = "" if picked else ("the popularity list is not available" if not self.items
+                                    else "no popular movie matches the filters")
+        return recommender_pb2.RecommendResponse(items=picked, strategy="popularity", empty_reason=reason)

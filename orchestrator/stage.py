@@ -1,0 +1,105 @@
+"""The orchestrator as a stage: its config, its servicer wiring, and its peers."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, replace
+
+import grpc
+
+from orchestrator.admission import Admission
+from orchestrator.budget import PROFILES, BudgetConfig
+from orchestrator.converse import AssistantServicer, ConversationOptions
+from orchestrator.peers import PeerAddresses, StageClients
+from orchestrator.policy import DegradationPolicy, PolicyConfig, StageStats
+from orchestrator.popularity import PopularityCache
+from orchestrator.session import SessionStore
+from orchestrator.turn import TurnRunner
+from protos import assistant_pb2, assistant_pb2_grpc
+from services.common import Stage, StageSettings, options_to
+from services.common.settings import SettingsError
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrchestratorConfig:
+    """The ``[orchestrator]`` section. Budget keys left at 0 take the profile's default."""
+
+    profile: str = "cpu"  # "cpu" or "gpu": default turn budget and shares
+    budget_ms: float = 0.0
+    asr_share_ms: float = 0.0
+    nlp_share_ms: float = 0.0
+    recommender_share_ms: float = 0.0
+    tts_share_ms: float = 0.0
+    margin_ms: float = 0.0
+    degrade: bool = True
+    max_streams: int = 64
+    max_concurrent_turns: int = 16
+    max_turns_per_s: float = 20.0
+    max_admission_wait_ms: float = 20.0
+    recommendations_k: int = 3
+    tts_stream_timeout_s: float = 30.0
+    max_sessions: int = 10_000
+    session_ttl_s: float = 3600.0
+    # Peer addresses; empty = the peer stage's [section] port on the stack host.
+    asr_address: str = ""
+    nlp_address: str = ""
+    recommender_address: str = ""
+    tts_address: str = ""
+
+    def budget(self) -> BudgetConfig:
+        """The turn budget: the profile's defaults with any explicit keys applied."""
+        if self.profile not in PROFILES:
+            raise SettingsError(f"[orchestrator] profile={self.profile!r} is not one of {sorted(PROFILES)}")
+        base = PROFILES[self.profile]
+        overrides = {k: v for k, v in (("total_ms", self.budget_ms), ("asr_ms", self.asr_share_ms),
+                                       ("nlp_ms", self.nlp_share_ms), ("recommender_ms", self.recommender_share_ms),
+                                       ("tts_ms", self.tts_share_ms), ("margin_ms", self.margin_ms)) if v}
+        return replace(base, **overrides)
+
+
+class OrchestratorStage(Stage):
+    name = "orchestrator"
+    service_names = (assistant_pb2.DESCRIPTOR.services_by_name["Assistant"].full_name,)
+
+    def __init__(self, settings: StageSettings) -> None:
+        self.config = options_to(OrchestratorConfig, settings.options, "orchestrator")
+        budget = self.config.budget()
+        peers = settings.peers
+        self.addresses = PeerAddresses(
+            asr=self.config.asr_address or peers.get("asr", ""),
+            nlp=self.config.nlp_address or peers.get("nlp", ""),
+            recommender=self.config.recommender_address or peers.get("recommender", ""),
+            tts=self.config.tts_address or peers.get("tts", ""))
+        self.clients = StageClients(self.addresses)
+        self.stats = StageStats(budget)
+        self.popularity = PopularityCache()
+        self.runner = TurnRunner(self.clients, DegradationPolicy(PolicyConfig(enabled=self.config.degrade), self.stats),
+                                 self.popularity, k=self.config.recommendations_k,
+                                 tts_stream_timeout_s=self.config.tts_stream_timeout_s)
+        self.admission = Admission(max_streams=self.config.max_streams,
+                                   max_concurrent_turns=self.config.max_concurrent_turns,
+                                   max_turns_per_s=self.config.max_turns_per_s,
+                                   max_admission_wait_ms=self.config.max_admission_wait_ms)
+        self.sessions = SessionStore(max_sessions=self.config.max_sessions, ttl_s=self.config.session_ttl_s)
+        self.options = ConversationOptions(budget=budget)
+        self._refresh: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        await self.clients.open()
+        # The popularity list is the answer of last resort; fetch it now, and retry in the background.
+        if not await self.popularity.refresh(self.clients.recommender, timeout_s=2.0):
+            self._refresh = asyncio.create_task(self._refresh_until_ok(), name="popularity-refresh")
+
+    async def _refresh_until_ok(self) -> None:
+        while not await self.popularity.refresh(self.clients.recommender, timeout_s=2.0):
+            await asyncio.sleep(5.0)
+
+    async def stop(self) -> None:
+        if self._refresh is not None:
+            self._refresh.cancel()
+            await asyncio.gather(self._refresh, return_exceptions=True)
+        await self.clients.close()
+
+    def register(self, server: grpc.aio.Server) -> None:
+        servicer = AssistantServicer(self.runner, self.clients, self.admission, self.sessions, self.options)
+        assistant_pb2_grpc.add_AssistantServicer_to_server(servicer, server)
