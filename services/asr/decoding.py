@@ -155,8 +155,12 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return x / x.sum()
 
 
-def collate_steps(items: list[StepInput]) -> dict[str, np.ndarray]:
-    """Stack steps of several hypotheses into one decoder batch; caches are padded to the longest."""
+def collate_steps(items: list[StepInput],
+                  cross: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Stack steps of several hypotheses into one decoder batch; caches are padded to the longest.
+
+    ``cross`` is the already stacked cross K/V of exactly these items, when the caller has it.
+    """
     b = len(items)
     first = items[0]
     n_layers, n_state = first.cross_key.shape[0], first.cross_key.shape[2]
@@ -166,7 +170,9 @@ def collate_steps(items: list[StepInput]) -> dict[str, np.ndarray]:
     for i, it in enumerate(items):
         past_key[i, :, : it.position] = it.past_key
         past_value[i, :, : it.position] = it.past_value
-    if b == 1:
+    if cross is not None:
+        cross_key, cross_value = cross
+    elif b == 1:
         # No copy of the ~18 MB cross K/V for a lone request.
         cross_key, cross_value = first.cross_key[None], first.cross_value[None]
     else:

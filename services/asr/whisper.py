@@ -15,7 +15,15 @@ import numpy as np
 from engines.base import Engine
 from engines.config import ModelConfig
 from engines.errors import ModelConfigError
-from services.asr.decoding import DecodeResult, DecodingSpec, Hypothesis, StepInput, StepOutput, collate_steps, split_steps
+from services.asr.decoding import (
+    DecodeResult,
+    DecodingSpec,
+    Hypothesis,
+    StepInput,
+    StepOutput,
+    collate_steps,
+    split_steps,
+)
 from services.asr.features import log_mel
 
 ENCODER_MODEL = "whisper-tiny-en-encoder"
@@ -52,11 +60,37 @@ def encoder_batch_fn(engine: Engine) -> Callable[[list[np.ndarray]], list[Encode
     return run
 
 
+def encoder_audio_batch_fn(engine: Engine) -> Callable[[list[np.ndarray]], list[EncoderOutput]]:
+    """Batch function: 16 kHz clips -> log-mel (on the engine's thread) -> cross K/V per item."""
+    encode = encoder_batch_fn(engine)
+
+    def run(clips: list[np.ndarray]) -> list[EncoderOutput]:
+        return encode([log_mel(c) for c in clips])
+
+    return run
+
+
 def decoder_batch_fn(engine: Engine) -> Callable[[list[StepInput]], list[StepOutput]]:
-    """Batch function: one decoder step for each hypothesis, rows at any position."""
+    """Batch function: one decoder step for each hypothesis, rows at any position.
+
+    Streams decoding together send the same set of hypotheses step after step; the stacked cross K/V
+    (~18 MB per row) is kept from the previous batch and reused while the set is unchanged. The
+    originals are held too, so their ids cannot be recycled while they are the cache key.
+    """
+    cached: dict[str, object] = {"sources": (), "stacked": None}
 
     def run(items: list[StepInput]) -> list[StepOutput]:
-        return split_steps(engine.run(collate_steps(items)))
+        cross = None
+        if len(items) > 1:
+            sources = tuple(it.cross_key for it in items)
+            previous = cached["sources"]
+            if len(previous) != len(sources) or any(a is not b for a, b in zip(previous, sources, strict=False)):
+                cached["stacked"] = (np.stack(sources), np.stack([it.cross_value for it in items]))
+                cached["sources"] = sources
+            cross = cached["stacked"]
+        else:
+            cached["sources"], cached["stacked"] = (), None
+        return split_steps(engine.run(collate_steps(items, cross=cross)))
 
     return run
 

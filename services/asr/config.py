@@ -1,0 +1,90 @@
+"""ASR configuration: the stage's ``[asr]`` section, and per-request settings validated from the proto."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from protos import asr_pb2, common_pb2
+from services.common import InvalidArgumentError
+
+MIN_RATE_HZ = 8_000
+MAX_RATE_HZ = 48_000
+_LANGUAGE = re.compile(r"^en(-[A-Za-z0-9]{1,8})*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AsrConfig:
+    """The ``[asr]`` TOML section (stage options); every duration carries its unit."""
+
+    silence_ms: int = 300            # trailing silence that ends an utterance (request may override)
+    speech_threshold: float = 0.5    # Silero probability that counts as speech
+    min_speech_ms: int = 150         # shorter bursts are noise
+    interim_interval_ms: int = 500   # re-decode the growing utterance this often (audio time)
+    pre_speech_pad_ms: int = 200     # audio kept before the detected start
+    post_speech_pad_ms: int = 100    # audio kept after the detected end; the final decode starts here
+    max_utterance_s: float = 29.0    # Whisper's window is 30 s; longer speech is cut into utterances
+    max_audio_s: float = 600.0       # a stream or clip longer than this is refused with OUT_OF_RANGE
+    final_timeout_s: float = 30.0    # batcher deadline of a final decode when the RPC sets none
+    no_speech_prob: float = 0.6      # with avg log-prob < logprob_threshold: treat as no speech
+    logprob_threshold: float = -1.0
+    max_interims_in_flight: int = 1  # stage-wide cap on interim decodes (finals are never capped)
+    encoder_instances: int = 1
+    decoder_instances: int = 1
+
+    def __post_init__(self) -> None:
+        if not 50 <= self.silence_ms <= 10_000:
+            raise ValueError(f"silence_ms={self.silence_ms} is outside 50..10000")
+        if not 0.0 < self.speech_threshold < 1.0:
+            raise ValueError(f"speech_threshold={self.speech_threshold} is outside (0, 1)")
+        if not 0 <= self.post_speech_pad_ms <= self.silence_ms:
+            raise ValueError(f"post_speech_pad_ms={self.post_speech_pad_ms} must be within 0..silence_ms")
+        if not 1.0 <= self.max_utterance_s <= 29.5:
+            raise ValueError(f"max_utterance_s={self.max_utterance_s} is outside 1..29.5 (Whisper's 30 s window)")
+        if self.max_audio_s <= 0:
+            raise ValueError(f"max_audio_s={self.max_audio_s} must be > 0")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamSettings:
+    """One request's validated recognition settings (server defaults filled in)."""
+
+    sample_rate_hz: int
+    language_code: str
+    interim_results: bool
+    silence_ms: int
+    speech_threshold: float
+    min_speech_ms: int
+    interim_interval_ms: int
+
+
+def settings_from_proto(config: asr_pb2.RecognitionConfig, defaults: AsrConfig) -> StreamSettings:
+    """Validate a ``RecognitionConfig``; raise InvalidArgumentError naming the offending value."""
+    if config.encoding != common_pb2.LINEAR16:
+        name = common_pb2.AudioEncoding.Name(config.encoding) if config.encoding in common_pb2.AudioEncoding.values() \
+            else str(config.encoding)
+        raise InvalidArgumentError(f"encoding={name} is not supported; send LINEAR16 (16-bit little-endian mono PCM)")
+    rate = config.sample_rate_hz
+    if not MIN_RATE_HZ <= rate <= MAX_RATE_HZ:
+        raise InvalidArgumentError(f"sample_rate_hz={rate} is outside {MIN_RATE_HZ}..{MAX_RATE_HZ}")
+    language = config.language_code or "en-US"
+    if not _LANGUAGE.match(language):
+        raise InvalidArgumentError(
+            f"language_code={config.language_code!r} is not supported; Whisper tiny.en recognises 'en' and 'en-*'")
+    ep = config.endpointing
+    silence_ms = ep.silence_ms or defaults.silence_ms
+    if not 50 <= silence_ms <= 10_000:
+        raise InvalidArgumentError(f"endpointing.silence_ms={ep.silence_ms} is outside 50..10000")
+    threshold = ep.speech_threshold or defaults.speech_threshold
+    if math.isnan(threshold) or not 0.0 < threshold < 1.0:
+        raise InvalidArgumentError(f"endpointing.speech_threshold={ep.speech_threshold} is outside (0, 1)")
+    min_speech_ms = ep.min_speech_ms or defaults.min_speech_ms
+    if min_speech_ms > 5_000:
+        raise InvalidArgumentError(f"endpointing.min_speech_ms={ep.min_speech_ms} is above 5000")
+    interval = config.interim_interval_ms or defaults.interim_interval_ms
+    if not 100 <= interval <= 10_000:
+        raise InvalidArgumentError(f"interim_interval_ms={config.interim_interval_ms} is outside 100..10000")
+    return StreamSettings(sample_rate_hz=rate, language_code=language, interim_results=config.interim_results,
+                          silence_ms=silence_ms, speech_threshold=float(threshold), min_speech_ms=min_speech_ms,
+                          interim_interval_ms=interval)

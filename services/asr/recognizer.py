@@ -1,0 +1,70 @@
+"""The ASR core over batchers: VAD frames, and transcription of one utterance (encoder + greedy steps).
+
+Every engine call goes through a :class:`DynamicBatcher`: utterances of concurrent streams share
+encoder batches, and their decoder steps are batched together step by step (each hypothesis submits
+its next step as soon as the previous one returns, so streams decoding at the same time meet in the
+batcher's queue).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from engines.batcher import DynamicBatcher
+from services.asr.config import AsrConfig
+from services.asr.decoding import DecodingSpec, Hypothesis, StepInput, StepOutput
+from services.asr.tokenizer import WhisperTokenizer
+from services.asr.vad import VadJob, VadResult
+from services.asr.whisper import EncoderOutput
+
+
+@dataclass(frozen=True, kw_only=True)
+class Transcript:
+    """One decoded utterance."""
+
+    text: str
+    tokens: tuple[int, ...]
+    confidence: float
+    no_speech: bool
+    encoder_ms: float
+    decoder_ms: float
+
+
+class SpeechRecognizer:
+    """Shared by every RPC of the stage; holds the batchers and the tokenizer."""
+
+    def __init__(self, *, encoder: DynamicBatcher[np.ndarray, EncoderOutput],
+                 decoder: DynamicBatcher[StepInput, StepOutput], vad: DynamicBatcher[VadJob, VadResult],
+                 tokenizer: WhisperTokenizer, spec: DecodingSpec, config: AsrConfig) -> None:
+        self.encoder = encoder
+        self.decoder = decoder
+        self.vad_batcher = vad
+        self.tokenizer = tokenizer
+        self.spec = spec
+        self.config = config
+        self._masks = spec.masks()
+        self.interims_in_flight = 0
+
+    async def vad(self, job: VadJob) -> VadResult:
+        """Speech probabilities of a stream's next frames."""
+        return await self.vad_batcher.submit(job)
+
+    async def transcribe(self, audio_16k: np.ndarray, *, deadline_s: float | None) -> Transcript:
+        """Greedy transcript of one utterance (<= 30 s of 16 kHz float32)."""
+        started = time.perf_counter()
+        enc = await self.encoder.submit(audio_16k, deadline_s=deadline_s)
+        encoded = time.perf_counter()
+        hyp = Hypothesis(self.spec, enc.cross_key, enc.cross_value, self._masks)
+        while not hyp.done:
+            hyp.advance(await self.decoder.submit(hyp.step_input(), deadline_s=deadline_s))
+        result = hyp.result()
+        # faster-whisper's no-speech rule: a confident <|nocaptions|> and a weak transcript mean silence.
+        no_speech = (result.no_speech_prob > self.config.no_speech_prob
+                     and result.avg_logprob < self.config.logprob_threshold)
+        text = "" if no_speech else self.tokenizer.decode(result.tokens)
+        return Transcript(text=text, tokens=result.tokens, confidence=result.confidence if text else 0.0,
+                          no_speech=no_speech, encoder_ms=(encoded - started) * 1e3,
+                          decoder_ms=(time.perf_counter() - encoded) * 1e3)
