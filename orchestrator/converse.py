@@ -25,7 +25,7 @@ from orchestrator.budget import BudgetConfig
 from orchestrator.peers import StageClients, call_metadata
 from orchestrator.session import SessionState
 from orchestrator.turn import TurnInput, TurnRunner
-from protos import asr_pb2, assistant_pb2
+from protos import asr_pb2, assistant_pb2, common_pb2
 from services.common import (
     FailedPreconditionError,
     InvalidArgumentError,
@@ -46,8 +46,8 @@ _END = object()
 def validate_config(config: assistant_pb2.ConverseConfig) -> None:
     """Reject a bad ConverseConfig with INVALID_ARGUMENT naming the field and value."""
     audio = config.audio
-    if audio.encoding != asr_pb2.LINEAR16:
-        name = asr_pb2.AudioEncoding.Name(audio.encoding)
+    if audio.encoding != common_pb2.LINEAR16:
+        name = common_pb2.AudioEncoding.Name(audio.encoding)
         raise InvalidArgumentError(f"audio.encoding={name} is not supported; send LINEAR16 (16-bit PCM, mono)")
     if not 8000 <= audio.sample_rate_hz <= 48000:
         raise InvalidArgumentError(f"audio.sample_rate_hz={audio.sample_rate_hz} is outside 8000..48000")

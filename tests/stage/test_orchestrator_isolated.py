@@ -1,0 +1,162 @@
+"""The orchestrator alone, against fake stages with controlled timing: barge-in, failures, budgets."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from orchestrator import create_stage
+from protos import asr_pb2, assistant_pb2, assistant_pb2_grpc, common_pb2
+from services.common import StageSettings
+from tests.fakes import FakeTiming, closed_port_address, start_fake_stages
+from tests.helpers import running_stage
+
+AUDIO = b"\x10\x00" * 1600  # 100 ms at 16 kHz
+
+
+def orchestrator_settings(address: str, **overrides) -> StageSettings:
+    peers = {s: address for s in ("asr", "nlp", "recommender", "tts")}
+    peers.update({s: overrides.pop(f"{s}_address") for s in list(peers) if f"{s}_address" in overrides})
+    return StageSettings(name="orchestrator", models_dir=Path("/nonexistent"), peers=peers, options=overrides)
+
+
+def config(**kw) -> assistant_pb2.ConverseRequest:
+    audio = asr_pb2.RecognitionConfig(encoding=common_pb2.LINEAR16, sample_rate_hz=16000)
+    return assistant_pb2.ConverseRequest(config=assistant_pb2.ConverseConfig(audio=audio, **kw))
+
+
+def eou() -> assistant_pb2.ConverseRequest:
+    return assistant_pb2.ConverseRequest(control=assistant_pb2.ConverseControl(
+        action=assistant_pb2.ConverseControl.END_OF_UTTERANCE))
+
+
+@pytest.fixture
+async def fakes():
+    timing = FakeTiming()
+    server, address = await start_fake_stages(timing)
+    yield timing, address
+    await server.stop(0)
+
+
+async def one_turn(channel, *requests) -> list[assistant_pb2.ConverseResponse]:
+    stub = assistant_pb2_grpc.AssistantStub(channel)
+    return [r async for r in stub.Converse(iter(requests), timeout=20)]
+
+
+def events(responses, kind):
+    return [getattr(r, kind) for r in responses if r.WhichOneof("event") == kind]
+
+
+async def test_turn_events_arrive_in_order_with_a_report(fakes):
+    timing, address = fakes
+    async with running_stage(create_stage(orchestrator_settings(address))) as (_, channel):
+        responses = await one_turn(channel, config(), assistant_pb2.ConverseRequest(audio=AUDIO), eou())
+    kinds = [r.WhichOneof("event") for r in responses]
+    assert kinds[0] == "session"
+    order = [k for k in kinds if k != "audio"]
+    assert order[-5:] == ["transcript", "understanding", "recommendations", "reply", "report"]
+    report = events(responses, "report")[0]
+    assert [s.stage for s in report.stages] == ["asr", "nlp", "recommender", "tts"]
+    assert report.voice_to_voice_ms > 0 and not report.cancelled
+    assert len(events(responses, "audio")) == timing.tts_chunks
+
+
+async def test_barge_in_cancels_the_turn_and_its_tts_call_within_50_ms(fakes):
+    timing, address = fakes
+    timing.tts_chunks, timing.tts_chunk_delay_s = 50, 0.1
+    async with running_stage(create_stage(orchestrator_settings(address))) as (_, channel):
+        stub = assistant_pb2_grpc.AssistantStub(channel)
+        call = stub.Converse(timeout=20)
+        for request in (config(), assistant_pb2.ConverseRequest(audio=AUDIO), eou()):
+            await call.write(request)
+        async for response in call:
+            if response.WhichOneof("event") == "audio":
+                break
+        sent = time.monotonic()
+        await call.write(assistant_pb2.ConverseRequest(control=assistant_pb2.ConverseControl(
+            action=assistant_pb2.ConverseControl.CANCEL_TURN)))
+        async for response in call:
+            if response.WhichOneof("event") == "report":
+                report = response.report
+                break
+        await call.done_writing()
+        assert report.cancelled
+        for _ in range(100):
+            if timing.tts_cancelled_at:
+                break
+            await asyncio.sleep(0.005)
+        assert timing.tts_cancelled_at, "the TTS call was not cancelled"
+        assert (timing.tts_cancelled_at[0] - sent) * 1e3 < 50
+
+
+async def test_recommender_down_gives_a_degraded_answer_not_a_hang(fakes):
+    _, address = fakes
+    settings = orchestrator_settings(address, recommender_address=closed_port_address())
+    async with running_stage(create_stage(settings)) as (_, channel):
+        responses = await asyncio.wait_for(one_turn(channel, config(), assistant_pb2.ConverseRequest(audio=AUDIO), eou()), 15)
+    report = events(responses, "report")[0]
+    rec = next(s for s in report.stages if s.stage == "recommender")
+    assert rec.degraded and "UNAVAILABLE" in rec.note
+    assert events(responses, "reply") and events(responses, "audio")
+
+
+async def test_asr_down_ends_the_stream_with_unavailable(fakes):
+    _, address = fakes
+    settings = orchestrator_settings(address, asr_address=closed_port_address())
+    async with running_stage(create_stage(settings)) as (_, channel):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await asyncio.wait_for(one_turn(channel, config(), assistant_pb2.ConverseRequest(audio=AUDIO), eou()), 15)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "asr" in err.value.details()
+
+
+async def test_exhausted_budget_degrades_and_is_reported(fakes):
+    timing, address = fakes
+    timing.nlp_delay_s = 0.5  # slower than the whole budget
+    async with running_stage(create_stage(orchestrator_settings(address))) as (_, channel):
+        responses = await one_turn(channel, config(budget_ms=300), assistant_pb2.ConverseRequest(audio=AUDIO), eou())
+    report = events(responses, "report")[0]
+    stages = {s.stage: s for s in report.stages}
+    assert stages["nlp"].degraded and "DEADLINE_EXCEEDED" in stages["nlp"].note
+    assert stages["nlp"].missed and report.missed
+    assert stages["recommender"].degraded  # no time left: cached popularity list, no ranking call
+    assert all(not r.popularity_only or r.k for r in timing.recommend_requests)
+    assert events(responses, "reply")
+
+
+async def test_bad_first_message_and_bad_config_are_invalid_argument(fakes):
+    _, address = fakes
+    async with running_stage(create_stage(orchestrator_settings(address))) as (_, channel):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await one_turn(channel, assistant_pb2.ConverseRequest(audio=AUDIO))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "must carry config" in err.value.details()
+        bad = config()
+        bad.config.audio.sample_rate_hz = 100
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await one_turn(channel, bad)
+        assert "sample_rate_hz=100" in err.value.details()
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await one_turn(channel, config(), config())
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        # The server keeps serving.
+        responses = await one_turn(channel, config(), assistant_pb2.ConverseRequest(audio=AUDIO), eou())
+        assert events(responses, "report")
+
+
+async def test_too_many_streams_is_resource_exhausted(fakes):
+    _, address = fakes
+    async with running_stage(create_stage(orchestrator_settings(address, max_streams=1))) as (_, channel):
+        stub = assistant_pb2_grpc.AssistantStub(channel)
+        first = stub.Converse(timeout=20)
+        await first.write(config())
+        await first.read()  # the session event: the stream holds its slot
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await one_turn(channel, config())
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "max_streams=1" in err.value.details()
+        await first.done_writing()
+        while await first.read() is not grpc.aio.EOF:
+            pass

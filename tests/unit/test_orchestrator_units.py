@@ -1,0 +1,145 @@
+"""Pure units of the orchestrator: budget, policy, admission, popularity cache, replies, audio clock."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from orchestrator.admission import Admission
+from orchestrator.budget import PROFILES, BudgetConfig, TurnBudget
+from orchestrator.converse import AudioClock, _scaled, validate_config
+from orchestrator.policy import Degradation, DegradationPolicy, PolicyConfig, StageStats
+from orchestrator.popularity import PopularityCache
+from orchestrator.replies import Movie, first_sentence, recommend, spoken_title
+from orchestrator.stage import OrchestratorConfig
+from protos import asr_pb2, assistant_pb2, common_pb2, recommender_pb2
+from services.common import InvalidArgumentError, ResourceExhaustedError
+from services.common.settings import SettingsError
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_budget_counts_down_from_the_endpoint_and_gives_timeouts():
+    clock = FakeClock()
+    budget = TurnBudget.starting_at(BudgetConfig(total_ms=1000, margin_ms=20), start_s=clock.t, clock=clock)
+    clock.t += 0.3
+    assert budget.elapsed_ms() == pytest.approx(300)
+    assert budget.remaining_ms() == pytest.approx(700)
+    assert budget.timeout_s() == pytest.approx(0.68)
+    clock.t += 2.0
+    assert budget.timeout_s() == pytest.approx(0.001)  # never zero or negative
+    assert budget.missed
+
+
+def test_budget_records_spend_against_shares():
+    budget = TurnBudget.starting_at(BudgetConfig(nlp_ms=50), start_s=0.0, clock=lambda: 0.0)
+    assert not budget.record("nlp", 40).missed
+    assert budget.record("nlp", 60).missed
+    with pytest.raises(ValueError, match="nlp_ms"):
+        BudgetConfig(nlp_ms=0)
+
+
+def test_profiles_and_explicit_overrides():
+    assert OrchestratorConfig(profile="gpu").budget() == PROFILES["gpu"]
+    cfg = OrchestratorConfig(budget_ms=2000, tts_share_ms=800).budget()
+    assert (cfg.total_ms, cfg.tts_ms, cfg.nlp_ms) == (2000, 800, PROFILES["cpu"].nlp_ms)
+    with pytest.raises(SettingsError, match="profile"):
+        OrchestratorConfig(profile="tpu").budget()
+    scaled = _scaled(PROFILES["cpu"], 600)
+    assert scaled.total_ms == 600 and scaled.asr_ms == pytest.approx(PROFILES["cpu"].asr_ms / 2)
+
+
+def test_policy_degrades_on_recent_p95():
+    stats = StageStats(BudgetConfig())
+    for _ in range(20):
+        stats.observe("recommender", 10)
+        stats.observe("tts", 200)
+        stats.observe("nlp", 8)
+    policy = DegradationPolicy(PolicyConfig(), stats)
+    assert policy.for_recommender(500) is Degradation.NONE
+    assert policy.for_recommender(205) is Degradation.POPULARITY
+    assert policy.for_recommender(150) is Degradation.CACHED_POPULARITY
+    assert policy.for_tts(150) is Degradation.ONE_SENTENCE
+    assert policy.for_nlp(100) is Degradation.SKIP
+    off = DegradationPolicy(PolicyConfig(enabled=False), stats)
+    assert off.for_recommender(1) is Degradation.NONE and off.for_tts(1) is Degradation.NONE
+
+
+async def test_admission_refuses_concurrent_and_rate_overload():
+    admission = Admission(max_streams=1, max_concurrent_turns=1, max_turns_per_s=2, max_admission_wait_ms=5)
+    async with admission.stream():
+        with pytest.raises(ResourceExhaustedError, match="max_streams=1"):
+            async with admission.stream():
+                pass
+    async with admission.turn():
+        with pytest.raises(ResourceExhaustedError, match="max_concurrent_turns=1"):
+            async with admission.turn():
+                pass
+    async with admission.turn():
+        pass
+    with pytest.raises(ResourceExhaustedError, match="max_turns_per_s=2"):
+        async with admission.turn():
+            pass
+    assert admission.turns == 0 and admission.streams == 0
+
+
+def _item(i, title, year, genres):
+    return recommender_pb2.Item(item_id=i, title=title, year=year, genres=genres)
+
+
+def test_popularity_cache_filters_locally():
+    cache = PopularityCache()
+    assert cache.answer(recommender_pb2.Filters(), 3).empty_reason == "the popularity list is not available"
+    cache.items = [_item(1, "Star Wars (1977)", 1977, ["Action", "Sci-Fi"]), _item(2, "Fargo (1996)", 1996, ["Crime"]),
+                   _item(3, "Liar Liar (1997)", 1997, ["Comedy"]), _item(4, "Clerks (1994)", 1994, ["Comedy"])]
+    got = cache.answer(recommender_pb2.Filters(genres=["Comedy"], year_min=1990, year_max=1999, exclude_item_ids=[3]), 3)
+    assert [i.item_id for i in got.items] == [4]
+    assert cache.answer(recommender_pb2.Filters(genres=["Western"]), 3).empty_reason == "no popular movie matches the filters"
+
+
+def test_spoken_titles_and_reply_templates():
+    assert spoken_title("Shawshank Redemption, The (1994)") == "The Shawshank Redemption"
+    assert spoken_title("City of Lost Children, The (1995)") == "The City of Lost Children"
+    assert spoken_title("Toy Story (1995)") == "Toy Story"
+    text = recommend([Movie("Clerks (1994)", 1994), Movie("Fargo (1996)", 1996)])
+    assert first_sentence(text) == "How about Clerks from 1994?"
+    assert "Fargo" in text
+    assert "couldn't find" in recommend([], empty_reason="no Western from the 1930s")
+
+
+def test_audio_clock_maps_stream_time_to_arrival():
+    clock = AudioClock(16000)
+    assert clock.arrival_of(1.0) is None
+    for i in range(10):  # 100 ms chunks arriving at t = 10.0, 10.1, ...
+        clock.add(1600, 10.0 + i / 10)
+    assert clock.arrival_of(0.05) == 10.0
+    assert clock.arrival_of(0.35) == pytest.approx(10.3)
+    assert clock.arrival_of(99) == pytest.approx(10.9)
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    ({"encoding": common_pb2.AUDIO_ENCODING_UNSPECIFIED}, "audio.encoding=AUDIO_ENCODING_UNSPECIFIED"),
+    ({"sample_rate_hz": 4000}, "audio.sample_rate_hz=4000"),
+    ({"output_sample_rate_hz": 96000}, "output_sample_rate_hz=96000"),
+    ({"budget_ms": 50}, "budget_ms=50"),
+    ({"session_id": "bad id!"}, "session_id="),
+])
+def test_converse_config_validation_names_the_bad_value(change, match):
+    audio = asr_pb2.RecognitionConfig(encoding=common_pb2.LINEAR16, sample_rate_hz=16000)
+    config = assistant_pb2.ConverseConfig(audio=audio)
+    for key, value in change.items():
+        setattr(config.audio if key in ("encoding", "sample_rate_hz") else config, key, value)
+    with pytest.raises(InvalidArgumentError, match=match):
+        validate_config(config)
+
+
+def test_valid_config_passes():
+    validate_config(assistant_pb2.ConverseConfig(
+        audio=asr_pb2.RecognitionConfig(encoding=common_pb2.LINEAR16, sample_rate_hz=8000), session_id="abc-1"))
