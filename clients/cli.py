@@ -16,7 +16,7 @@ from pathlib import Path
 from services.common import settings as stack_settings
 
 # Command modules: each exposes register(subparsers). Modules added by later stages are listed here.
-COMMANDS = ("clients.commands", "clients.transcribe", "clients.talk", "clients.bench")
+COMMANDS = ("clients.commands", "clients.demo", "clients.talk", "clients.transcribe", "clients.bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
