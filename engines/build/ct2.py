@@ -151,7 +151,7 @@ def write_ct2(path: Path, *, spec_name: str, spec_revision: int, variables: dict
         f.write(struct.pack("<I", binary_version) + string(spec_name) + struct.pack("<I", spec_revision))
         f.write(struct.pack("<I", len(variables)))
         for name, value in variables.items():
-            arr = np.ascontiguousarray(value)
+            arr = np.require(value, requirements="C")  # ascontiguousarray would make scalars 1-D
             f.write(string(name) + struct.pack("<B", arr.ndim))
             f.write(b"".join(struct.pack("<I", d) for d in arr.shape))
             f.write(struct.pack("<BI", type_ids[arr.dtype], arr.nbytes) + arr.astype(arr.dtype.newbyteorder("<")).tobytes())

@@ -1,0 +1,208 @@
+"""The ASR stage on a real server (port 0): golden tokens, streaming, Recognize, every bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+from rapidfuzz import fuzz
+
+from protos import asr_pb2, asr_pb2_grpc, common_pb2
+from services.asr import AsrConfig, AsrStage
+from services.common import StageSettings
+from tests.helpers import running_stage
+
+pytestmark = [pytest.mark.models]
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "asr"
+REFERENCES = {r["file"]: r["text"] for r in json.loads((FIXTURES / "references.json").read_text())}
+MULTI = json.loads((FIXTURES / "multi.json").read_text())
+
+
+@pytest.fixture
+def asr_root(models_dir) -> Path:
+    return models_dir("asr")
+
+
+def _stage(root: Path, **config) -> AsrStage:
+    return AsrStage(StageSettings(name="asr", models_dir=root), AsrConfig(**config))
+
+
+def _pcm(name: str) -> np.ndarray:
+    audio, rate = sf.read(FIXTURES / name, dtype="int16")
+    assert rate == 16_000
+    return audio
+
+
+def _config(rate: int = 16_000, **kw) -> asr_pb2.RecognitionConfig:
+    return asr_pb2.RecognitionConfig(encoding=common_pb2.LINEAR16, sample_rate_hz=rate, **kw)
+
+
+def _similar(text: str, reference: str) -> float:
+    norm = lambda s: "".join(c for c in s.lower() if c.isalnum() or c == " ").split()  # noqa: E731
+    return fuzz.ratio(" ".join(norm(text)), " ".join(norm(reference)))
+
+
+async def _requests(config, chunks, *, delay_s: float = 0.0, controls: dict[int, int] | None = None):
+    yield asr_pb2.StreamingRecognizeRequest(config=config)
+    for i, chunk in enumerate(chunks):
+        yield asr_pb2.StreamingRecognizeRequest(audio=chunk)
+        if controls and i in controls:
+            yield asr_pb2.StreamingRecognizeRequest(control=asr_pb2.RecognizerControl(action=controls[i]))
+        if delay_s:
+            await asyncio.sleep(delay_s)
+
+
+def _chunks(pcm: np.ndarray, samples: int = 1600) -> list[bytes]:
+    return [pcm[i:i + samples].tobytes() for i in range(0, len(pcm), samples)]
+
+
+def test_golden_tokens_equal_faster_whisper(asr_root):
+    from engines.build.asr_golden import compare_fixtures
+
+    results = compare_fixtures(asr_root / "whisper-tiny-en-encoder", asr_root / "whisper-tiny-en-decoder",
+                               asr_root / "whisper-tiny-en-ct2", sorted(FIXTURES.glob("*.wav")))
+    assert len(results) == len(list(FIXTURES.glob("*.wav")))
+    for r in results:
+        assert r["ours"] == r["reference"], r["file"]
+        assert r["ours"], f"{r['file']}: empty transcript"
+
+
+async def test_streaming_interim_and_final_over_two_utterances(asr_root):
+    pcm = _pcm(MULTI["file"])
+    async with running_stage(_stage(asr_root)) as (_, channel):
+        stub = asr_pb2_grpc.RecognizerStub(channel)
+        # 100 ms chunks at 2x real time: interims have time to appear while each utterance grows.
+        calls = stub.StreamingRecognize(_requests(_config(interim_results=True, interim_interval_ms=300),
+                                                  _chunks(pcm), delay_s=0.05))
+        results = [r.result async for r in calls]
+    finals = [r for r in results if r.is_final]
+    interims = [r for r in results if not r.is_final]
+    assert [f.utterance_index for f in finals] == [0, 1]
+    assert all(f.endpoint_reason == asr_pb2.VAD_SILENCE for f in finals)
+    for final, reference in zip(finals, MULTI["texts"], strict=True):
+        assert _similar(final.text, reference) >= 60, (final.text, reference)
+        assert 0.0 <= final.confidence <= 1.0 and final.stability == 1.0 and final.latency_ms >= 0
+    # The clip: 0.5 s silence, utterance, 1.2 s gap, utterance, 0.5 s silence.
+    assert 0.2 < finals[0].start_s < 0.8 < finals[0].end_s < finals[1].start_s < finals[1].end_s <= len(pcm) / 16_000
+    assert interims, "no interim results while speaking"
+    for interim in interims:
+        final = finals[interim.utterance_index]
+        assert results.index(interim) < results.index(final), "interim after its final"
+        assert interim.start_s == final.start_s and interim.text
+
+
+async def test_client_end_of_utterance_and_end_of_stream(asr_root):
+    q00, q01 = _pcm("q00.wav"), _pcm("q01.wav")
+    chunks_a, chunks_b = _chunks(q00), _chunks(q01)
+    async with running_stage(_stage(asr_root, silence_ms=2000)) as (_, channel):
+        stub = asr_pb2_grpc.RecognizerStub(channel)
+        # No trailing silence long enough for the VAD: the client ends the first utterance itself,
+        # the second one ends with the stream.
+        reqs = _requests(_config(), chunks_a + chunks_b,
+                         controls={len(chunks_a) - 1: asr_pb2.RecognizerControl.END_OF_UTTERANCE})
+        finals = [r.result async for r in stub.StreamingRecognize(reqs)]
+    assert [(f.utterance_index, f.endpoint_reason) for f in finals] == [
+        (0, asr_pb2.CLIENT_END_OF_UTTERANCE), (1, asr_pb2.END_OF_STREAM)]
+    assert _similar(finals[0].text, REFERENCES["q00.wav"]) >= 60, finals[0].text
+    assert _similar(finals[1].text, REFERENCES["q01.wav"]) >= 60, finals[1].text
+    assert finals[0].end_s <= finals[1].start_s
+
+
+async def test_recognize_at_other_sample_rates(asr_root):
+    pcm = _pcm(MULTI["file"])
+    async with running_stage(_stage(asr_root)) as (_, channel):
+        stub = asr_pb2_grpc.RecognizerStub(channel)
+        for rate in (16_000, 8_000, 44_100):
+            audio = soxr.resample(pcm.astype(np.float32) / 32768, 16_000, rate)
+            data = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+            response = await stub.Recognize(asr_pb2.RecognizeRequest(config=_config(rate), audio=data))
+            texts = [r.text for r in response.results]
+            assert len(texts) == 2, (rate, texts)
+            for text, reference in zip(texts, MULTI["texts"], strict=True):
+                assert _similar(text, reference) >= 60, (rate, text)
+            assert [r.utterance_index for r in response.results] == [0, 1]
+
+
+def _stereo_wav() -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros((1600, 2), np.float32), 16_000, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+_SILENCE_1S = np.zeros(16_000, "<i2").tobytes()
+_C = asr_pb2.StreamingRecognizeRequest
+_BAD_STREAMS = {
+    "audio before config": ([_C(audio=_SILENCE_1S)], grpc.StatusCode.INVALID_ARGUMENT, "must carry config, got audio"),
+    "control before config": ([_C(control=asr_pb2.RecognizerControl(action=1))], grpc.StatusCode.INVALID_ARGUMENT,
+                              "must carry config, got control"),
+    "unsupported encoding": ([_C(config=asr_pb2.RecognitionConfig(sample_rate_hz=16_000))],
+                             grpc.StatusCode.INVALID_ARGUMENT, "encoding=AUDIO_ENCODING_UNSPECIFIED"),
+    "rate too low": ([_C(config=_config(4_000))], grpc.StatusCode.INVALID_ARGUMENT,
+                     "sample_rate_hz=4000 is outside 8000..48000"),
+    "rate too high": ([_C(config=_config(96_000))], grpc.StatusCode.INVALID_ARGUMENT, "sample_rate_hz=96000"),
+    "odd byte count": ([_C(config=_config()), _C(audio=b"\x00" * 3201)], grpc.StatusCode.INVALID_ARGUMENT,
+                       "3201 bytes, an odd count"),
+    "stereo": ([_C(config=_config()), _C(audio=_stereo_wav())], grpc.StatusCode.INVALID_ARGUMENT, "channels=2"),
+    "unknown language": ([_C(config=_config(language_code="fr-FR"))], grpc.StatusCode.INVALID_ARGUMENT,
+                         "language_code='fr-FR'"),
+    "too long": ([_C(config=_config())] + [_C(audio=_SILENCE_1S)] * 4, grpc.StatusCode.OUT_OF_RANGE,
+                 "max_audio_s=3"),
+    "second config": ([_C(config=_config()), _C(config=_config())], grpc.StatusCode.FAILED_PRECONDITION,
+                      "config was already sent"),
+    "unspecified control": ([_C(config=_config()), _C(control=asr_pb2.RecognizerControl())],
+                            grpc.StatusCode.INVALID_ARGUMENT, "control.action=0"),
+}
+_BAD_UNARY = {
+    "no config": (asr_pb2.RecognizeRequest(audio=_SILENCE_1S), grpc.StatusCode.INVALID_ARGUMENT, "config is required"),
+    "unsupported encoding": (asr_pb2.RecognizeRequest(config=asr_pb2.RecognitionConfig(sample_rate_hz=16_000)),
+                             grpc.StatusCode.INVALID_ARGUMENT, "encoding=AUDIO_ENCODING_UNSPECIFIED"),
+    "rate": (asr_pb2.RecognizeRequest(config=_config(50_000)), grpc.StatusCode.INVALID_ARGUMENT, "sample_rate_hz=50000"),
+    "odd byte count": (asr_pb2.RecognizeRequest(config=_config(), audio=b"\x00" * 5), grpc.StatusCode.INVALID_ARGUMENT,
+                       "5 bytes, an odd count"),
+    "stereo": (asr_pb2.RecognizeRequest(config=_config(), audio=_stereo_wav()), grpc.StatusCode.INVALID_ARGUMENT,
+               "channels=2"),
+    "unknown language": (asr_pb2.RecognizeRequest(config=_config(language_code="xx"), audio=_SILENCE_1S),
+                         grpc.StatusCode.INVALID_ARGUMENT, "language_code='xx'"),
+    "too long": (asr_pb2.RecognizeRequest(config=_config(), audio=_SILENCE_1S * 4), grpc.StatusCode.OUT_OF_RANGE,
+                 "over max_audio_s=3"),
+}
+
+
+async def _stream(requests: list[asr_pb2.StreamingRecognizeRequest]):
+    for r in requests:
+        yield r
+
+
+async def test_bad_inputs_get_named_errors_and_the_service_keeps_serving(asr_root):
+    async with running_stage(_stage(asr_root, max_audio_s=3.0)) as (_, channel):
+        stub = asr_pb2_grpc.RecognizerStub(channel)
+        for case, (requests, code, message) in _BAD_STREAMS.items():
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                [r async for r in stub.StreamingRecognize(_stream(requests))]
+            assert info.value.code() == code, case
+            assert message in info.value.details(), (case, info.value.details())
+        for case, (request, code, message) in _BAD_UNARY.items():
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.Recognize(request)
+            assert info.value.code() == code, case
+            assert message in info.value.details(), (case, info.value.details())
+        # Empty audio is defined, not an error: one empty final result.
+        results = [r.result async for r in stub.StreamingRecognize(_stream([_C(config=_config()), _C(audio=b"")]))]
+        assert [(r.is_final, r.text, r.endpoint_reason) for r in results] == [(True, "", asr_pb2.END_OF_STREAM)]
+        silent = [r.result async for r in stub.StreamingRecognize(_stream([_C(config=_config()), _C(audio=_SILENCE_1S)]))]
+        assert [(r.is_final, r.text) for r in silent] == [(True, "")]
+        eou = [r.result async for r in stub.StreamingRecognize(_stream(
+            [_C(config=_config()), _C(control=asr_pb2.RecognizerControl(action=1)), _C(audio=_SILENCE_1S)]))]
+        assert [(r.text, r.endpoint_reason) for r in eou] == [("", asr_pb2.CLIENT_END_OF_UTTERANCE)]
+        response = await stub.Recognize(asr_pb2.RecognizeRequest(config=_config(), audio=b""))
+        assert [(r.is_final, r.text) for r in response.results] == [(True, "")]
+        # Still serving after every error above.
+        response = await stub.Recognize(asr_pb2.RecognizeRequest(config=_config(), audio=_pcm("q01.wav").tobytes()))
+        assert _similar(response.results[0].text, REFERENCES["q01.wav"]) >= 60
