@@ -1,0 +1,119 @@
+"""End to end on the real stack (every stage's real model, started by ``voxpipe up``)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import soxr
+
+from clients.api import Conversation, TurnResult, load_audio, stream_audio
+from clients.talk import BUNDLED_QUESTION
+from orchestrator import create_stage
+from protos import assistant_pb2, assistant_pb2_grpc, tts_pb2, tts_pb2_grpc
+from services.common import StageSettings
+from tests.fakes import closed_port_address
+from tests.helpers import running_stage
+
+pytestmark = [pytest.mark.models, pytest.mark.slow]
+
+
+async def speak(stack, text: str) -> tuple[bytes, int]:
+    """The user's question, spoken by the stack's own TTS voice and resampled to 16 kHz."""
+    async with grpc.aio.insecure_channel(stack.addresses["tts"]) as channel:
+        chunks = [c async for c in tts_pb2_grpc.SynthesizerStub(channel).Synthesize(
+            tts_pb2.SynthesizeRequest(text=text), timeout=30)]
+    pcm = np.frombuffer(b"".join(c.audio for c in chunks), dtype="<i2").astype(np.float32) / 32768
+    pcm16 = soxr.resample(pcm, chunks[0].sample_rate_hz, 16000)
+    return (np.clip(pcm16, -1, 1) * 32767).astype("<i2").tobytes(), 16000
+
+
+async def ask(address: str, clips: list[tuple[bytes, int]], **kw) -> list[TurnResult]:
+    """One conversation, one turn per clip (each clip followed by trailing silence), fast pace."""
+    turns: list[TurnResult] = []
+    async with Conversation(address, sample_rate_hz=clips[0][1], **kw) as conv:
+        for pcm, rate in clips:
+            await stream_audio(conv, pcm, rate, realtime=False)
+            turns.append(await conv.next_turn(timeout_s=60))
+    return turns
+
+
+async def test_bundled_question_gets_a_spoken_answer_with_a_report(stack):
+    pcm, rate = load_audio(BUNDLED_QUESTION)
+    (turn,) = await ask(stack.orchestrator, [(pcm, rate)])
+    assert "comedy" in turn.transcript.lower()
+    assert turn.intent == "recommend"
+    assert turn.items and all("Comedy" in i.genres and 1990 <= i.year <= 1999 for i in turn.items)
+    assert turn.reply_text and not turn.errors
+    assert len(turn.audio) / 2 / turn.sample_rate_hz > 1.0  # seconds of reply speech
+    assert [s.stage for s in turn.report.stages] == ["asr", "nlp", "recommender", "tts"]
+    assert turn.report.voice_to_voice_ms > 0 and turn.client_voice_to_voice_ms > 0
+
+
+async def test_multi_turn_something_else_gives_new_movies(stack):
+    first = await speak(stack, "Recommend a comedy from the nineties.")
+    more = await speak(stack, "Something else, please.")
+    t1, t2 = await ask(stack.orchestrator, [first, more])
+    assert t1.intent == "recommend" and t2.intent == "more"
+    assert t2.items and not {i.item_id for i in t1.items} & {i.item_id for i in t2.items}
+    assert all("Comedy" in i.genres for i in t2.items)  # "something else" keeps the last request's filters
+
+
+async def test_a_rating_changes_the_next_recommendation(stack):
+    rate = await speak(stack, "I loved Star Wars.")
+    ask_for = await speak(stack, "Recommend a movie.")
+    rated_turns = await ask(stack.orchestrator, [rate, ask_for])
+    (control,) = await ask(stack.orchestrator, [ask_for])
+    assert rated_turns[0].intent == "rate"
+    assert "star wars" in rated_turns[0].reply_text.lower()
+    assert [i.item_id for i in rated_turns[1].items] != [i.item_id for i in control.items]
+
+
+async def test_barge_in_cancels_the_reply(stack):
+    pcm, rate = load_audio(BUNDLED_QUESTION)
+    async with Conversation(stack.orchestrator, sample_rate_hz=rate) as conv:
+        got_audio = asyncio.Event()
+        conv.on_event = lambda r: got_audio.set() if r.WhichOneof("event") == "audio" else None
+        await stream_audio(conv, pcm, rate, realtime=False)
+        await asyncio.wait_for(got_audio.wait(), 60)
+        await conv.cancel_turn()
+        turn = await conv.next_turn(timeout_s=30)
+    assert turn.report.cancelled
+
+
+async def test_tts_down_gives_a_clear_error_and_the_stream_ends(stack):
+    peers = {s: stack.addresses[s] for s in ("asr", "nlp", "recommender")} | {"tts": closed_port_address()}
+    settings = StageSettings(name="orchestrator", models_dir=Path("/nonexistent"), peers=peers)
+    async with running_stage(create_stage(settings)) as (server, _):
+        pcm, rate = load_audio(BUNDLED_QUESTION)
+        (turn,) = await asyncio.wait_for(ask(server.address, [(pcm, rate)]), 60)
+    assert turn.reply_text and turn.items  # understood and answered in text
+    assert turn.errors and turn.errors[0].stage == "tts" and turn.errors[0].code == "UNAVAILABLE"
+    assert next(s for s in turn.report.stages if s.stage == "tts").note.startswith("failed")
+
+
+async def test_exhausted_budget_is_degraded_and_reported(stack):
+    pcm, rate = load_audio(BUNDLED_QUESTION)
+    (turn,) = await ask(stack.orchestrator, [(pcm, rate)], budget_ms=100)
+    stages = {s.stage: s for s in turn.report.stages}
+    assert turn.report.missed and turn.report.budget_ms == 100
+    assert stages["asr"].missed or stages["nlp"].missed
+    assert any(s.degraded for s in turn.report.stages)
+    assert turn.reply_text and turn.audio  # degraded, but still an answer
+
+
+async def test_bad_audio_config_is_invalid_argument_and_the_stack_keeps_serving(stack):
+    async with grpc.aio.insecure_channel(stack.orchestrator) as channel:
+        stub = assistant_pb2_grpc.AssistantStub(channel)
+        bad = assistant_pb2.ConverseRequest(config=assistant_pb2.ConverseConfig())
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for _ in stub.Converse(iter([bad]), timeout=10):
+                pass
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "audio.encoding" in err.value.details()
+    pcm, rate = load_audio(BUNDLED_QUESTION)
+    (turn,) = await ask(stack.orchestrator, [(pcm, rate)])
+    assert turn.reply_text
