@@ -11,6 +11,7 @@ import logging
 
 import grpc
 
+from orchestrator import replies
 from protos import recommender_pb2
 
 log = logging.getLogger(__name__)
@@ -19,14 +20,15 @@ log = logging.getLogger(__name__)
 class PopularityCache:
     """Most popular catalogue items, filtered locally."""
 
-    def __init__(self, size: int = 200) -> None:
+    def __init__(self, size: int = 50) -> None:
         self.size = size
         self.items: list[recommender_pb2.Item] = []
 
     async def refresh(self, stub, timeout_s: float = 5.0) -> bool:
         """Fetch the list from the recommender; False (and the old list kept) if it is not reachable."""
         try:
-            reply = await stub.Recommend(recommender_pb2.RecommendRequest(k=50, popularity_only=True), timeout=timeout_s)
+            request = recommender_pb2.RecommendRequest(k=min(self.size, 50), popularity_only=True)
+            reply = await stub.Recommend(request, timeout=timeout_s)
         except grpc.aio.AioRpcError as e:
             log.warning("popularity list not refreshed: %s %s", e.code().name, e.details())
             return False
@@ -46,6 +48,6 @@ class PopularityCache:
             picked.append(item)
             if len(picked) == k:
                 break
-        reason = "" if picked else ("the popularity list is not available" if not self.items
+        reason = "" if picked else (replies.UNAVAILABLE_REASON if not self.items
                                     else "no popular movie matches the filters")
         return recommender_pb2.RecommendResponse(items=picked, strategy="popularity", empty_reason=reason)

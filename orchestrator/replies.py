@@ -6,6 +6,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+UNAVAILABLE_REASON = "the popularity list is not available"
 _ARTICLE_SUFFIX = re.compile(r"^(?P<body>.+), (?P<article>The|A|An|Les|La|Le|Il|El|Das|Die|Der)$")
 _YEAR_SUFFIX = re.compile(r"\s*\(\d{4}\)\s*$")
 
@@ -43,7 +44,9 @@ def first_sentence(text: str) -> str:
 
 def recommend(movies: Sequence[Movie], *, empty_reason: str = "") -> str:
     if not movies:
-        why = f" {empty_reason.rstrip('.')}." if empty_reason else ""
+        if empty_reason == UNAVAILABLE_REASON:
+            return "Sorry, I can't look up movies right now. Please try again in a moment."
+        why = f" {empty_reason[0].upper()}{empty_reason[1:].rstrip('.')}." if empty_reason else ""
         return f"Sorry, I couldn't find a movie for that.{why} Try another genre or decade."
     head = f"How about {movies[0].with_year}?"
     if movies[0].reason:

@@ -5,9 +5,14 @@ import importlib
 STAGES = ("asr", "nlp", "recommender", "tts")
 
 
+def module_name(name: str) -> str:
+    """The package of stage ``name``: ``services.<name>``, or ``orchestrator``."""
+    return "orchestrator" if name == "orchestrator" else f"services.{name}"
+
+
 def stage_module(name: str):
-    """The package of stage ``name`` (``services.<name>``, or ``orchestrator``), which exports ``create_stage``."""
-    return importlib.import_module("orchestrator" if name == "orchestrator" else f"services.{name}")
+    """The package of stage ``name``, which exports ``create_stage``."""
+    return importlib.import_module(module_name(name))
 
 
 def available_stages() -> list[str]:
@@ -16,7 +21,9 @@ def available_stages() -> list[str]:
     for name in (*STAGES, "orchestrator"):
         try:
             module = stage_module(name)
-        except ImportError:
+        except ModuleNotFoundError as e:
+            if e.name != module_name(name):
+                raise  # a stage that exists but cannot import is an error, not an absent stage
             continue
         if hasattr(module, "create_stage"):
             found.append(name)
