@@ -1,0 +1,83 @@
+# syntax=docker/dockerfile:1
+# voxpipe: one image for every stage (asr, nlp, recommender, tts, orchestrator); the compose file picks
+# the stage with `voxpipe serve <stage>`. Two stages (see docs/DOCKER.md, "Why models are built into the
+# image"): `builder` installs the build extras (torch CPU, onnx) and runs `voxpipe build` into /models;
+# `runtime` installs voxpipe without them and copies /models, so no running service can import torch.
+#
+#   docker build -t voxpipe:local .                          # CPU (onnxruntime)
+#   docker build -t voxpipe:gpu --build-arg ONNXRUNTIME_PACKAGE='onnxruntime-gpu[cuda,cudnn]' .
+
+FROM python:3.11.14-slim-bookworm AS base
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+# espeak-ng: test speech and the TTS phonemizer's system fallback; libsndfile1: soundfile (WAV I/O).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends espeak-ng libsndfile1 \
+    && rm -rf /var/lib/apt/lists/*
+
+# ---------------------------------------------------------------------------------------------------
+FROM base AS builder
+# The CPU build of torch (build-time only): a plain `torch` from PyPI pulls a multi-GB CUDA build.
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ENV PATH=/opt/build-venv/bin:$PATH
+RUN python -m venv /opt/build-venv \
+    && pip install --index-url "${TORCH_INDEX_URL}" torch==2.13.0
+WORKDIR /src
+COPY . /src
+# faster-whisper is the ASR build's golden reference (see engines/build/asr_golden.py); the same pin as
+# pyproject.toml, which tests/unit/test_dockerfile.py checks.
+RUN pip install "/src[build]" faster-whisper==1.2.1 \
+    && pip wheel --no-deps --wheel-dir /wheels /src
+# Run from the source tree (cwd first on sys.path) so builds find their golden fixtures under tests/.
+ENV VOXPIPE_MODELS_DIR=/models VOXPIPE_CACHE_DIR=/tmp/voxpipe-cache
+RUN python -m clients.cli build \
+    && rm -rf /tmp/voxpipe-cache
+
+# ---------------------------------------------------------------------------------------------------
+FROM base AS runtime
+# Which onnxruntime distribution the services use: `onnxruntime` (CPU) or `onnxruntime-gpu[cuda,cudnn]`
+# (CUDA and cuDNN from NVIDIA's pip wheels; the driver comes from the host through the NVIDIA runtime).
+ARG ONNXRUNTIME_PACKAGE=onnxruntime
+# One fixed UID (10001) for every voxpipe container and the MPS daemon: MPS only serves clients of its
+# own UID, and docker-compose.yml runs every service as 10001:10001.
+RUN groupadd --system --gid 10001 voxpipe \
+    && useradd --system --uid 10001 --gid voxpipe --create-home --home-dir /home/voxpipe \
+       --shell /usr/sbin/nologin voxpipe
+ENV PATH=/opt/venv/bin:$PATH
+COPY --from=builder /wheels /wheels
+# The onnxruntime-gpu swap keeps the version voxpipe resolved; both distributions ship the same
+# `onnxruntime` module, so the CPU one is removed first.
+# The `otlp` extra: every stage exports its spans to Jaeger when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+# DL3013: the wheel file fixes voxpipe's version and voxpipe pins or bounds its own dependencies.
+# hadolint ignore=DL3013
+RUN python -m venv /opt/venv \
+    && wheel="$(ls /wheels/voxpipe-*.whl)" \
+    && pip install "${wheel}[otlp]" \
+    && if [ "${ONNXRUNTIME_PACKAGE}" != "onnxruntime" ]; then \
+         ort_version="$(python -c 'import importlib.metadata as m; print(m.version("onnxruntime"))')" \
+         && pip uninstall -y onnxruntime \
+         && pip install "${ONNXRUNTIME_PACKAGE}==${ort_version}"; \
+       fi \
+    && rm -rf /wheels
+COPY --from=builder /models /models
+COPY services/common/voxpipe.toml /etc/voxpipe/voxpipe.toml
+COPY deploy/healthcheck.py /opt/voxpipe/healthcheck.py
+# MPS pipe and log directories, owned by the voxpipe UID; compose mounts shared volumes here and a
+# fresh named volume takes this ownership.
+RUN mkdir -p /run/voxpipe/mps-pipe /run/voxpipe/mps-log \
+    && chown -R voxpipe:voxpipe /run/voxpipe
+ENV VOXPIPE_CONFIG=/etc/voxpipe/voxpipe.toml \
+    VOXPIPE_MODELS_DIR=/models \
+    VOXPIPE_HOST=0.0.0.0 \
+    VOXPIPE_DEVICE=cpu \
+    VOXPIPE_CACHE_DIR=/home/voxpipe/.cache/voxpipe
+USER 10001:10001
+WORKDIR /home/voxpipe
+# gRPC ports 50050-50054 and Prometheus ports 9100-9104 of the default config.
+EXPOSE 50050-50054 9100-9104
+# Without a stage argument the probe finds whichever stage this container runs (compose names it).
+HEALTHCHECK --interval=10s --timeout=5s --start-period=180s --retries=3 \
+    CMD ["python", "/opt/voxpipe/healthcheck.py"]
+CMD ["voxpipe", "--help"]
