@@ -48,7 +48,8 @@ RUN groupadd --system --gid 10001 voxpipe \
 ENV PATH=/opt/venv/bin:$PATH
 COPY --from=builder /wheels /wheels
 # The onnxruntime-gpu swap keeps the version voxpipe resolved; both distributions ship the same
-# `onnxruntime` module, so the CPU one is removed first.
+# `onnxruntime` module, so the CPU one is removed first. The CUDA/cuDNN libraries of NVIDIA's pip
+# wheels go on the loader path so the CUDA execution provider finds them without preloading.
 # The `otlp` extra: every stage exports its spans to Jaeger when OTEL_EXPORTER_OTLP_ENDPOINT is set.
 # DL3013: the wheel file fixes voxpipe's version and voxpipe pins or bounds its own dependencies.
 # hadolint ignore=DL3013
@@ -58,7 +59,10 @@ RUN python -m venv /opt/venv \
     && if [ "${ONNXRUNTIME_PACKAGE}" != "onnxruntime" ]; then \
          ort_version="$(python -c 'import importlib.metadata as m; print(m.version("onnxruntime"))')" \
          && pip uninstall -y onnxruntime \
-         && pip install "${ONNXRUNTIME_PACKAGE}==${ort_version}"; \
+         && pip install "${ONNXRUNTIME_PACKAGE}==${ort_version}" \
+         && find /opt/venv/lib -path '*/site-packages/nvidia/*' -name lib -type d \
+              > /etc/ld.so.conf.d/nvidia-pip.conf \
+         && ldconfig; \
        fi \
     && rm -rf /wheels
 COPY --from=builder /models /models

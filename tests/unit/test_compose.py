@@ -318,6 +318,12 @@ def test_gpu_stages_reserve_gpus_and_share_them_through_mps(gpu):
         assert svc["depends_on"]["mps"]["condition"] == "service_healthy", stage
     orchestrator = gpu["services"]["orchestrator"]
     assert all(orchestrator["depends_on"][s]["condition"] == "service_healthy" for s in MODEL_STAGES)
+    # The shared directories belong to the MPS UID, which is the image's user.
+    uid = mps["user"].split(":")[0]
+    user = next(i.args for i in reversed(ds.dockerfile_instructions()) if i.keyword == "USER")
+    assert user.split(":")[0] == uid
+    for volume in (mounts[pipe], mounts[mps_env["CUDA_MPS_LOG_DIRECTORY"]]):
+        assert f"uid={uid}" in gpu["volumes"][volume]["driver_opts"]["o"], volume
 
 
 def test_gpu_overlay_builds_the_onnxruntime_gpu_image(gpu):
