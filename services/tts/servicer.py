@@ -92,14 +92,14 @@ class TtsStage(Stage):
         warm_ids = voice.id_map.to_ids(voice.phonemizer.phonemize(_WARMUP_TEXT)).ids
         for engine in engines:
             run_group(engine, [warm_ids], voice.scales.as_tuple())
-        batching = BatchingConfig(max_batch_size=self.config.max_batch_size,
+        batching = BatchingConfig(max_batch_size=self.config.batch_size_for(self.device),
                                   max_queue_delay_us=self.config.max_queue_delay_us,
                                   max_queue_size=self.config.max_queue_size)
         batcher = DynamicBatcher(model, [make_batch_fn(e) for e in engines], batching, stage=self.name)
         self._batchers = [batcher]
         self._synthesizer = SpeechSynthesizer({voice.name: VoiceRuntime(voice=voice, batcher=batcher)}, self.config)
         log.info("tts: voice %s loaded (%d instance(s), batch <= %d)", voice.name, len(engines),
-                 self.config.max_batch_size)
+                 batching.max_batch_size)
 
     def batchers(self) -> Sequence[DynamicBatcher]:
         return tuple(self._batchers)

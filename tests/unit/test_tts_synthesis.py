@@ -28,16 +28,22 @@ class LetterPhonemizer(Phonemizer):
 
 
 class FakeEngine:
-    """A batch function that returns 10 samples per phoneme id and can be held at a gate."""
+    """A batch function that returns 10 samples per phoneme id; ``permits`` can hold calls back."""
 
     def __init__(self) -> None:
-        self.gate = threading.Event()
-        self.gate.set()
+        self.permits = threading.Semaphore(1_000)
         self.calls: list[int] = []
         self.fail_on: str | None = None
 
+    def hold(self) -> None:
+        """From now on each call waits for :meth:`allow`."""
+        self.permits = threading.Semaphore(0)
+
+    def allow(self, n: int = 1) -> None:
+        self.permits.release(n)
+
     def __call__(self, items):
-        self.gate.wait(5)
+        self.permits.acquire(timeout=5)
         out = []
         for item in items:
             self.calls.append(len(item.ids))
@@ -89,18 +95,19 @@ async def test_lookahead_bounds_the_work_started_ahead_of_the_consumer():
 
 async def test_closing_early_cancels_queued_sentences_without_error():
     engine = FakeEngine()
+    engine.hold()
     synthesizer, batcher = await _synthesizer(engine, lookahead_sentences=3)
     stream = synthesizer.stream(synthesizer.validate("A b. C d. E f. G h. I j."))
     try:
-        await anext(stream)
-        engine.gate.clear()  # hold the engine so later sentences sit in the batcher's queue
-        await asyncio.sleep(0.05)
-        await stream.aclose()
-        engine.gate.set()
+        engine.allow(1)  # sentence 0 only; 1 then waits inside the engine, 2 and 3 in the batcher's queue
+        first = await anext(stream)
+        await stream.aclose()  # the client went away
+        engine.allow(10)
         await asyncio.sleep(0.1)
     finally:
         await batcher.close()
-    assert len(engine.calls) <= 2  # sentence 0, perhaps the one already running; queued ones dropped
+    assert first.index == 0
+    assert len(engine.calls) == 2  # sentences 0 and 1; the queued ones were dropped, never computed
 
 
 async def test_a_failing_sentence_raises_the_engine_error_itself():
@@ -141,3 +148,13 @@ def test_chunks_cover_the_sentence():
     chunks = chunk_pcm(pcm, 22050, 1000)
     assert [c.size for c in chunks] == [22050] * 3 and np.array_equal(np.concatenate(chunks), pcm)
     assert [c.size for c in chunk_pcm(np.zeros(0, np.int16), 22050, 1000)] == [0]
+
+
+def test_batch_size_defaults_by_device_and_options_are_checked():
+    assert TtsConfig().batch_size_for("cpu") == 1
+    assert TtsConfig().batch_size_for("cuda") > 1
+    assert TtsConfig(max_batch_size=4).batch_size_for("cpu") == 4
+    with pytest.raises(ValueError, match="max_text_chars"):
+        TtsConfig(max_text_chars=0)
+    with pytest.raises(ValueError, match="resample_quality"):
+        TtsConfig(resample_quality="best")
