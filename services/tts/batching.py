@@ -1,8 +1,11 @@
-"""One engine call for many sentences: pad to a batch, run, cut each item back to its own length.
+"""Batch functions for the voice's engines: pad to a batch, run, cut each item back to its own length.
 
-Items whose scales differ cannot share a call (``scales`` is one [3] tensor per call), so a batch is
-grouped by scales first. Each item is trimmed to the graph's ``output_lengths`` (the decoder's own
-``y_lengths`` times the hop), so no item carries the padding of a longer neighbour.
+- Encoder (text -> latents): items whose scales differ cannot share a call (``scales`` is one [3]
+  tensor per call), so a batch is grouped by scales first. Each item's latents are cut to its own
+  frame count, read from the graph's ``output_lengths`` (the decoder mask's ``y_lengths`` times the hop),
+  so no item carries the padding of a longer neighbour.
+- Decoder (latents -> audio): windows of latents are zero-padded to the longest and each output is cut
+  to ``frames * hop`` samples.
 """
 
 from __future__ import annotations
@@ -19,14 +22,14 @@ PAD_ID = 0
 
 @dataclass(frozen=True)
 class SentenceItem:
-    """One sentence for the engine: phoneme ids and its (noise, length, noise_w) scales."""
+    """One sentence for the encoder: phoneme ids and its (noise, length, noise_w) scales."""
 
     ids: Sequence[int]
     scales: tuple[float, float, float]
 
 
-def make_batch_fn(engine: Engine) -> Callable[[list[SentenceItem]], list[np.ndarray]]:
-    """The batcher's ``batch_fn`` for one engine instance: float32 audio per item, trimmed."""
+def make_encoder_fn(engine: Engine, hop_length: int) -> Callable[[list[SentenceItem]], list[np.ndarray]]:
+    """The encoder batcher's ``batch_fn``: latents [192, frames] per item, trimmed."""
 
     def run(items: list[SentenceItem]) -> list[np.ndarray]:
         results: list[np.ndarray | None] = [None] * len(items)
@@ -34,20 +37,53 @@ def make_batch_fn(engine: Engine) -> Callable[[list[SentenceItem]], list[np.ndar
         for index, item in enumerate(items):
             groups.setdefault(item.scales, []).append(index)
         for scales, indices in groups.items():
-            audio = run_group(engine, [items[i].ids for i in indices], scales)
-            for i, a in zip(indices, audio, strict=True):
-                results[i] = a
+            latents = encode_group(engine, [items[i].ids for i in indices], scales, hop_length)
+            for i, z in zip(indices, latents, strict=True):
+                results[i] = z
         return results  # type: ignore[return-value]
 
     return run
 
 
-def run_group(engine: Engine, ids: Sequence[Sequence[int]], scales: tuple[float, float, float]) -> list[np.ndarray]:
-    """Run sentences that share scales as one padded batch; returns each item's own samples."""
+def make_decoder_fn(engine: Engine, hop_length: int) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
+    """The decoder batcher's ``batch_fn``: float32 audio per latent window, trimmed."""
+
+    def run(items: list[np.ndarray]) -> list[np.ndarray]:
+        return decode_group(engine, items, hop_length)
+
+    return run
+
+
+def _pad_ids(ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
     lengths = np.array([len(x) for x in ids], dtype=np.int64)
     batch = np.full((len(ids), int(lengths.max())), PAD_ID, dtype=np.int64)
     for row, x in enumerate(ids):
         batch[row, : len(x)] = x
+    return batch, lengths
+
+
+def encode_group(engine: Engine, ids: Sequence[Sequence[int]], scales: tuple[float, float, float],
+                 hop_length: int) -> list[np.ndarray]:
+    """Sentences that share scales as one padded encoder batch; each item's own latents [192, frames]."""
+    batch, lengths = _pad_ids(ids)
+    out = engine.run({"input": batch, "input_lengths": lengths, "scales": np.array(scales, dtype=np.float32)})
+    z, samples = out["z"], out["output_lengths"]
+    return [z[row, :, : int(samples[row]) // hop_length].copy() for row in range(len(ids))]
+
+
+def decode_group(engine: Engine, latents: Sequence[np.ndarray], hop_length: int) -> list[np.ndarray]:
+    """Latent windows [192, n] as one zero-padded decoder batch; each item's own audio (n * hop samples)."""
+    frames = [int(z.shape[-1]) for z in latents]
+    batch = np.zeros((len(latents), latents[0].shape[0], max(frames)), dtype=np.float32)
+    for row, z in enumerate(latents):
+        batch[row, :, : frames[row]] = z
+    audio = engine.run({"z": batch})["output"]
+    return [audio[row, 0, 0, : n * hop_length].copy() for row, n in enumerate(frames)]
+
+
+def run_group(engine: Engine, ids: Sequence[Sequence[int]], scales: tuple[float, float, float]) -> list[np.ndarray]:
+    """The whole (unsplit) voice graph on sentences that share scales; each item's own samples."""
+    batch, lengths = _pad_ids(ids)
     out = engine.run({"input": batch, "input_lengths": lengths, "scales": np.array(scales, dtype=np.float32)})
     audio, out_lengths = out["output"], out["output_lengths"]
     return [audio[row, 0, 0, : int(out_lengths[row])].copy() for row in range(len(ids))]

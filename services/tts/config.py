@@ -36,8 +36,12 @@ class TtsConfig:
     # VITS sampling noise; negative = the voice's own default (0.667 / 0.8 for Piper voices).
     noise_scale: float = -1.0
     noise_w_scale: float = -1.0
-    # Scale each sentence to full range, as Piper does by default.
-    normalize_peak: bool = True
+    # The first sentence is decoded in windows of this many latent frames (256 samples each), then
+    # twice as many, ...: its first audio leaves after one short window. 0 = decode it whole.
+    first_audio_frames: int = 32
+    # Fixed output gain. Piper scales each sentence to full range instead, which makes loudness jump
+    # between sentences (raw peaks vary 0.26..0.73 for similar RMS) and needs the whole sentence first.
+    gain_db: float = 2.5
     resample_quality: str = "HQ"
 
     def __post_init__(self) -> None:
@@ -50,6 +54,10 @@ class TtsConfig:
             raise ValueError(f"max_batch_size must be >= 0 (0 = by device), got {self.max_batch_size}")
         if self.lookahead_sentences < 0:
             raise ValueError(f"lookahead_sentences must be >= 0, got {self.lookahead_sentences}")
+        if self.first_audio_frames < 0:
+            raise ValueError(f"first_audio_frames must be >= 0 (0 = no split), got {self.first_audio_frames}")
+        if not -40.0 <= self.gain_db <= 20.0:
+            raise ValueError(f"gain_db must be within -40..20, got {self.gain_db}")
         if self.max_queue_delay_us < 0:
             raise ValueError(f"max_queue_delay_us must be >= 0, got {self.max_queue_delay_us}")
         if self.resample_quality not in RESAMPLE_QUALITIES:

@@ -12,7 +12,7 @@ from engines.config import BatchingConfig
 from engines.repository import ModelRepository
 from protos import common_pb2, tts_pb2, tts_pb2_grpc
 from services.common import Stage, StageSettings, deadline_of, options_to
-from services.tts.batching import make_batch_fn, run_group
+from services.tts.batching import decode_group, encode_group, make_decoder_fn, make_encoder_fn
 from services.tts.config import TtsConfig
 from services.tts.synthesis import SpeechSynthesizer, VoiceRuntime, chunk_pcm
 from services.tts.voice import load_voice
@@ -34,22 +34,22 @@ class SynthesizerServicer(tts_pb2_grpc.SynthesizerServicer):
         validated = synthesizer.validate(request.text, voice=request.voice, sample_rate_hz=request.sample_rate_hz,
                                          length_scale=request.length_scale)
         max_chunk_ms = self._stage.config.max_chunk_ms
-        async for sentence in synthesizer.stream(validated, deadline_s=deadline_of(context)):
-            chunks = chunk_pcm(sentence.pcm, sentence.sample_rate_hz, max_chunk_ms)
-            final_sentence = sentence.index == sentence.count - 1
-            # A sentence with nothing speakable (only emoji, say) sends nothing, unless it is the last:
-            # the stream must still end with a chunk marked last.
-            if sentence.pcm.size == 0 and not final_sentence:
+        async for piece in synthesizer.stream(validated, deadline_s=deadline_of(context)):
+            ends_stream = piece.final and piece.index == piece.count - 1
+            # Pieces with no audio (a sentence of only emoji, say) send nothing, unless the stream ends
+            # there: it must still end with a chunk marked last.
+            if piece.pcm.size == 0 and not ends_stream:
                 continue
+            chunks = chunk_pcm(piece.pcm, piece.sample_rate_hz, max_chunk_ms)
             for i, pcm in enumerate(chunks):
                 yield tts_pb2.SynthesizeResponse(
                     encoding=common_pb2.LINEAR16,
                     audio=pcm.astype("<i2", copy=False).tobytes(),
-                    sample_rate_hz=sentence.sample_rate_hz,
-                    text_start=sentence.start,
-                    text_end=sentence.end,
-                    sentence_index=sentence.index,
-                    last=final_sentence and i == len(chunks) - 1,
+                    sample_rate_hz=piece.sample_rate_hz,
+                    text_start=piece.start,
+                    text_end=piece.end,
+                    sentence_index=piece.index,
+                    last=ends_stream and i == len(chunks) - 1,
                 )
 
     async def ListVoices(self, request: tts_pb2.ListVoicesRequest, context: grpc.aio.ServicerContext
@@ -83,23 +83,31 @@ class TtsStage(Stage):
         return self._synthesizer
 
     def load(self) -> None:
-        """Load the voice's engine instances, warm each on a real sentence, build the batcher."""
-        model = f"tts-{self.config.voice}"
-        folder = self.repo.folder(model)
+        """Load the voice's encoder and decoder instances, warm them on a real sentence, build the batchers."""
+        folder = self.repo.folder(f"tts-{self.config.voice}")
         voice = load_voice(folder)
-        engines = self.repo.load(model, device=self.device, instances=self.config.instances,
-                                 intra_op_threads=self.config.intra_op_threads)
+        names = {part: f"tts-{self.config.voice}-{part}" for part in ("encoder", "decoder")}
+        meta = self.repo.config(names["decoder"]).metadata
+        hop, context = int(meta["hop_length"]), int(meta["decoder_context_frames"])
+        engines = {part: self.repo.load(name, device=self.device, instances=self.config.instances,
+                                        intra_op_threads=self.config.intra_op_threads)
+                   for part, name in names.items()}
         warm_ids = voice.id_map.to_ids(voice.phonemizer.phonemize(_WARMUP_TEXT)).ids
-        for engine in engines:
-            run_group(engine, [warm_ids], voice.scales.as_tuple())
+        for encoder, decoder in zip(engines["encoder"], engines["decoder"], strict=True):
+            [z] = encode_group(encoder, [warm_ids], voice.scales.as_tuple(), hop)
+            decode_group(decoder, [z, z[:, : z.shape[-1] // 2]], hop)
         batching = BatchingConfig(max_batch_size=self.config.batch_size_for(self.device),
                                   max_queue_delay_us=self.config.max_queue_delay_us,
                                   max_queue_size=self.config.max_queue_size)
-        batcher = DynamicBatcher(model, [make_batch_fn(e) for e in engines], batching, stage=self.name)
-        self._batchers = [batcher]
-        self._synthesizer = SpeechSynthesizer({voice.name: VoiceRuntime(voice=voice, batcher=batcher)}, self.config)
-        log.info("tts: voice %s loaded (%d instance(s), batch <= %d)", voice.name, len(engines),
-                 batching.max_batch_size)
+        encoder = DynamicBatcher(names["encoder"], [make_encoder_fn(e, hop) for e in engines["encoder"]], batching,
+                                 stage=self.name)
+        decoder = DynamicBatcher(names["decoder"], [make_decoder_fn(e, hop) for e in engines["decoder"]], batching,
+                                 stage=self.name)
+        self._batchers = [encoder, decoder]
+        runtime = VoiceRuntime(voice=voice, encoder=encoder, decoder=decoder, hop_length=hop, context_frames=context)
+        self._synthesizer = SpeechSynthesizer({voice.name: runtime}, self.config)
+        log.info("tts: voice %s loaded (%d instance(s), batch <= %d, first audio after %d frames)", voice.name,
+                 self.config.instances, batching.max_batch_size, self.config.first_audio_frames)
 
     def batchers(self) -> Sequence[DynamicBatcher]:
         return tuple(self._batchers)

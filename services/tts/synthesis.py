@@ -1,8 +1,12 @@
-"""Text in, audio per sentence out: validation, the sentence pipeline and audio post-processing.
+"""Text in, audio out sentence by sentence: validation, the sentence pipeline and audio post-processing.
 
 Independent of gRPC so the servicer stays thin and benchmarks can drive it directly. Each sentence is
-normalised and phonemized off the event loop, synthesised through the voice's dynamic batcher, then
-peak-normalised, converted to 16-bit PCM and, when asked, resampled with soxr — also off the loop.
+normalised and phonemized off the event loop, encoded to latents through the encoder's batcher, and
+decoded through the decoder's batcher. The first sentence of a request is decoded in growing windows
+(``first_audio_frames``, then twice as many, ...) with enough latent context on each side that the
+pieces join into exactly the whole decode, so its first audio leaves after the encoder and one short
+decoder window instead of the whole sentence. Audio gets a fixed gain, is resampled with a streaming
+soxr resampler when asked (identical to a one-shot resample of the whole sentence) and becomes int16.
 """
 
 from __future__ import annotations
@@ -30,14 +34,20 @@ from services.tts.text import Sentence, normalize, split_sentences
 from services.tts.voice import Voice
 
 _MAX_WAV_VALUE = 32767.0
+# Most pieces one sentence is sent in (windows grow geometrically, so this is never the limit in
+# practice); it also bounds each sentence's queue.
+MAX_PIECES = 8
 
 
 @dataclass(frozen=True, kw_only=True)
 class VoiceRuntime:
-    """A loaded voice and the batcher in front of its engine instances."""
+    """A loaded voice and the batchers in front of its encoder and decoder instances."""
 
     voice: Voice
-    batcher: DynamicBatcher[SentenceItem, np.ndarray]
+    encoder: DynamicBatcher[SentenceItem, np.ndarray]
+    decoder: DynamicBatcher[np.ndarray, np.ndarray]
+    hop_length: int
+    context_frames: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,7 +62,7 @@ class SynthesisRequest:
 
 @dataclass(frozen=True, kw_only=True)
 class SentenceAudio:
-    """One sentence's audio (int16 mono) and the span of the request text it speaks."""
+    """A piece of one sentence's audio (int16 mono) and the span of the request text it speaks."""
 
     index: int
     count: int  # sentences in the request; the last one has index == count - 1
@@ -60,6 +70,7 @@ class SentenceAudio:
     end: int
     pcm: np.ndarray
     sample_rate_hz: int
+    final: bool = True  # the sentence's last piece
     skipped_phonemes: tuple[str, ...] = ()
 
 
@@ -73,6 +84,30 @@ class SynthesisStats:
     skipped_phonemes: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _End:
+    """Marks the end of one sentence's pieces."""
+
+
+def plan_windows(frames: int, first_frames: int) -> list[tuple[int, int]]:
+    """Frame ranges to decode: ``first_frames``, then doubling, the last one taking the rest.
+
+    One window (no split) when ``first_frames`` is 0 or the sentence is shorter than two first windows.
+    """
+    if first_frames <= 0 or frames <= 2 * first_frames:
+        return [(0, frames)]
+    windows: list[tuple[int, int]] = []
+    start, size = 0, first_frames
+    while start < frames:
+        end = min(frames, start + size)
+        # A remainder shorter than this window, or the piece limit, joins this window.
+        if frames - end < size or len(windows) == MAX_PIECES - 1:
+            end = frames
+        windows.append((start, end))
+        start, size = end, size * 2
+    return windows
+
+
 class SpeechSynthesizer:
     """Synthesises validated requests sentence by sentence over one or more loaded voices."""
 
@@ -82,6 +117,7 @@ class SpeechSynthesizer:
         self.voices = dict(voices)
         self.config = config
         self.stats = SynthesisStats()
+        self._gain = 10 ** (config.gain_db / 20)
 
     @property
     def default_voice(self) -> str:
@@ -133,11 +169,12 @@ class SpeechSynthesizer:
 
     async def stream(self, request: SynthesisRequest, *, deadline_s: float | None = None
                      ) -> AsyncIterator[SentenceAudio]:
-        """Yield each sentence's audio in order, as soon as it is ready.
+        """Yield each sentence's audio in order, piece by piece, as soon as it is ready.
 
-        Up to ``lookahead_sentences`` later sentences are synthesised while the current one is being
-        consumed; when the consumer stops (client cancel, error), the pending ones are cancelled — a
-        sentence still queued in the batcher is dropped there and never computed.
+        Nothing else is started until the first audio is out, so the first sentence has the cores to
+        itself. Then up to ``lookahead_sentences`` later sentences are synthesised while the current one
+        is being consumed; when the consumer stops (client cancel, error), the pending ones are cancelled
+        — a sentence still queued in a batcher is dropped there and never computed.
         """
         self.stats.requests += 1
         sentences = self.sentences_of(request)
@@ -146,47 +183,83 @@ class SpeechSynthesizer:
         # This generator owns its sentence tasks directly rather than through a TaskGroup: a TaskGroup
         # exiting on the GeneratorExit of an early ``aclose`` (or on one failed sentence) re-raises it
         # inside an exception group, which would hide the real error from the status mapping.
-        pending: deque[asyncio.Task[SentenceAudio]] = deque()
+        jobs: deque[tuple[asyncio.Task[None], asyncio.Queue[SentenceAudio | _End]]] = deque()
 
-        def schedule() -> None:
-            for index, sentence in upcoming:
-                pending.append(asyncio.create_task(
-                    self._sentence(runtime, request, index, len(sentences), sentence, deadline_s),
-                    name=f"tts-sentence-{index}"))
-                return
+        def top_up(limit: int) -> None:
+            while len(jobs) < limit:
+                nxt = next(upcoming, None)
+                if nxt is None:
+                    return
+                index, sentence = nxt
+                # Bounded: a sentence puts at most MAX_PIECES pieces and its end marker.
+                queue: asyncio.Queue[SentenceAudio | _End] = asyncio.Queue(maxsize=MAX_PIECES + 1)
+                split = self.config.first_audio_frames if index == 0 else 0
+                task = asyncio.create_task(
+                    self._produce(runtime, request, index, len(sentences), sentence, split, deadline_s, queue),
+                    name=f"tts-sentence-{index}")
+                jobs.append((task, queue))
 
+        window = 1 + self.config.lookahead_sentences
+        first_sent = False
+        top_up(1)
         try:
-            for _ in range(1 + self.config.lookahead_sentences):
-                schedule()
-            while pending:
-                audio = await pending.popleft()
-                yield audio
-                # Only now, with the consumer back for more, does the window move on: a client that
-                # went away stops synthesis after at most ``lookahead_sentences`` more sentences.
-                schedule()
+            while jobs:
+                task, queue = jobs[0]
+                while not isinstance(item := await queue.get(), _End):
+                    yield item
+                    # Only now, with the consumer back for more, does the window move on: a client
+                    # that went away stops synthesis after at most ``lookahead_sentences`` more.
+                    first_sent = True
+                    top_up(window)
+                await task  # the sentence's own error, if it failed
+                jobs.popleft()
+                top_up(window if first_sent else 1)
         finally:
-            for task in pending:
+            for task, _ in jobs:
                 task.cancel()
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
+            if jobs:
+                await asyncio.gather(*(task for task, _ in jobs), return_exceptions=True)
 
-    async def _sentence(self, runtime: VoiceRuntime, request: SynthesisRequest, index: int, count: int,
-                        sentence: Sentence, deadline_s: float | None) -> SentenceAudio:
+    async def _produce(self, runtime: VoiceRuntime, request: SynthesisRequest, index: int, count: int,
+                       sentence: Sentence, first_frames: int, deadline_s: float | None,
+                       queue: asyncio.Queue[SentenceAudio | _End]) -> None:
         self.stats.sentences_started += 1
+        try:
+            await self._synthesize(runtime, request, index, count, sentence, first_frames, deadline_s, queue)
+            self.stats.sentences_done += 1
+        finally:
+            queue.put_nowait(_End())
+
+    async def _synthesize(self, runtime: VoiceRuntime, request: SynthesisRequest, index: int, count: int,
+                          sentence: Sentence, first_frames: int, deadline_s: float | None,
+                          queue: asyncio.Queue[SentenceAudio | _End]) -> None:
         voice = runtime.voice
+
+        def piece(pcm: np.ndarray, final: bool, skipped: tuple[str, ...] = ()) -> SentenceAudio:
+            return SentenceAudio(index=index, count=count, start=sentence.start, end=sentence.end, pcm=pcm,
+                                 sample_rate_hz=request.sample_rate_hz, final=final, skipped_phonemes=skipped)
+
         ids, skipped = await asyncio.to_thread(_prepare, voice, sentence.text)
-        pcm = np.zeros(0, dtype=np.int16)
-        if ids is not None:
-            scales = self._scales(voice, request.length_scale)
-            audio = await runtime.batcher.submit(SentenceItem(ids, scales), deadline_s=deadline_s)
-            pcm = await asyncio.to_thread(
-                _to_pcm, audio, voice.sample_rate_hz, request.sample_rate_hz,
-                self.config.normalize_peak, self.config.resample_quality)
-        self.stats.sentences_done += 1
         for phoneme in skipped:
             self.stats.skipped_phonemes[phoneme] = self.stats.skipped_phonemes.get(phoneme, 0) + 1
-        return SentenceAudio(index=index, count=count, start=sentence.start, end=sentence.end, pcm=pcm,
-                             sample_rate_hz=request.sample_rate_hz, skipped_phonemes=tuple(skipped))
+        if ids is None:
+            queue.put_nowait(piece(np.zeros(0, dtype=np.int16), True))
+            return
+        z = await runtime.encoder.submit(SentenceItem(ids, self._scales(voice, request.length_scale)),
+                                         deadline_s=deadline_s)
+        frames, hop, context = z.shape[-1], runtime.hop_length, runtime.context_frames
+        resampler = None
+        if request.sample_rate_hz != voice.sample_rate_hz:
+            resampler = soxr.ResampleStream(voice.sample_rate_hz, request.sample_rate_hz, 1, dtype="float32",
+                                            quality=self.config.resample_quality)
+        windows = plan_windows(frames, first_frames)
+        for k, (start, end) in enumerate(windows):
+            lo, hi = max(0, start - context), min(frames, end + context)
+            audio = await runtime.decoder.submit(z[:, lo:hi], deadline_s=deadline_s)
+            final = k == len(windows) - 1
+            pcm = await asyncio.to_thread(_to_pcm, audio[(start - lo) * hop : (end - lo) * hop], self._gain,
+                                          resampler, final)
+            queue.put_nowait(piece(pcm, final, tuple(skipped) if final else ()))
 
     def _scales(self, voice: Voice, length_scale: float) -> tuple[float, float, float]:
         noise = self.config.noise_scale if self.config.noise_scale >= 0 else voice.scales.noise
@@ -203,19 +276,16 @@ def _prepare(voice: Voice, text: str) -> tuple[list[int] | None, list[str]]:
     return result.ids, result.skipped
 
 
-def _to_pcm(audio: np.ndarray, voice_rate_hz: int, rate_hz: int, normalize_peak: bool, quality: str) -> np.ndarray:
-    """Float model output to int16 PCM at ``rate_hz`` (Piper's scaling: peak to full range, then clip)."""
-    audio = audio.astype(np.float32, copy=False)
-    if normalize_peak:
-        peak = float(np.max(np.abs(audio))) if audio.size else 0.0
-        audio = audio / peak if peak >= 1e-8 else np.zeros_like(audio)
-    if rate_hz != voice_rate_hz and audio.size:
-        audio = soxr.resample(audio, voice_rate_hz, rate_hz, quality=quality)
+def _to_pcm(audio: np.ndarray, gain: float, resampler: soxr.ResampleStream | None, last: bool) -> np.ndarray:
+    """Float model output to int16 PCM: fixed gain, optional streaming resample, clip (as Piper does)."""
+    audio = audio.astype(np.float32, copy=False) * np.float32(gain)
+    if resampler is not None:
+        audio = resampler.resample_chunk(audio, last=last)
     return np.clip(audio * _MAX_WAV_VALUE, -_MAX_WAV_VALUE, _MAX_WAV_VALUE).astype(np.int16)
 
 
 def chunk_pcm(pcm: np.ndarray, sample_rate_hz: int, max_chunk_ms: int) -> list[np.ndarray]:
-    """Split one sentence's PCM into pieces of at most ``max_chunk_ms`` (at least one, maybe empty)."""
+    """Split PCM into pieces of at most ``max_chunk_ms`` (at least one, maybe empty)."""
     step = max(1, sample_rate_hz * max_chunk_ms // 1000)
     if pcm.size <= step:
         return [pcm]

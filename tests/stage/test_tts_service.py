@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
-from engines.build.tts import MODEL_NAME
+from engines.build.tts import ENCODER_NAME
 from protos import common_pb2, tts_pb2, tts_pb2_grpc
 from services.tts import create_stage
 from services.tts.text import split_sentences
 from tests.helpers import running_stage
-from tests.stage.tts_fixtures import pcm_of, tts_models_fixture, tts_settings  # noqa: F401
+from tests.stage.tts_fixtures import pcm_of, piper_voice_fixture, tts_models_fixture, tts_settings  # noqa: F401
 
 pytestmark = pytest.mark.models
 
@@ -52,6 +52,23 @@ async def test_streams_sentence_by_sentence_with_spans(tts_models):
     seconds = audio.size / 22050
     assert 6.0 < seconds < 20.0
     assert np.sqrt(np.mean(audio.astype(np.float64) ** 2)) > 1000  # speech, not silence
+
+
+async def test_service_audio_is_piper_audio(tts_models, piper_voice):
+    """Noise off and no gain: what the service streams (first sentence in pieces) is piper-tts's audio."""
+    from piper.config import SynthesisConfig
+
+    text = "I recommend Groundhog Day. It is a comedy about a weatherman who lives the same day again and again."
+    config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0, normalize_audio=False)
+    reference = [c.audio_int16_array for c in piper_voice.synthesize(text, config)]
+    stage = create_stage(tts_settings(tts_models, noise_scale=0.0, noise_w_scale=0.0, gain_db=0.0))
+    async with running_stage(stage) as (_, channel):
+        responses = await _collect(tts_pb2_grpc.SynthesizerStub(channel), text=text)
+    assert len([r for r in responses if r.sentence_index == 0]) > 1  # the first sentence came in pieces
+    for index, theirs in enumerate(reference):
+        mine = pcm_of([r for r in responses if r.sentence_index == index])
+        assert mine.size == theirs.size
+        assert np.abs(mine.astype(np.int32) - theirs).max() <= 4  # 1e-4 of full scale
 
 
 async def test_first_sentence_arrives_before_the_rest_is_synthesised(tts_models):
@@ -171,7 +188,7 @@ async def test_budget_header_becomes_the_deadline(tts_models):
 
 
 def _batch_count(le: str) -> float:
-    labels = {"stage": "tts", "model": MODEL_NAME}
+    labels = {"stage": "tts", "model": ENCODER_NAME}
     return REGISTRY.get_sample_value("voxpipe_batch_size_bucket", {**labels, "le": le}) or 0.0
 
 

