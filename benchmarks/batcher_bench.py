@@ -84,7 +84,7 @@ async def main() -> None:
                 batcher = DynamicBatcher("matmul", [partial(run_rows, engine)], config)
                 sizes: list[int] = []
                 real = batcher._batch_fns[0]
-                batcher._batch_fns[0] = lambda items, real=real: (sizes.append(len(items)), real(items))[1]
+                batcher._batch_fns[0] = lambda items, real=real, sizes=sizes: (sizes.append(len(items)), real(items))[1]
                 await batcher.start()
                 await drive(batcher, lambda: row, concurrency, 0.3)  # warm the cost model and caches
                 sizes.clear()

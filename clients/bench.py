@@ -16,6 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import numpy as np
 
 from clients.api import Conversation, TurnResult, load_audio, stream_audio
@@ -80,7 +81,8 @@ async def _stream(options: BenchOptions, clips: list[tuple[bytes, int]], index: 
                 await conv.close()
                 got = conv.completed_turns()
         except Exception as e:  # one failed conversation is a data point, not the end of the benchmark
-            errors.append(f"{type(e).__name__}: {getattr(e, 'details', lambda: str(e))()}")
+            detail = e.details() if isinstance(e, grpc.aio.AioRpcError) else str(e)
+            errors.append(f"{type(e).__name__}: {detail}")
             continue
         turns.extend(got)
         progress.update(len(got))

@@ -64,9 +64,8 @@ def _build(args: argparse.Namespace, settings: StackSettings) -> int:
 
 
 def _serve(args: argparse.Namespace, settings: StackSettings) -> int:
-    from dataclasses import replace
-
     import os
+    from dataclasses import replace
 
     from clients.cli import cache_root, run_async
     from services import stage_module

@@ -32,9 +32,8 @@ from services.common import (
     ServiceError,
     UnavailableError,
 )
-from services.common.errors import UpstreamError
 from services.common.context import REQUEST_ID, new_request_id
-from services.common.errors import status_of
+from services.common.errors import UpstreamError, status_of
 
 log = logging.getLogger(__name__)
 

@@ -91,7 +91,8 @@ class OrchestratorStage(Stage):
             self._refresh = asyncio.create_task(self._refresh_until_ok(), name="popularity-refresh")
 
     async def _refresh_until_ok(self) -> None:
-        while not await self.popularity.refresh(self.clients.recommender, timeout_s=2.0):
+        # Retrying a remote peer, not waiting on local state.
+        while not await self.popularity.refresh(self.clients.recommender, timeout_s=2.0):  # noqa: ASYNC110
             await asyncio.sleep(5.0)
 
     async def stop(self) -> None:

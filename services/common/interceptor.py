@@ -8,14 +8,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-from prometheus_client import Counter
-
 from opentelemetry import trace
+from prometheus_client import Counter
 
 from engines.metrics import STAGE_SECONDS
 from services.common import context as ctx
-from services.common.tracing import extract_context
 from services.common.errors import status_of
+from services.common.tracing import extract_context
 
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer("voxpipe.server")

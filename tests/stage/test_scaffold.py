@@ -30,7 +30,7 @@ async def test_health_not_serving_until_loaded_then_serving_then_not_serving_on_
     stage.loaded.clear()
     server = StageServer(stage, ServerSettings(port=0, grace_s=0.5))
     starting = asyncio.create_task(server.start())
-    while server._handle is None or not server._handle.server:
+    while server._handle is None or not server._handle.server:  # noqa: ASYNC110 -- observing from outside
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.1)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server._handle.port}") as channel:
