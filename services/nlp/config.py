@@ -19,7 +19,7 @@ class NlpConfig:
     title_min_score: float = 0.88
     # Batching across requests (one batch = one padded ONNX run).
     max_batch_size: int = 32
-    max_queue_delay_us: int = 1_000
+    max_queue_delay_us: int = 500
     max_queue_size: int = 512
     instances: int = 1
     intra_op_threads: int = 2

@@ -27,19 +27,53 @@ def load_tokenizer(folder: Path, max_seq_tokens: int) -> Tokenizer:
 
 def collate(tokenizer: Tokenizer, texts: list[str]) -> dict[str, np.ndarray]:
     """Token ids and attention mask, right-padded with 0 to the longest sequence of the batch."""
-    encodings = tokenizer.encode_batch(texts)
-    width = max(len(e.ids) for e in encodings)
-    ids = np.zeros((len(texts), width), dtype=np.int64)
-    mask = np.zeros((len(texts), width), dtype=np.int64)
-    for row, enc in enumerate(encodings):
-        ids[row, : len(enc.ids)] = enc.ids
-        mask[row, : len(enc.ids)] = 1
+    return _pad([e.ids for e in tokenizer.encode_batch(texts)])
+
+
+def _pad(sequences: list[list[int]]) -> dict[str, np.ndarray]:
+    width = max(len(s) for s in sequences)
+    ids = np.zeros((len(sequences), width), dtype=np.int64)
+    mask = np.zeros((len(sequences), width), dtype=np.int64)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = seq
+        mask[row, : len(seq)] = 1
     return {"input_ids": ids, "attention_mask": mask}
 
 
+def length_groups(lengths: list[int], *, max_waste: float = 0.25, min_group: int = 4) -> list[list[int]]:
+    """Split indexes, sorted by length, into runs whose padding stays under ``max_waste`` of their tokens.
+
+    On a CPU the cost is proportional to padded tokens, so one batch of lengths 5..40 padded to 40 wastes
+    most of its work; a new group starts when adding the next (longer) sequence would exceed the waste
+    bound, but never before ``min_group`` items (each run has a fixed overhead).
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    groups: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        candidate = [*current, i]
+        padded = lengths[i] * len(candidate)
+        waste = 1.0 - sum(lengths[j] for j in candidate) / padded
+        if current and len(current) >= min_group and waste > max_waste:
+            groups.append(current)
+            candidate = [i]
+        current = candidate
+    if current:
+        groups.append(current)
+    return groups
+
+
 def embed_batch(engine: Engine, tokenizer: Tokenizer, texts: list[str]) -> list[np.ndarray]:
-    """Batch function for the ``DynamicBatcher``: one L2-normalised float32 [384] vector per text."""
-    out = engine.run(collate(tokenizer, texts))["embedding"]
-    if out.shape[0] != len(texts):
-        raise BatchShapeError(f"{engine.name}: {out.shape[0]} embeddings for {len(texts)} texts")
-    return list(out)
+    """Batch function for the ``DynamicBatcher``: one L2-normalised float32 [384] vector per text.
+
+    The batch is run as one or more length groups (see :func:`length_groups`); results keep input order.
+    """
+    encodings = tokenizer.encode_batch(texts)
+    out: list[np.ndarray | None] = [None] * len(texts)
+    for group in length_groups([len(e.ids) for e in encodings]):
+        emb = engine.run(_pad([encodings[i].ids for i in group]))["embedding"]
+        if emb.shape[0] != len(group):
+            raise BatchShapeError(f"{engine.name}: {emb.shape[0]} embeddings for {len(group)} texts")
+        for row, i in enumerate(group):
+            out[i] = emb[row]
+    return out  # type: ignore[return-value]

@@ -47,13 +47,16 @@ class UnderstandingPipeline:
 
     async def understand(self, normalized_text: str, *, deadline_s: float | None = None) -> Understanding:
         """Understand already-validated, normalised text within ``deadline_s`` (``time.monotonic()``)."""
-        async with asyncio.TaskGroup() as tg:
-            # The sentence embedding does not depend on the entities: start it while they are extracted
-            # (pure-Python rules + rapidfuzz, ~1 ms, kept off the event loop).
-            whole = tg.create_task(self._embed(normalized_text, deadline_s))
-            entities = await asyncio.to_thread(self.extractor.extract, normalized_text)
-            masked = intent_text(normalized_text, entities)
-            for_intent = tg.create_task(self._embed(masked, deadline_s)) if masked != normalized_text else whole
-        embedding = whole.result()
-        intent = self.classifier.classify(for_intent.result()[None, :])[0]
+        # Entity rules + rapidfuzz take ~1 ms of pure Python: off the event loop.
+        entities = await asyncio.to_thread(self.extractor.extract, normalized_text)
+        masked = intent_text(normalized_text, entities)
+        if masked == normalized_text:
+            embedding = for_intent = await self._embed(normalized_text, deadline_s)
+        else:
+            # Submitted together so the batcher runs them in one padded batch.
+            async with asyncio.TaskGroup() as tg:
+                whole = tg.create_task(self._embed(normalized_text, deadline_s))
+                title_free = tg.create_task(self._embed(masked, deadline_s))
+            embedding, for_intent = whole.result(), title_free.result()
+        intent = self.classifier.classify(for_intent[None, :])[0]
         return Understanding(intent=intent, entities=entities, embedding=embedding, normalized_text=normalized_text)
