@@ -8,6 +8,7 @@ batcher's queue).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -47,6 +48,32 @@ class SpeechRecognizer:
         self.config = config
         self._masks = spec.masks()
         self.interims_in_flight = 0
+        self.finals_in_flight = 0
+
+    def may_start_interim(self) -> bool:
+        """Interims are best effort: only when no final is decoding or queued and the encoder is idle.
+
+        On a few CPU cores an interim's encoder pass (the full 30 s window) would delay the next
+        final by its whole duration, so interims yield to finals and to each other.
+        """
+        return (self.finals_in_flight == 0 and self.encoder.queue_depth == 0
+                and self.interims_in_flight < max(1, self.config.max_interims_in_flight))
+
+    def track(self, task: asyncio.Task, *, final: bool) -> asyncio.Task:
+        """Count ``task`` as an in-flight final or interim until it is done (also if cancelled unstarted)."""
+        if final:
+            self.finals_in_flight += 1
+            task.add_done_callback(lambda _: self._done(final=True))
+        else:
+            self.interims_in_flight += 1
+            task.add_done_callback(lambda _: self._done(final=False))
+        return task
+
+    def _done(self, *, final: bool) -> None:
+        if final:
+            self.finals_in_flight -= 1
+        else:
+            self.interims_in_flight -= 1
 
     async def vad(self, job: VadJob) -> VadResult:
         """Speech probabilities of a stream's next frames."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 
 import grpc
 import numpy as np
@@ -108,8 +109,8 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
         pre = stage.config.pre_speech_pad_ms * RATE // 1000
         post = stage.config.post_speech_pad_ms * RATE // 1000
         async with asyncio.TaskGroup() as tasks:
-            decodes = [tasks.create_task(stage.recognizer.transcribe(audio[max(0, s - pre):e + post], deadline_s=deadline))
-                       for s, e, _ in segments]
+            decodes = [stage.recognizer.track(tasks.create_task(stage.recognizer.transcribe(
+                audio[max(0, s - pre):e + post], deadline_s=deadline)), final=True) for s, e, _ in segments]
         response = asr_pb2.RecognizeResponse()
         for index, ((start, end, reason), task) in enumerate(zip(segments, decodes, strict=True)):
             t = task.result()
@@ -198,8 +199,11 @@ class AsrStage(Stage):
                     if hyp.done:
                         break
                     hyp.advance(dec_fn([hyp.step_input()])[0])
+        enc_batching = enc_cfg.batching
+        if self.config.encoder_max_batch_size:
+            enc_batching = replace(enc_batching, max_batch_size=self.config.encoder_max_batch_size)
         self._recognizer = SpeechRecognizer(
-            encoder=DynamicBatcher("whisper-encoder", enc_fns, enc_cfg.batching, stage="asr"),
+            encoder=DynamicBatcher("whisper-encoder", enc_fns, enc_batching, stage="asr"),
             decoder=DynamicBatcher("whisper-decoder", dec_fns, dec_cfg.batching, stage="asr"),
             vad=DynamicBatcher("silero-vad", vad_fns, vad_cfg.batching, stage="asr"),
             tokenizer=tokenizer, spec=spec, config=self.config)

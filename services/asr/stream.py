@@ -178,7 +178,7 @@ class StreamSession:
         elif event.kind is EventKind.TAIL:
             end = event.end_frame * FRAME_SAMPLES + self._post_pad
             self._utterance.speculative_end = end
-            self._utterance.speculative = self._spawn(self._decode(self._utterance.start_frame, end, final=True)())
+            self._utterance.speculative = self._spawn_final(self._decode(self._utterance.start_frame, end, final=True)())
         elif event.kind is EventKind.RESUME:
             if self._utterance.speculative is not None:
                 self._utterance.speculative.cancel()
@@ -214,7 +214,7 @@ class StreamSession:
         else:
             if utt.speculative is not None:
                 utt.speculative.cancel()
-            decode = self._spawn(self._decode(utt.start_frame, audio_end, final=True)())
+            decode = self._spawn_final(self._decode(utt.start_frame, audio_end, final=True)())
         start = utt.start_frame * FRAME_SAMPLES
         template = asr_pb2.SpeechResult(is_final=True, stability=1.0, start_s=start / RATE,
                                         end_s=max(speech_end, start) / RATE, endpoint_reason=reason,
@@ -250,20 +250,17 @@ class StreamSession:
             return
         utt.next_interim_frame = frame + self._interim_frames
         busy = utt.interim is not None and not utt.interim.done()
-        # Interims are best effort: skip one when this stream or the stage is already decoding one.
-        if busy or self.recognizer.interims_in_flight >= max(1, self.config.max_interims_in_flight):
+        # Interims are best effort: skip one while this stream's last one runs or the stage is busy.
+        if busy or not self.recognizer.may_start_interim():
             return
         end = (frame + 1) * FRAME_SAMPLES
-        utt.interim = self._spawn(self._interim(utt, self._decode(utt.start_frame, end, final=False), end))
+        utt.interim = self.recognizer.track(
+            self._spawn(self._interim(utt, self._decode(utt.start_frame, end, final=False), end)), final=False)
         self._interims.add(utt.interim)
         utt.interim.add_done_callback(self._interims.discard)
 
     async def _interim(self, utt: _Utterance, decode: Callable[[], Awaitable[Transcript]], end: int) -> None:
-        self.recognizer.interims_in_flight += 1
-        try:
-            transcript = await decode()
-        finally:
-            self.recognizer.interims_in_flight -= 1
+        transcript = await decode()
         if utt.finalised or not transcript.text:
             return
         start = utt.start_frame * FRAME_SAMPLES
@@ -279,6 +276,9 @@ class StreamSession:
         if final and deadline is None:
             deadline = time.monotonic() + self.config.final_timeout_s
         return lambda: self.recognizer.transcribe(audio, deadline_s=deadline)
+
+    def _spawn_final(self, coro) -> asyncio.Task:
+        return self.recognizer.track(self._spawn(coro), final=True)
 
     def _spawn(self, coro) -> asyncio.Task:
         return self._tasks.create_task(coro)
