@@ -138,37 +138,43 @@ async def intelligibility(replies: list[str]) -> dict:
 # --- time to first audio, RTF ------------------------------------------------------------------------
 
 async def ttfa_and_rtf(runs: int, rtf_runs: int) -> dict:
-    """Alternate ours (over gRPC, and in-process) with PiperVoice on the same text."""
+    """Alternate ours (over gRPC; in-process; in-process decoding the first sentence whole) with PiperVoice."""
     piper = _piper_voice()
     stage = create_stage(_settings())
-    ours_grpc, ours_inproc, theirs = [], [], []
+    whole = create_stage(_settings(first_audio_frames=0))
+    await whole.start()
+    times: dict[str, list[float]] = {"grpc": [], "inproc": [], "whole": [], "piper": []}
     rtf_ours, rtf_theirs = [], []
+
+    async def first_audio(synthesizer) -> float:
+        t0 = time.perf_counter()
+        stream = synthesizer.stream(synthesizer.validate(TWO_SENTENCES))
+        await anext(stream)
+        elapsed = time.perf_counter() - t0
+        _ = [s async for s in stream]
+        return elapsed
+
     async with running_stage(stage) as (_, channel):
         stub = tts_pb2_grpc.SynthesizerStub(channel)
-        for warm in range(2):  # warm both paths (first calls allocate)
+        for _ in range(2):  # warm every path (first calls allocate)
             _ = [r async for r in stub.Synthesize(tts_pb2.SynthesizeRequest(text=TWO_SENTENCES))]
+            await first_audio(whole.synthesizer)
             _ = list(piper.synthesize(TWO_SENTENCES))
-            del warm
         for _ in range(runs):
             # Each stream is drained after its first audio so no left-over sentence competes for the
             # cores with the next measurement.
             t0 = time.perf_counter()
             call = stub.Synthesize(tts_pb2.SynthesizeRequest(text=TWO_SENTENCES))
             await call.read()
-            ours_grpc.append(time.perf_counter() - t0)
+            times["grpc"].append(time.perf_counter() - t0)
             while await call.read() is not grpc.aio.EOF:
                 pass
-
-            t0 = time.perf_counter()
-            stream = stage.synthesizer.stream(stage.synthesizer.validate(TWO_SENTENCES))
-            await anext(stream)
-            ours_inproc.append(time.perf_counter() - t0)
-            _ = [s async for s in stream]
-
+            times["inproc"].append(await first_audio(stage.synthesizer))
+            times["whole"].append(await first_audio(whole.synthesizer))
             t0 = time.perf_counter()
             chunks = iter(piper.synthesize(TWO_SENTENCES))
             next(chunks)
-            theirs.append(time.perf_counter() - t0)
+            times["piper"].append(time.perf_counter() - t0)
             _ = list(chunks)
         for _ in range(rtf_runs):
             t0 = time.perf_counter()
@@ -178,8 +184,8 @@ async def ttfa_and_rtf(runs: int, rtf_runs: int) -> dict:
             t0 = time.perf_counter()
             samples = sum(c.audio_float_array.size for c in piper.synthesize(PARAGRAPH))
             rtf_theirs.append((time.perf_counter() - t0) / (samples / VOICE_RATE_HZ))
-    return {"ours_grpc": ours_grpc, "ours_inproc": ours_inproc, "piper": theirs,
-            "rtf_ours": rtf_ours, "rtf_piper": rtf_theirs}
+    await whole.stop()
+    return times | {"rtf_ours": rtf_ours, "rtf_piper": rtf_theirs}
 
 
 # --- batching ----------------------------------------------------------------------------------------
@@ -270,11 +276,16 @@ async def run(options: BenchOptions) -> None:
     print(f"command: {' '.join(sys.argv)}\n")
 
     timing = await ttfa_and_rtf(options.ttfa_runs, options.rtf_runs)
-    g, i, p = timing["ours_grpc"], timing["ours_inproc"], timing["piper"]
+    p = timing["piper"]
     print(f"## Time to first audio, 2-sentence reply ({options.ttfa_runs} runs, alternating)\n")
+    print(f"text: {TWO_SENTENCES!r}\n")
     print("| path | p50 ms | p95 ms | min ms | ratio p50 vs piper |")
     print("|---|---|---|---|---|")
-    for name, values in (("voxpipe over gRPC", g), ("voxpipe in-process", i), ("piper-tts PiperVoice.synthesize", p)):
+    rows = (("voxpipe over gRPC (first sentence in windows)", timing["grpc"]),
+            ("voxpipe in-process (first sentence in windows)", timing["inproc"]),
+            ("voxpipe in-process, first sentence decoded whole", timing["whole"]),
+            ("piper-tts PiperVoice.synthesize, first chunk", p))
+    for name, values in rows:
         print(f"| {name} | {_ms(values)} | {_ms(values, 95)} | {min(values) * 1e3:.0f} | "
               f"{_p(values, 50) / _p(p, 50):.2f} |")
     print("\n## Real-time factor, paragraph (" + f"{len(PARAGRAPH)} chars, {options.rtf_runs} runs)\n")
