@@ -31,8 +31,14 @@ async def speak(stack, text: str) -> tuple[bytes, int]:
     return (np.clip(pcm16, -1, 1) * 32767).astype("<i2").tobytes(), 16000
 
 
+# Functional tests must not depend on how loaded the test machine is: they ask with a generous budget.
+# The budget itself is exercised by test_exhausted_budget_is_degraded_and_reported.
+FUNCTIONAL_BUDGET_MS = 20_000
+
+
 async def ask(address: str, clips: list[tuple[bytes, int]], **kw) -> list[TurnResult]:
     """One conversation, one turn per clip (each clip followed by trailing silence), fast pace."""
+    kw.setdefault("budget_ms", FUNCTIONAL_BUDGET_MS)
     turns: list[TurnResult] = []
     async with Conversation(address, sample_rate_hz=clips[0][1], **kw) as conv:
         for pcm, rate in clips:
@@ -74,7 +80,7 @@ async def test_a_rating_changes_the_next_recommendation(stack):
 
 async def test_barge_in_cancels_the_reply(stack):
     pcm, rate = load_audio(BUNDLED_QUESTION)
-    async with Conversation(stack.orchestrator, sample_rate_hz=rate) as conv:
+    async with Conversation(stack.orchestrator, sample_rate_hz=rate, budget_ms=FUNCTIONAL_BUDGET_MS) as conv:
         got_audio = asyncio.Event()
         conv.on_event = lambda r: got_audio.set() if r.WhichOneof("event") == "audio" else None
         await stream_audio(conv, pcm, rate, realtime=False)
