@@ -193,14 +193,15 @@ class SpeechSynthesizer:
                 index, sentence = nxt
                 # Bounded: a sentence puts at most MAX_PIECES pieces and its end marker.
                 queue: asyncio.Queue[SentenceAudio | _End] = asyncio.Queue(maxsize=MAX_PIECES + 1)
-                split = self.config.first_audio_frames if index == 0 else 0
+                # Until audio has gone out, the sentence being made is the one the listener waits for.
+                split = 0 if first_sent else self.config.first_audio_frames
                 task = asyncio.create_task(
                     self._produce(runtime, request, index, len(sentences), sentence, split, deadline_s, queue),
                     name=f"tts-sentence-{index}")
                 jobs.append((task, queue))
 
         window = 1 + self.config.lookahead_sentences
-        first_sent = False
+        first_sent = False  # audio (not just an empty piece) has been yielded
         top_up(1)
         try:
             while jobs:
@@ -209,8 +210,8 @@ class SpeechSynthesizer:
                     yield item
                     # Only now, with the consumer back for more, does the window move on: a client
                     # that went away stops synthesis after at most ``lookahead_sentences`` more.
-                    first_sent = True
-                    top_up(window)
+                    first_sent = first_sent or item.pcm.size > 0
+                    top_up(window if first_sent else 1)
                 await task  # the sentence's own error, if it failed
                 jobs.popleft()
                 top_up(window if first_sent else 1)

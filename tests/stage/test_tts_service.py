@@ -209,3 +209,16 @@ async def test_concurrent_requests_batch_and_each_gets_only_its_own_audio(tts_mo
         b = pcm_of(b)
         assert a.size == b.size  # trimmed by the predicted durations: no neighbour's padding
         assert np.abs(a.astype(np.int32) - b).max() <= 64  # float32 sums differ slightly by batch shape
+
+
+async def test_a_full_queue_is_resource_exhausted_and_the_service_recovers(tts_models):
+    stage = create_stage(tts_settings(tts_models, max_queue_size=1))
+    async with running_stage(stage) as (_, channel):
+        stub = tts_pb2_grpc.SynthesizerStub(channel)
+        results = await asyncio.gather(*(_collect(stub, text="Here is a sentence to keep the queue busy.")
+                                         for _ in range(8)), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+        assert errors and all(e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for e in errors)
+        assert all("queue full" in e.details() for e in errors)
+        assert len(errors) < 8  # the ones that got in were served
+        assert pcm_of(await _collect(stub, text="Still serving.")).size > 0

@@ -116,6 +116,15 @@ async def test_first_sentence_comes_in_growing_pieces_that_join_exactly():
     assert [a.final for a in got if a.index == 1] == [True]  # later sentences are decoded whole
 
 
+async def test_the_first_sentence_with_sound_is_the_one_decoded_in_pieces():
+    text = "... A rather long sentence that comes after the silent one. Then another."
+    async with Harness(FakeEngines(), first_audio_frames=4) as synthesizer:
+        got = [a async for a in synthesizer.stream(synthesizer.validate(text))]
+    assert [(a.index, a.pcm.size > 0) for a in got if a.index == 0] == [(0, False)]
+    assert len([a for a in got if a.index == 1]) > 2
+    assert len([a for a in got if a.index == 2]) == 1
+
+
 async def test_nothing_else_starts_before_the_first_audio_then_lookahead_bounds_the_work():
     engines = FakeEngines()
     async with Harness(engines, lookahead_sentences=1, first_audio_frames=0) as synthesizer:
