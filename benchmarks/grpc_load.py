@@ -111,6 +111,36 @@ async def closed_loop(call: Callable[[int], Awaitable[object]], concurrency: int
     return len(latencies) / (time.perf_counter() - start), latencies
 
 
+@dataclass
+class Measured:
+    """Pooled results of one configuration over all rounds."""
+
+    sequential_s: list[float]
+    loaded_s: list[float]
+    rates: list[float]
+
+    @property
+    def rate(self) -> float:
+        return statistics.median(self.rates) if self.rates else 0.0
+
+
+async def interleaved(calls: dict[str, Callable[[int], Awaitable[object]]], *, rounds: int, requests: int,
+                      seconds: float, concurrency: int) -> dict[str, Measured]:
+    """Measure every configuration in turn, ``rounds`` times, so machine noise hits all of them alike.
+
+    Each round gives each configuration ``requests / rounds`` sequential calls and a closed loop of
+    ``seconds / rounds``; the throughput reported is the median over rounds.
+    """
+    out = {name: Measured([], [], []) for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            out[name].sequential_s += await sequential(call, max(1, requests // rounds), warmup=5)
+            rate, lat = await closed_loop(call, concurrency, seconds / rounds)
+            out[name].loaded_s += lat
+            out[name].rates.append(rate)
+    return out
+
+
 def machine() -> str:
     """One line describing the machine the numbers come from."""
     cpu = "unknown CPU"

@@ -171,7 +171,7 @@ def _build_int8(folder: Path, fp32: Path, checksum: str) -> dict:
     keep_fp32 = [n.name for n in onnx.load(str(fp32 / "model.onnx")).graph.node
                  if n.op_type == "MatMul" and n.name.endswith("/out/MatMul")]
     previous = logging.root.manager.disable
-    logging.disable(logging.INFO)  # quantize_dynamic logs one root INFO line per tensor
+    logging.disable(logging.WARNING)  # quantize_dynamic logs a root INFO line per tensor and a hint
     try:
         quantize_dynamic(str(fp32 / "model.onnx"), str(folder / "model.onnx"), weight_type=QuantType.QInt8,
                          op_types_to_quantize=["MatMul"], per_channel=True, nodes_to_exclude=keep_fp32)

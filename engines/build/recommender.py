@@ -106,7 +106,7 @@ def config(metadata: dict) -> ModelConfig:
                 TensorSpec(name="allowed", dtype="bool", dims=(-1, n_items))),
         outputs=(TensorSpec(name="scores", dtype="float32", dims=(-1, TOP_K)),
                  TensorSpec(name="item_index", dtype="int64", dims=(-1, TOP_K))),
-        batching=BatchingConfig(max_batch_size=32, max_queue_delay_us=300, max_queue_size=1024),
+        batching=BatchingConfig(max_batch_size=32, max_queue_delay_us=0, max_queue_size=1024),
         instances=1,
         intra_op_threads=1,
         metadata=metadata,

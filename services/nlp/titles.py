@@ -56,6 +56,17 @@ little old new first last great best bad hot cold dead free true lost show
 """.split())
 
 
+# Request words: a window made only of these is never fuzzy-matched (it is the request, not a title), which
+# skips most windows of a typical utterance. Exact alias hits are still checked.
+REQUEST_WORDS = frozenset("""
+i im id ive me my you your we us it its this that these those a an the and or but of to in on at for from
+with by as is are was were be been do does did can could would should will shall may might must please
+what whats which who when where why how any some something anything else more other another one ones
+movie movies film films flick flicks show tell give get find want wanna like liked love loved see seen
+watch watched recommend suggest similar about than so very really just also too not no yes ok okay
+""".split())
+
+
 @dataclass(frozen=True, slots=True)
 class CatalogItem:
     """One MovieLens-100K movie."""
@@ -164,7 +175,7 @@ class TitleMatcher:
                 window = spoken_toks[i:i + n]
                 if n <= 2 and (window[0] in blocked or window[-1] in blocked):
                     continue
-                hit = self._match("".join(window))
+                hit = self._match("".join(window), fuzzy=not all(w in REQUEST_WORDS for w in window))
                 if hit is None:
                     continue
                 score, alias = hit
@@ -184,13 +195,13 @@ class TitleMatcher:
                                 score=round(score, 4), item_id=item.item_id), span))
         return found
 
-    def _match(self, key: str) -> tuple[float, _Alias] | None:
+    def _match(self, key: str, *, fuzzy: bool = True) -> tuple[float, _Alias] | None:
         if len(key) < 3:
             return None
         exact = self._exact.get(key)
         if exact is not None:
             return 1.0, exact
-        if len(key) < 6:  # too short for a fuzzy match to mean anything ("wanna" is not "Anna")
+        if not fuzzy or len(key) < 6:  # too short for a fuzzy match to mean anything ("wanna" is not "Anna")
             return None
         # Indel similarity >= s needs the shorter/longer length ratio >= s / (2 - s).
         ratio = self.min_score / (2 - self.min_score)

@@ -19,9 +19,11 @@ class RecommenderConfig:
     max_ratings_per_session: int = 500
     max_shown_per_session: int = 1_000
     max_get_items: int = 100
-    # Batching across requests (one batch = one MatMul + TopK over the catalogue).
+    # Batching across requests (one batch = one MatMul + TopK over the catalogue). No queue delay: compute
+    # is ~0.2 ms, so a window only adds latency (asyncio timers round it up to >= 1 ms); under load requests
+    # still batch while the worker is busy (docs/bench/recommender.md).
     max_batch_size: int = 32
-    max_queue_delay_us: int = 300
+    max_queue_delay_us: int = 0
     max_queue_size: int = 1_024
     instances: int = 1
     intra_op_threads: int = 1

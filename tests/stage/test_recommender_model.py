@@ -9,9 +9,8 @@ import pytest
 from engines.build import BuildContext
 from engines.build import recommender as rec_build
 from engines.config import ModelConfig
-from protos import nlp_pb2, nlp_pb2_grpc
+from protos import nlp_pb2, nlp_pb2_grpc, recommender_pb2_grpc
 from protos import recommender_pb2 as pb
-from protos import recommender_pb2_grpc
 from services.nlp import create_stage as create_nlp
 from services.recommender import create_stage as create_rec
 from tests.helpers import running_stage
