@@ -48,7 +48,7 @@ from engines.errors import BuildError
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "recommender"
-BUILD_VERSION = "recommender-2"
+BUILD_VERSION = "recommender-3"
 TOP_K = 50
 OPSET = 17
 MIN_HR_RATIO = 1.5

@@ -17,9 +17,11 @@ class NlpConfig:
     intents_path: str = ""
     # Fuzzy title match floor (rapidfuzz Indel similarity, 0..1) for non-exact matches.
     title_min_score: float = 0.88
-    # Batching across requests (one batch = one padded ONNX run).
+    # Batching across requests (one batch = one or more length-grouped ONNX runs). No queue delay: a lone
+    # request should not wait (asyncio rounds short timers up to ~1 ms), and under load requests pile up
+    # while the engine is busy, so batches form anyway (docs/bench/nlp.md compares 0 and 500 us).
     max_batch_size: int = 32
-    max_queue_delay_us: int = 500
+    max_queue_delay_us: int = 0
     max_queue_size: int = 512
     instances: int = 1
     intra_op_threads: int = 2
