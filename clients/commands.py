@@ -85,17 +85,30 @@ def _serve(args: argparse.Namespace, settings: StackSettings) -> int:
     except ImportError as e:
         print(f"voxpipe serve: stage {args.stage!r} is not available: {e}", file=sys.stderr)
         return 2
-    stage = module.create_stage(stage_settings)
-    return run_async(StageServer(stage, stage_settings.server).serve_until_signal())
+    from engines.errors import EngineError
+    from services.common import ServeError
+    from services.common.settings import SettingsError
+
+    try:
+        stage = module.create_stage(stage_settings)
+        return run_async(StageServer(stage, stage_settings.server).serve_until_signal())
+    except (ServeError, EngineError, SettingsError) as e:
+        hint = " (run `voxpipe build`)" if isinstance(e, EngineError) and "voxpipe build" not in str(e) else ""
+        print(f"voxpipe serve {args.stage}: {e}{hint}", file=sys.stderr)
+        return 1
 
 
 def _up(args: argparse.Namespace, settings: StackSettings) -> int:
     from clients.cli import run_async
     from services.common.context import configure_logging
-    from services.launcher import up
+    from services.launcher import LaunchError, up
 
     configure_logging(settings.log_level)
-    return run_async(up(settings))
+    try:
+        return run_async(up(settings))
+    except LaunchError as e:
+        print(f"voxpipe up: {e}", file=sys.stderr)
+        return 1
 
 
 def _health(args: argparse.Namespace, settings: StackSettings) -> int:

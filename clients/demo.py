@@ -37,10 +37,14 @@ def _demo(args: argparse.Namespace, settings: StackSettings) -> int:
 
 async def _run(args: argparse.Namespace, settings: StackSettings) -> int:
     from clients.talk import BUNDLED_QUESTION, TalkOptions, talk
-    from services.launcher import format_table, launch, shutdown
+    from services.launcher import LaunchError, format_table, launch, shutdown
 
     print("starting the stack (CPU)…", flush=True)
-    launched = await launch(settings)
+    try:
+        launched = await launch(settings)
+    except LaunchError as e:
+        print(f"voxpipe demo: {e}", file=sys.stderr)
+        return 1
     print(format_table(launched), flush=True)
     try:
         audio = args.audio or BUNDLED_QUESTION

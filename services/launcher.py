@@ -24,6 +24,10 @@ from services.common.settings import STAGE_ORDER, StackSettings
 log = logging.getLogger(__name__)
 
 
+class LaunchError(RuntimeError):
+    """A stage exited or never became SERVING; its own log says why."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class LaunchedStage:
     name: str
@@ -45,7 +49,7 @@ async def wait_serving(address: str, timeout_s: float, service: str = "") -> Non
             except grpc.aio.AioRpcError:
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{address} not SERVING after {timeout_s:.0f} s")
+                raise TimeoutError(f"{address} not SERVING after {timeout_s:.0f} s")  # noqa: ASYNC110
             await asyncio.sleep(0.2)
 
 
@@ -75,10 +79,14 @@ async def _wait_or_exit(stage: LaunchedStage, timeout_s: float) -> None:
     done, _ = await asyncio.wait({serving, exited}, return_when=asyncio.FIRST_COMPLETED)
     if serving in done:
         exited.cancel()
-        serving.result()
+        try:
+            serving.result()
+        except TimeoutError as e:
+            raise LaunchError(f"{stage.name} at {stage.address} did not report SERVING within {timeout_s:.0f} s") from e
         return
     serving.cancel()
-    raise RuntimeError(f"{stage.name} exited with code {stage.process.returncode} before it was SERVING")
+    raise LaunchError(f"{stage.name} exited with code {stage.process.returncode} before it was SERVING "
+                      "(its error is printed above)")
 
 
 async def shutdown(launched: list[LaunchedStage], timeout_s: float = 20.0) -> None:

@@ -12,13 +12,13 @@ from services.common.errors import (
     UnavailableError,
     status_of,
 )
-from services.common.server import ServerHandle, StageServer, build_server, create_server
+from services.common.server import ServeError, ServerHandle, StageServer, build_server, create_server
 from services.common.settings import ServerSettings, StackSettings, StageSettings, options_to
 from services.common.stage import Stage
 
 __all__ = [
     "DeadlineError", "FailedPreconditionError", "InvalidArgumentError", "NotFoundError", "OutOfRangeError",
-    "ResourceExhaustedError", "ServerHandle", "ServerSettings", "ServiceError", "StackSettings", "Stage",
+    "ResourceExhaustedError", "ServeError", "ServerHandle", "ServerSettings", "ServiceError", "StackSettings", "Stage",
     "StageServer", "StageSettings", "UnavailableError", "build_server", "create_server", "deadline_of",
     "options_to", "status_of",
 ]

@@ -94,7 +94,9 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
 
     def _wrap_unary(self, behavior, service: str, method: str, ids: tuple[str, str], parent):
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            tokens = (ctx.REQUEST_ID.set(ids[0]), ctx.TRACE_ID.set(ids[1]))
+            # Each RPC runs in its own task (its own context copy): set, never reset across await points.
+            ctx.REQUEST_ID.set(ids[0])
+            ctx.TRACE_ID.set(ids[1])
             start, code = time.perf_counter(), None
             try:
                 with _tracer.start_as_current_span(f"{service}/{method}", context=parent, kind=trace.SpanKind.SERVER):
@@ -106,14 +108,14 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 await self._abort(context, e)
             finally:
                 self._finish(service, method, context, start, code)
-                ctx.REQUEST_ID.reset(tokens[0])
-                ctx.TRACE_ID.reset(tokens[1])
 
         return wrapper
 
     def _wrap_stream(self, behavior, service: str, method: str, ids: tuple[str, str], parent):
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            tokens = (ctx.REQUEST_ID.set(ids[0]), ctx.TRACE_ID.set(ids[1]))
+            # Each RPC runs in its own task (its own context copy): set, never reset across await points.
+            ctx.REQUEST_ID.set(ids[0])
+            ctx.TRACE_ID.set(ids[1])
             start, code = time.perf_counter(), None
             try:
                 with _tracer.start_as_current_span(f"{service}/{method}", context=parent, kind=trace.SpanKind.SERVER):
@@ -126,7 +128,5 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 await self._abort(context, e)
             finally:
                 self._finish(service, method, context, start, code)
-                ctx.REQUEST_ID.reset(tokens[0])
-                ctx.TRACE_ID.reset(tokens[1])
 
         return wrapper

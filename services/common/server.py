@@ -26,6 +26,11 @@ from services.common.stage import Stage
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+class ServeError(RuntimeError):
+    """A stage could not start serving (a port in use, models missing...); the message says what to do."""
+
 _OVERALL = ""  # the health service's name for the server as a whole
 
 
@@ -64,9 +69,16 @@ def build_server(stage: Stage, address: str) -> ServerHandle:
     stage.register(server)
     names = (*stage.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME)
     reflection.enable_server_reflection(names, server)
-    port = server.add_insecure_port(address)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as e:
+        port = 0
+        cause: Exception | None = e
+    else:
+        cause = None
     if port == 0:
-        raise OSError(f"could not bind {address}")
+        raise ServeError(f"{stage.name}: cannot listen on {address} (in use, or not an address of this host); "
+                         f"set [{stage.name}] port or VOXPIPE_{stage.name.upper()}__PORT") from cause
     return ServerHandle(server=server, port=port, health=health_servicer, stage=stage)
 
 
@@ -89,13 +101,27 @@ class StageServer:
         return f"{self.settings.host}:{self.port}"
 
     async def start(self) -> None:
-        """Bind and start (health NOT_SERVING), load and warm the stage, then report SERVING."""
+        """Bind and start (health NOT_SERVING), load and warm the stage, then report SERVING.
+
+        Raises:
+            ServeError: a port is in use, or the stage could not load (e.g. models not built).
+        """
+        if self.settings.metrics_port:
+            try:
+                start_http_server(self.settings.metrics_port, addr=self.settings.host)
+            except OSError as e:
+                name = self.stage.name
+                raise ServeError(f"{name}: metrics port {self.settings.host}:{self.settings.metrics_port} is not "
+                                 f"available ({e.strerror}); set [{name}] metrics_port or "
+                                 f"VOXPIPE_{name.upper()}__METRICS_PORT (0 turns the endpoint off)") from e
         self._handle = build_server(self.stage, self.settings.address)
         await self._handle.set_serving(False)
         await self._handle.server.start()
-        if self.settings.metrics_port:
-            start_http_server(self.settings.metrics_port, addr=self.settings.host)
-        await self.stage.start()
+        try:
+            await self.stage.start()
+        except BaseException:
+            await self._handle.server.stop(0)
+            raise
         await self._handle.set_serving(True)
         log.info("%s serving on %s", self.stage.name, self.address)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -122,12 +122,19 @@ def _coerce(value: str, current: Any, key: str) -> Any:
 
 def options_to(cls: type, options: Mapping[str, Any], section: str) -> Any:
     """Build a stage's own config dataclass from its section, rejecting unknown keys by name."""
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(options) - known)
+    by_name = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(options) - set(by_name))
     if unknown:
-        raise SettingsError(f"[{section}] has unknown keys {unknown}; known: {sorted(known)}")
+        raise SettingsError(f"[{section}] has unknown keys {unknown}; known: {sorted(by_name)}")
+    # Environment overrides of keys the TOML leaves out arrive as strings: type them by the field's default.
+    typed = {}
+    for key, value in options.items():
+        default = by_name[key].default
+        if isinstance(value, str) and default is not MISSING and not isinstance(default, str):
+            value = _coerce(value, default, f"VOXPIPE_{section.upper()}__{key.upper()}")
+        typed[key] = value
     try:
-        return cls(**options)
+        return cls(**typed)
     except (TypeError, ValueError) as e:
         raise SettingsError(f"[{section}]: {e}") from e
 

@@ -95,3 +95,18 @@ async def test_sigterm_drains_in_flight_rpc_refuses_new_ones_and_exits_zero():
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_ports_in_use_give_a_clear_serve_error():
+    import socket
+
+    from services.common import ServeError
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(ServeError, match=f"metrics port 127.0.0.1:{port} .*VOXPIPE_PROBE__METRICS_PORT"):
+            await StageServer(ProbeStage(), ServerSettings(port=0, metrics_port=port)).start()
+        with pytest.raises(ServeError, match=f"cannot listen on 127.0.0.1:{port}.*VOXPIPE_PROBE__PORT"):
+            await StageServer(ProbeStage(), ServerSettings(port=port)).start()

@@ -1,0 +1,41 @@
+"""Stack settings: TOML defaults, VOXPIPE_* overrides, typed stage options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from services.common import settings
+from services.common.settings import SettingsError, options_to
+
+
+@dataclass(frozen=True, kw_only=True)
+class Options:
+    silence_ms: int = 300
+    threshold: float = 0.5
+    enabled: bool = True
+    voice: str = "joe"
+
+
+def test_env_overrides_are_typed_by_the_toml_default():
+    stack = settings.load(env={"VOXPIPE_ASR__PORT": "6000", "VOXPIPE_MODELS_DIR": "/m", "VOXPIPE_DEVICE": "cuda"})
+    asr = stack.stage("asr")
+    assert asr.server.port == 6000 and str(asr.models_dir) == "/m" and asr.device == "cuda"
+    assert stack.stage("orchestrator").peers["asr"] == "127.0.0.1:6000"
+
+
+def test_bad_env_values_and_sections_are_named():
+    with pytest.raises(SettingsError, match="VOXPIPE_ASR__PORT='x'"):
+        settings.load(env={"VOXPIPE_ASR__PORT": "x"})
+    with pytest.raises(SettingsError, match=r"no section \[nope\]"):
+        settings.load(env={"VOXPIPE_NOPE__PORT": "1"})
+
+
+def test_stage_options_absent_from_the_toml_are_typed_by_the_dataclass():
+    opts = options_to(Options, {"silence_ms": "400", "threshold": "0.7", "enabled": "false", "voice": "amy"}, "asr")
+    assert opts == Options(silence_ms=400, threshold=0.7, enabled=False, voice="amy")
+    with pytest.raises(SettingsError, match="VOXPIPE_ASR__SILENCE_MS='soon'"):
+        options_to(Options, {"silence_ms": "soon"}, "asr")
+    with pytest.raises(SettingsError, match=r"unknown keys \['silence'\]"):
+        options_to(Options, {"silence": 1}, "asr")
