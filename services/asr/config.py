@@ -22,8 +22,11 @@ class AsrConfig:
     speech_threshold: float = 0.5    # Silero probability that counts as speech
     min_speech_ms: int = 150         # shorter bursts are noise
     interim_interval_ms: int = 500   # re-decode the growing utterance this often (audio time)
-    pre_speech_pad_ms: int = 200     # audio kept before the detected start
-    post_speech_pad_ms: int = 100    # audio kept after the detected end; the final decode starts here
+    # Audio kept around the detected speech. Measured on the espeak test set: 100 ms after the end cost
+    # ~6 points of WER against decoding the whole clip, >= 150 ms none; the final decode starts once the
+    # trailing silence covers this pad, so it is also the head start the speculative final loses.
+    pre_speech_pad_ms: int = 300
+    post_speech_pad_ms: int = 160
     max_utterance_s: float = 29.0    # Whisper's window is 30 s; longer speech is cut into utterances
     max_audio_s: float = 600.0       # a stream or clip longer than this is refused with OUT_OF_RANGE
     final_timeout_s: float = 30.0    # batcher deadline of a final decode when the RPC sets none

@@ -78,9 +78,9 @@ async def test_streaming_interim_and_final_over_two_utterances(asr_root):
     pcm = _pcm(MULTI["file"])
     async with running_stage(_stage(asr_root)) as (_, channel):
         stub = asr_pb2_grpc.RecognizerStub(channel)
-        # 100 ms chunks at 2x real time: interims have time to appear while each utterance grows.
+        # 100 ms chunks at real-time pace: interims appear while each utterance grows.
         calls = stub.StreamingRecognize(_requests(_config(interim_results=True, interim_interval_ms=300),
-                                                  _chunks(pcm), delay_s=0.05))
+                                                  _chunks(pcm), delay_s=0.1))
         results = [r.result async for r in calls]
     finals = [r for r in results if r.is_final]
     interims = [r for r in results if not r.is_final]
