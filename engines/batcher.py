@@ -57,6 +57,8 @@ class _Request(Generic[T, R]):
     enqueued_s: float = field(compare=False)
     dispatched_s: float = field(default=0.0, compare=False)
     batch_size: int = field(default=0, compare=False)
+    # True while the request counts in ``_live``; whichever of cancel/prune/take sees it first uncounts it.
+    counted: bool = field(default=True, compare=False)
 
 
 class ComputeCostModel:
@@ -193,10 +195,19 @@ class DynamicBatcher(Generic[T, R]):
         """Account for a request cancelled while queued; it is skipped when popped. True if it was queued."""
         for req in self._heap:
             if req.future is future:
-                self._live -= 1
+                counted = self._uncount(req)
                 metrics.QUEUE_DEPTH.labels(**self._labels).set(self._live)
-                return True
+                return counted
         return False
+
+    def _uncount(self, req: _Request[T, R]) -> bool:
+        """Remove ``req`` from ``_live`` once, whoever gets to it first (a cancelled request's own
+        handler may run after the scheduler already dropped it). True if this call uncounted it."""
+        if not req.counted:
+            return False
+        req.counted = False
+        self._live -= 1
+        return True
 
     def _prune(self) -> None:
         """Drop cancelled requests from the top of the heap and fail those whose deadline passed."""
@@ -205,13 +216,14 @@ class DynamicBatcher(Generic[T, R]):
         changed = False
         for req in self._heap:
             if req.future.done():
+                self._uncount(req)
                 changed = True
                 continue
             if req.deadline_s is not None and req.deadline_s <= now:
                 req.future.set_exception(DeadlineExceededError(
                     f"{self.name}: deadline passed after {(now - req.enqueued_s) * 1e3:.1f} ms in the queue"))
                 metrics.REQUESTS_DROPPED.labels(**self._labels, reason="deadline").inc()
-                self._live -= 1
+                self._uncount(req)
                 changed = True
                 continue
             kept.append(req)
@@ -264,10 +276,10 @@ class DynamicBatcher(Generic[T, R]):
         batch: list[_Request[T, R]] = []
         while self._heap and len(batch) < self.config.max_batch_size:
             req = heapq.heappop(self._heap)
+            self._uncount(req)
             if req.future.done():
                 continue
             batch.append(req)
-        self._live -= len(batch)
         metrics.QUEUE_DEPTH.labels(**self._labels).set(self._live)
         return batch
 
