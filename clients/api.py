@@ -67,6 +67,7 @@ class TurnResult:
             "voice_to_voice_ms": None if report is None else round(report.voice_to_voice_ms, 1),
             "client_voice_to_voice_ms": None if self.client_voice_to_voice_ms is None else round(self.client_voice_to_voice_ms, 1),
             "endpoint_wait_ms": None if report is None else round(report.endpoint_wait_ms, 1),
+            "orchestration_ms": None if report is None else round(report.orchestration_ms, 2),
             "budget_ms": None if report is None else report.budget_ms,
             "missed": None if report is None else report.missed,
             "cancelled": None if report is None else report.cancelled,

@@ -124,18 +124,24 @@ async def bench(options: BenchOptions) -> dict:
         "voice_to_voice_ms": percentiles([t.report.voice_to_voice_ms for t in reported if t.report.voice_to_voice_ms]),
         "client_voice_to_voice_ms": percentiles([t.client_voice_to_voice_ms for t in reported if t.client_voice_to_voice_ms]),
         "endpoint_wait_ms": percentiles([t.report.endpoint_wait_ms for t in reported]),
+        "orchestration_ms": percentiles([t.report.orchestration_ms for t in reported if t.report.voice_to_voice_ms]),
         "stages_ms": {k: percentiles(v) for k, v in stage_ms.items()},
         "budget_miss_rate": {k: misses[k] / len(reported) for k in stage_ms} | {
             "turn": sum(t.report.missed for t in reported) / len(reported) if reported else 0.0},
         "degradation_rate": {k: degraded[k] / len(reported) for k in stage_ms},
     }
     if options.json_path:
-        options.json_path.parent.mkdir(parents=True, exist_ok=True)
-        options.json_path.write_text(json.dumps({"summary": summary, "turns": [t.to_json() for t in turns]}, indent=1))
+        await asyncio.to_thread(_write_json, options.json_path,
+                                {"summary": summary, "turns": [t.to_json() for t in turns]})
     if options.plot_path:
-        plot_cdf(stage_ms | {"voice-to-voice": [t.report.voice_to_voice_ms for t in reported]}, options.plot_path,
-                 f"voxpipe bench: {options.streams} stream(s), {len(reported)} turns")
+        await asyncio.to_thread(plot_cdf, stage_ms | {"voice-to-voice": [t.report.voice_to_voice_ms for t in reported]},
+                                options.plot_path, f"voxpipe bench: {options.streams} stream(s), {len(reported)} turns")
     return summary
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1))
 
 
 def plot_cdf(series: dict[str, list[float]], path: Path, title: str) -> None:
@@ -173,5 +179,6 @@ def format_summary(summary: dict) -> str:
     lines.append(f"  {'voice-to-voice (server)':<22} {fmt(summary['voice_to_voice_ms'])}")
     lines.append(f"  {'voice-to-voice (client)':<22} {fmt(summary['client_voice_to_voice_ms'])}")
     lines.append(f"  {'endpoint wait':<22} {fmt(summary['endpoint_wait_ms'])}")
+    lines.append(f"  {'orchestrator own time':<22} {fmt(summary['orchestration_ms'])}")
     lines.append(f"  turn budget missed: {summary['budget_miss_rate']['turn']:.1%}")
     return "\n".join(lines)

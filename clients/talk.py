@@ -129,7 +129,8 @@ def format_report(report: assistant_pb2.TurnReport, client_v2v_ms: float | None 
     v2v = f"voice-to-voice {report.voice_to_voice_ms:.0f} ms (server)"
     if client_v2v_ms is not None:
         v2v += f", {client_v2v_ms:.0f} ms (client)"
-    lines.append(f"  {v2v}; endpoint wait {report.endpoint_wait_ms:.0f} ms; budget {report.budget_ms:.0f} ms "
+    lines.append(f"  {v2v}; endpoint wait {report.endpoint_wait_ms:.0f} ms; orchestrator {report.orchestration_ms:.1f} ms; "
+                 f"budget {report.budget_ms:.0f} ms "
                  f"from the endpoint: {'MISSED' if report.missed else 'met'}"
                  + ("; CANCELLED" if report.cancelled else ""))
     if report.trace_id:

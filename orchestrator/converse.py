@@ -192,7 +192,7 @@ class Conversation:
             self.cancel_turn("a new utterance")
             turn = TurnInput(
                 turn_index=self._turn_index, transcript=result,
-                endpoint_s=received_s - result.latency_ms / 1e3,
+                endpoint_s=received_s - result.latency_ms / 1e3, received_s=received_s,
                 last_voiced_s=self.audio_clock.arrival_of(result.end_s),
                 voice=self.config.voice or self.options.default_voice,
                 output_sample_rate_hz=self.config.output_sample_rate_hz, budget=self.budget,

@@ -39,6 +39,7 @@ class TurnInput:
     turn_index: int
     transcript: asr_pb2.SpeechResult
     endpoint_s: float  # time.monotonic() when the endpoint was declared: the budget starts here
+    received_s: float  # time.monotonic() when the final transcript reached the orchestrator
     last_voiced_s: float | None  # time.monotonic() when the last voiced sample arrived
     voice: str
     output_sample_rate_hz: int
@@ -309,6 +310,9 @@ class TurnRunner:
         for s in budget.spent:
             report.stages.add(stage=s.stage, ms=s.ms, budget_ms=s.budget_ms, missed=s.missed,
                               degraded=s.degraded, note=s.note)
+        if first_audio_s is not None:
+            in_stages_ms = sum(s.ms for s in budget.spent if s.stage != "asr")
+            report.orchestration_ms = max((first_audio_s - turn.received_s) * 1e3 - in_stages_ms, 0.0)
         if turn.last_voiced_s is not None:
             report.endpoint_wait_ms = max(turn.endpoint_s - turn.last_voiced_s, 0.0) * 1e3
             if first_audio_s is not None:

@@ -97,7 +97,7 @@ class StageReport(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., ms: _Optional[float] = ..., budget_ms: _Optional[float] = ..., missed: _Optional[bool] = ..., degraded: _Optional[bool] = ..., note: _Optional[str] = ...) -> None: ...
 
 class TurnReport(_message.Message):
-    __slots__ = ("stages", "voice_to_voice_ms", "endpoint_wait_ms", "budget_ms", "total_ms", "missed", "cancelled", "trace_id", "session_id")
+    __slots__ = ("stages", "voice_to_voice_ms", "endpoint_wait_ms", "budget_ms", "total_ms", "missed", "cancelled", "trace_id", "session_id", "orchestration_ms")
     STAGES_FIELD_NUMBER: _ClassVar[int]
     VOICE_TO_VOICE_MS_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
@@ -107,6 +107,7 @@ class TurnReport(_message.Message):
     CANCELLED_FIELD_NUMBER: _ClassVar[int]
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    ORCHESTRATION_MS_FIELD_NUMBER: _ClassVar[int]
     stages: _containers.RepeatedCompositeFieldContainer[StageReport]
     voice_to_voice_ms: float
     endpoint_wait_ms: float
@@ -116,7 +117,8 @@ class TurnReport(_message.Message):
     cancelled: bool
     trace_id: str
     session_id: str
-    def __init__(self, stages: _Optional[_Iterable[_Union[StageReport, _Mapping]]] = ..., voice_to_voice_ms: _Optional[float] = ..., endpoint_wait_ms: _Optional[float] = ..., budget_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., missed: _Optional[bool] = ..., cancelled: _Optional[bool] = ..., trace_id: _Optional[str] = ..., session_id: _Optional[str] = ...) -> None: ...
+    orchestration_ms: float
+    def __init__(self, stages: _Optional[_Iterable[_Union[StageReport, _Mapping]]] = ..., voice_to_voice_ms: _Optional[float] = ..., endpoint_wait_ms: _Optional[float] = ..., budget_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., missed: _Optional[bool] = ..., cancelled: _Optional[bool] = ..., trace_id: _Optional[str] = ..., session_id: _Optional[str] = ..., orchestration_ms: _Optional[float] = ...) -> None: ...
 
 class TurnError(_message.Message):
     __slots__ = ("code", "message", "stage")

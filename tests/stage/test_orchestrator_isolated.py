@@ -160,3 +160,14 @@ async def test_too_many_streams_is_resource_exhausted(fakes):
         await first.done_writing()
         while await first.read() is not grpc.aio.EOF:
             pass
+
+
+async def test_report_separates_the_orchestrators_own_time(fakes):
+    timing, address = fakes
+    timing.nlp_delay_s = 0.05
+    async with running_stage(create_stage(orchestrator_settings(address))) as (_, channel):
+        responses = await one_turn(channel, config(), assistant_pb2.ConverseRequest(audio=AUDIO), eou())
+    report = events(responses, "report")[0]
+    nlp = next(s for s in report.stages if s.stage == "nlp")
+    assert nlp.ms >= 50  # the fake NLP's delay is in its stage, not in the orchestrator's own time
+    assert 0 < report.orchestration_ms < nlp.ms
