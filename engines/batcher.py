@@ -130,6 +130,17 @@ class DynamicBatcher(Generic[T, R]):
         for i in range(len(self._batch_fns)):
             self._idle_workers.put_nowait(i)
         self._scheduler = asyncio.create_task(self._schedule(), name=f"batcher-{self.name}")
+        self._scheduler.add_done_callback(self._scheduler_done)
+
+    def _scheduler_done(self, task: asyncio.Task[None]) -> None:
+        """A scheduler that dies (a bug) must not leave callers waiting forever: fail what is queued."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("batcher %s: scheduler failed; failing queued requests", self.name, exc_info=task.exception())
+        self._closed = True
+        for req in self._heap:
+            if not req.future.done():
+                req.future.set_exception(EngineClosedError(f"batcher {self.name!r} failed: {task.exception()!r}"))
 
     async def submit(self, item: T, *, deadline_s: float | None = None) -> R:
         """Queue ``item`` and wait for its result.
@@ -143,7 +154,7 @@ class DynamicBatcher(Generic[T, R]):
             EngineClosedError: the batcher is closed.
             InferenceError: the engine failed on the batch holding this item.
         """
-        if self._closed or self._scheduler is None:
+        if self._closed or self._scheduler is None or self._scheduler.done():
             raise EngineClosedError(f"batcher {self.name!r} is not running")
         now = self._clock()
         if deadline_s is not None and deadline_s <= now:

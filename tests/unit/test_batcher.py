@@ -224,3 +224,24 @@ async def test_several_instances_run_batches_concurrently():
         e.gate.set()
     assert sorted(await asyncio.gather(a, b)) == [10, 20]
     await batcher.close()
+
+
+async def test_a_failed_scheduler_fails_queued_requests_instead_of_hanging():
+    engine = GatedEngine()
+    batcher = make(engine, max_batch_size=1)
+    await batcher.start()
+    first = await occupy(batcher, engine)
+    queued = asyncio.create_task(batcher.submit(1))
+    await asyncio.sleep(0.01)
+
+    def broken() -> None:
+        raise RuntimeError("scheduler bug")
+
+    batcher._take_batch = broken  # simulate a bug inside the scheduler loop
+    engine.gate.set()
+    with pytest.raises(EngineClosedError, match="scheduler bug"):
+        await asyncio.wait_for(queued, 5)
+    with pytest.raises(EngineClosedError):
+        await batcher.submit(2)
+    assert await first == -10
+    await batcher.close()
