@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,14 +118,27 @@ class Measured:
     sequential_s: list[float]
     loaded_s: list[float]
     rates: list[float]
+    # Server CPU seconds per request and cores used, per closed-loop round (robust to a busy machine).
+    cpu_ms_per_request: list[float] = field(default_factory=list)
+    cores_used: list[float] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
         return statistics.median(self.rates) if self.rates else 0.0
 
+    @property
+    def cpu_ms(self) -> float:
+        return statistics.median(self.cpu_ms_per_request) if self.cpu_ms_per_request else float("nan")
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 async def interleaved(calls: dict[str, Callable[[int], Awaitable[object]]], *, rounds: int, requests: int,
-                      seconds: float, concurrency: int) -> dict[str, Measured]:
+                      seconds: float, concurrency: int, pids: dict[str, int] | None = None) -> dict[str, Measured]:
     """Measure every configuration in turn, ``rounds`` times, so machine noise hits all of them alike.
 
     Each round gives each configuration ``requests / rounds`` sequential calls and a closed loop of
@@ -135,7 +148,13 @@ async def interleaved(calls: dict[str, Callable[[int], Awaitable[object]]], *, r
     for _ in range(rounds):
         for name, call in calls.items():
             out[name].sequential_s += await sequential(call, max(1, requests // rounds), warmup=5)
+            pid = (pids or {}).get(name)
+            cpu0, t0 = (process_cpu_s(pid), time.perf_counter()) if pid else (0.0, 0.0)
             rate, lat = await closed_loop(call, concurrency, seconds / rounds)
+            if pid:
+                used, wall = process_cpu_s(pid) - cpu0, time.perf_counter() - t0
+                out[name].cpu_ms_per_request.append(used / max(1, len(lat)) * 1e3)
+                out[name].cores_used.append(used / wall)
             out[name].loaded_s += lat
             out[name].rates.append(rate)
     return out

@@ -62,7 +62,8 @@ async def run(servers: dict, args) -> tuple[dict, dict[str, list[str]]]:
             return call
 
         measured = await interleaved({n: caller(s) for n, s in stubs.items()}, rounds=args.rounds,
-                                     requests=args.requests, seconds=args.seconds, concurrency=args.concurrency)
+                                     requests=args.requests, seconds=args.seconds, concurrency=args.concurrency,
+                                     pids={n: s.process.pid for n, s in servers.items()})
         acc = {n: await accuracy(s) for n, s in stubs.items() if n.endswith("batching on, delay 0")}
     return measured, acc
 
@@ -99,13 +100,14 @@ def main() -> None:
             server.stop()
     print()
     print(f"| configuration | batch-1 p50 / p95 / p99 ms | c={args.concurrency} req/s (median of rounds) | "
-          f"c={args.concurrency} p50 / p99 ms | RSS loaded / peak MiB |")
-    print("|---|---|---|---|---|")
+          f"c={args.concurrency} p50 / p99 ms | server CPU ms/request, cores used | RSS loaded / peak MiB |")
+    print("|---|---|---|---|---|---|")
     for name, m in measured.items():
         p1, pc = percentiles_ms(m.sequential_s), percentiles_ms(m.loaded_s)
         rates = "/".join(f"{r:.0f}" for r in m.rates)
         print(f"| {name} | {p1['p50']:.2f} / {p1['p95']:.2f} / {p1['p99']:.2f} | {m.rate:.0f} ({rates}) | "
-              f"{pc['p50']:.1f} / {pc['p99']:.1f} | {rss_loaded[name]:.0f} / {rss_peak[name]:.0f} |")
+              f"{pc['p50']:.1f} / {pc['p99']:.1f} | {m.cpu_ms:.2f}, {max(m.cores_used):.2f} | "
+              f"{rss_loaded[name]:.0f} / {rss_peak[name]:.0f} |")
     base = measured[f"{args.models[0]}, batching off"]
     for name, m in measured.items():
         print(f"throughput {name} / {args.models[0]}, batching off at c={args.concurrency}: {m.rate / base.rate:.2f}x")

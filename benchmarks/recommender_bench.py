@@ -111,7 +111,8 @@ async def run(servers: dict, requests: list[pb.RecommendRequest], args):
             return call
 
         measured = await interleaved({n: caller(s) for n, s in stubs.items()}, rounds=args.rounds,
-                                     requests=args.requests, seconds=args.seconds, concurrency=args.concurrency)
+                                     requests=args.requests, seconds=args.seconds, concurrency=args.concurrency,
+                                     pids={n: s.process.pid for n, s in servers.items()})
     return measured, feedback, strategies
 
 
@@ -145,13 +146,15 @@ def main() -> None:
     print(f"\nrequest mix (first 300, by strategy answered): {dict(sorted(strategies.items()))}")
     print()
     print(f"| configuration | Recommend p50 / p95 / p99 ms (sequential) | c={args.concurrency} req/s (median of rounds) "
-          f"| c={args.concurrency} p50 / p99 ms | Feedback p50 ms | RSS loaded / peak MiB |")
-    print("|---|---|---|---|---|---|")
+          f"| c={args.concurrency} p50 / p99 ms | server CPU ms/request, cores used | Feedback p50 ms "
+          "| RSS loaded / peak MiB |")
+    print("|---|---|---|---|---|---|---|")
     for name, m in measured.items():
         p1, pc, fb = percentiles_ms(m.sequential_s), percentiles_ms(m.loaded_s), percentiles_ms(feedback[name])
         rates = "/".join(f"{r:.0f}" for r in m.rates)
         print(f"| {name} | {p1['p50']:.2f} / {p1['p95']:.2f} / {p1['p99']:.2f} | {m.rate:.0f} ({rates}) | "
-              f"{pc['p50']:.1f} / {pc['p99']:.1f} | {fb['p50']:.2f} | {rss_loaded[name]:.0f} / {rss_peak[name]:.0f} |")
+              f"{pc['p50']:.1f} / {pc['p99']:.1f} | {m.cpu_ms:.2f}, {max(m.cores_used):.2f} | {fb['p50']:.2f} | "
+              f"{rss_loaded[name]:.0f} / {rss_peak[name]:.0f} |")
     names = list(measured)
     for name in names[:-1]:
         print(f"\nthroughput {name} / {names[-1]} at c={args.concurrency}: "
