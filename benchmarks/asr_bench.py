@@ -99,7 +99,9 @@ async def _stream(stub, pcm: np.ndarray, *, interim: bool = True) -> list[asr_pb
 
 
 def _pcm16(audio: np.ndarray) -> np.ndarray:
-    return (np.clip(audio, -1, 1) * 32767).astype("<i2")
+    # The clips are 16-bit WAVs read as x/32768: this gives back exactly the file's samples (Whisper is
+    # sensitive enough that a 32767 scale alone moves a few words).
+    return np.clip(np.round(audio * 32768), -32768, 32767).astype("<i2")
 
 
 async def _ours_streaming(address: str, clips: list[np.ndarray], *, interim: bool) -> tuple[list[str], list[float]]:

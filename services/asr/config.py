@@ -23,10 +23,10 @@ class AsrConfig:
     min_speech_ms: int = 150         # shorter bursts are noise
     interim_interval_ms: int = 500   # re-decode the growing utterance this often (audio time)
     # Audio kept around the detected speech. Measured on the espeak test set: 100 ms after the end cost
-    # ~6 points of WER against decoding the whole clip, >= 150 ms none; the final decode starts once the
-    # trailing silence covers this pad, so it is also the head start the speculative final loses.
+    # ~6 points of WER against decoding the whole clip, 150-200 ms none (within noise); the final decode
+    # starts once the trailing silence covers this pad, so it is also head start the speculative final loses.
     pre_speech_pad_ms: int = 300
-    post_speech_pad_ms: int = 160
+    post_speech_pad_ms: int = 180
     max_utterance_s: float = 29.0    # Whisper's window is 30 s; longer speech is cut into utterances
     max_audio_s: float = 600.0       # a stream or clip longer than this is refused with OUT_OF_RANGE
     final_timeout_s: float = 30.0    # batcher deadline of a final decode when the RPC sets none
