@@ -12,6 +12,7 @@ ALS factors, normalised factors, text embedding, popularity. A strategy is just 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,7 +124,12 @@ def because_you_liked(catalog: Catalog, row: int, liked_rows: list[int]) -> str 
     if not liked_rows:
         return None
     sims = catalog.factors_normalized[liked_rows] @ catalog.factors_normalized[row]
-    return display_title(catalog.items[liked_rows[int(np.argmax(sims))]].title)
+    return spoken_title(catalog.items[liked_rows[int(np.argmax(sims))]].title)
+
+
+def spoken_title(title: str) -> str:
+    """Display title without a bracketed alternative: what a reason sentence says aloud."""
+    return re.sub(r"\s*\([^)]*\)\s*$", "", display_title(title)).strip() or display_title(title)
 
 
 def display_title(title: str) -> str:

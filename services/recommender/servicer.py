@@ -111,7 +111,7 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
         item = catalog.items[row]
         what = ranking.describe(item, genres)
         if strategy == "similar" and similar_row is not None:
-            reason = f"similar to {ranking.display_title(catalog.items[similar_row].title)}"
+            reason = f"similar to {ranking.spoken_title(catalog.items[similar_row].title)}"
         elif strategy == "personalised":
             source = ranking.because_you_liked(catalog, row, liked)
             reason = f"because you liked {source}" if source else f"a {what} that fits your ratings"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from engines.build.recommender_train import AlsParams, fold_in, hit_rate_ndcg, train_als
-from services.recommender.ranking import decade_label, display_title, top_allowed
+from services.recommender.ranking import decade_label, display_title, spoken_title, top_allowed
 from services.recommender.sessions import SessionStore
 
 
@@ -104,6 +104,11 @@ def test_top_allowed_drops_masked_entries():
 ])
 def test_display_title(title, shown):
     assert display_title(title) == shown
+
+
+def test_spoken_title_drops_bracketed_alternatives():
+    assert spoken_title("Seven (Se7en)") == "Seven"
+    assert spoken_title("Blue Angel, The (Blaue Engel, Der)") == "The Blue Angel"
 
 
 def test_decade_label():
