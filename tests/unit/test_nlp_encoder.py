@@ -24,6 +24,6 @@ def test_small_batches_stay_one_run():
 
 def test_intent_text_replaces_titles_only():
     text = "give the god father four stars"
-    entities = [Found("title", "Godfather, The", 5, 18, 1.0, 127), Found("rating", "4", 19, 29)]
+    entities = [Found("title", "Godfather, The", 5, 19, 1.0, 127), Found("rating", "4", 20, 30)]
     assert intent_text(text, entities) == "give a movie four stars"
     assert intent_text("hello", []) == "hello"
