@@ -15,6 +15,9 @@ class NlpConfig:
     max_text_chars: int = 2_000
     # Empty = the packaged services/nlp/data/intents.json.
     intents_path: str = ""
+    # Entities are looked for in the first this-many words only (a spoken turn is far shorter; matching a
+    # 2000-character text in full costs ~130 ms of Python).
+    max_entity_words: int = 64
     # Fuzzy title match floor (rapidfuzz Indel similarity, 0..1) for non-exact matches.
     title_min_score: float = 0.88
     # Batching across requests (one batch = one or more length-grouped ONNX runs). No queue delay: a lone
@@ -27,7 +30,7 @@ class NlpConfig:
     intra_op_threads: int = 2
 
     def __post_init__(self) -> None:
-        for name in ("max_text_chars", "max_batch_size", "max_queue_size", "instances", "intra_op_threads"):
+        for name in ("max_text_chars", "max_entity_words", "max_batch_size", "max_queue_size", "instances", "intra_op_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_queue_delay_us < 0:

@@ -76,7 +76,8 @@ class NlpStage(Stage):
         tokenizers = [load_tokenizer(folder, max_seq_tokens) for _ in engines]
         for engine, tokenizer in zip(engines, tokenizers, strict=True):
             embed_batch(engine, tokenizer, ["warm up the encoder", "hi"])
-        extractor = EntityExtractor(folder / "catalog.tsv", title_min_score=self.config.title_min_score)
+        extractor = EntityExtractor(folder / "catalog.tsv", title_min_score=self.config.title_min_score,
+                                    max_words=self.config.max_entity_words)
         classifier = fit_classifier(self._intents_path(), extractor,
                                     partial(embed_batch, engines[0], tokenizers[0]))
         log.info("nlp: intent head fitted; unknown gate %s", classifier.calibration)

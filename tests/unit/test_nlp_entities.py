@@ -112,3 +112,13 @@ def test_title_span_points_into_the_text(matcher):
     (found, span), = matcher.find(words(text))
     assert text[found.start:found.end] == "The Godfather"
     assert found.value == "Godfather, The" and found.score == 1.0
+
+
+def test_extractor_only_scans_the_first_max_words(tmp_path):
+    from services.nlp.extract import EntityExtractor
+
+    catalog = tmp_path / "catalog.tsv"
+    catalog.write_text("item_id\ttitle\tyear\tgenres\n100\tFargo\t1996\tCrime|Drama|Thriller\n", encoding="utf-8")
+    ex = EntityExtractor(catalog, max_words=5)
+    assert {(f.type, f.value) for f in ex.extract("movies like fargo")} == {("title", "Fargo")}
+    assert ex.extract("one two three four five movies like fargo") == []
