@@ -179,7 +179,7 @@ def _build_int8(folder: Path, fp32: Path, checksum: str) -> dict:
         logging.disable(previous)
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
     configure_tokenizer(tokenizer)
-    feeds = _padded(tokenizer, list(GOLDEN_SENTENCES))
+    feeds = padded_batch(tokenizer, list(GOLDEN_SENTENCES))
     want = ort.InferenceSession(str(fp32 / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
     got = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
     min_cos = float(np.min(np.sum(got * want, axis=1)))
@@ -193,7 +193,8 @@ def _build_int8(folder: Path, fp32: Path, checksum: str) -> dict:
     return metadata
 
 
-def _padded(tokenizer, texts: list[str]) -> dict[str, np.ndarray]:
+def padded_batch(tokenizer, texts: list[str]) -> dict[str, np.ndarray]:
+    """Token ids and mask for ``texts``, right-padded with 0 to the longest (build-time helper)."""
     encodings = tokenizer.encode_batch(texts)
     width = max(len(e.ids) for e in encodings)
     ids = np.zeros((len(encodings), width), dtype=np.int64)
@@ -234,7 +235,7 @@ def golden_check(onnx_path: Path, model, tensors: dict, shape, tokenizer) -> dic
     from engines.build.bert_torch import reference_embed
 
     encodings = tokenizer.encode_batch(list(GOLDEN_SENTENCES))
-    feeds = _padded(tokenizer, list(GOLDEN_SENTENCES))
+    feeds = padded_batch(tokenizer, list(GOLDEN_SENTENCES))
     ids, mask = feeds["input_ids"], feeds["attention_mask"]
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     got = session.run(["embedding"], {"input_ids": ids, "attention_mask": mask})[0]

@@ -200,7 +200,7 @@ def item_text_embeddings(nlp_folder: Path, items: list) -> np.ndarray:
     nlp_build.configure_tokenizer(tokenizer)
     session = ort.InferenceSession(str(nlp_folder / "model.onnx"), providers=["CPUExecutionProvider"])
     texts = [item_text(title, year, genres) for _, title, year, genres in items]
-    out = [session.run(["embedding"], nlp_build._padded(tokenizer, texts[i:i + 64]))[0]
+    out = [session.run(["embedding"], nlp_build.padded_batch(tokenizer, texts[i:i + 64]))[0]
            for i in range(0, len(texts), 64)]
     return np.concatenate(out).astype(np.float32)
 
