@@ -2,7 +2,8 @@
 
     flock /tmp/voxpipe-bench.lock .venv/bin/python benchmarks/asr_bench.py [--streams 4]
 
-1. Regenerates the espeak-ng test set (``make_asr_testset``) into ``~/.cache/voxpipe/asr-testset``.
+1. Regenerates the test set (``make_asr_testset``: 36 queries by espeak-ng voices and by the Piper voice)
+   into ``~/.cache/voxpipe/asr-testset``.
 2. Builds the ASR models (cached) and starts the real ASR server as a subprocess.
 3. Ours, streaming: every clip (+0.8 s silence) is streamed at real-time pace in 100 ms chunks, once with
    interim results off and once on; the finals give our transcript and the server's endpoint->final latency
@@ -206,7 +207,7 @@ def main() -> int:
     args = parser.parse_args()
 
     testset = _cache() / "asr-testset"
-    entries = make_set(testset)
+    entries = make_set(testset, piper_cache=_cache())
     clips = [sf.read(testset / e["file"], dtype="float32")[0] for e in entries]
     refs = [e["text"] for e in entries]
     root = _cache() / "models"
@@ -240,11 +241,19 @@ def main() -> int:
     p50_fw, p50_ours_dec = _pct(off["fw_ms"], 50), _pct(off["our_ms"], 50)
     wer_ours, wer_fw = wer(refs, our_texts), wer(refs, off["fw_texts"])
     wer_ours_i = wer(refs, our_texts_i)
+    fams = {"espeak-ng": [i for i, e in enumerate(entries) if not e["voice"].startswith("piper")],
+            "Piper joe": [i for i, e in enumerate(entries) if e["voice"].startswith("piper")]}
+
+    def sub(texts: list[str], idx: list[int]) -> float:
+        return wer([refs[i] for i in idx], [texts[i] for i in idx])
+
+    by_family = "; ".join(f"{name}: ours {sub(our_texts, idx):.3f} vs fw {sub(off['fw_texts'], idx):.3f}"
+                          for name, idx in fams.items() if idx)
     wer_ours_offline = wer(refs, off["our_offline_texts"])
     lines = [
         f"date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}; machine: {platform.node()}, "
         f"{os.cpu_count()} cores, load avg at end {os.getloadavg()[0]:.1f}",
-        f"test set: {len(clips)} espeak-ng clips ({', '.join(sorted({e['voice'] for e in entries}))}), "
+        f"test set: {len(clips)} clips ({', '.join(sorted({e['voice'] for e in entries}))}), "
         f"{sum(len(c) for c in clips) / RATE:.0f} s of speech",
         "",
         "| metric | ours (ONNX fp32 service) | faster-whisper tiny.en int8 | ratio / note |",
@@ -252,6 +261,7 @@ def main() -> int:
         f"| WER (normalised) | {wer_ours:.3f} (streamed finals; {wer_ours_i:.3f} with interims on) | {wer_fw:.3f} "
         f"(whole clip) | diff {wer_ours - wer_fw:+.3f} (target <= +0.02); ours on whole clips (= fw fp32 tokens) "
         f"{wer_ours_offline:.3f} |",
+        f"| WER by voice | {by_family} | | |",
         f"| endpoint->final p50, streaming real time, finals only | {p50_ours_stream:.0f} ms (p95 "
         f"{_pct(our_lat, 95):.0f}) | {p50_fw:.0f} ms (transcribe after endpoint) | {p50_ours_stream / p50_fw:.2f} "
         "(target <= 1.1) |",

