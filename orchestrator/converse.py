@@ -33,7 +33,7 @@ from services.common import (
     UnavailableError,
 )
 from services.common.context import REQUEST_ID, new_request_id
-from services.common.errors import UpstreamError, status_of
+from services.common.errors import UpstreamError, first_error, status_of
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,8 @@ class Conversation:
                 if self._turn is not None:
                     await asyncio.wait({self._turn})
         except BaseExceptionGroup as group:
-            raise _first_leaf(group) from None
+            error = first_error(group, prefer=(ServiceError, grpc.aio.AioRpcError))
+            raise (_from_asr(error) if isinstance(error, grpc.aio.AioRpcError) else error) from None
         except grpc.aio.AioRpcError as e:
             raise _from_asr(e) from e
         finally:
@@ -239,23 +240,6 @@ def _from_asr(error: grpc.aio.AioRpcError) -> ServiceError:
     if error.code() in _PASS_THROUGH:
         return UpstreamError(error.code(), message)
     return UnavailableError(f"asr stage failed ({error.code().name}): {error.details()}")
-
-
-def _first_leaf(group: BaseExceptionGroup) -> BaseException:
-    """The first error of a TaskGroup failure, preferring ones the client should see."""
-    leaves: list[BaseException] = []
-
-    def walk(g: BaseExceptionGroup) -> None:
-        for e in g.exceptions:
-            walk(e) if isinstance(e, BaseExceptionGroup) else leaves.append(e)
-
-    walk(group)
-    for e in leaves:
-        if isinstance(e, ServiceError):
-            return e
-        if isinstance(e, grpc.aio.AioRpcError):
-            return _from_asr(e)
-    return leaves[0]
 
 
 class AssistantServicer:

@@ -75,6 +75,22 @@ _ENGINE_CODES: tuple[tuple[type[engine_errors.EngineError], grpc.StatusCode], ..
 )
 
 
+def first_error(group: BaseExceptionGroup, prefer: tuple[type[BaseException], ...] = (ServiceError,)) -> BaseException:
+    """The error a client should see from a TaskGroup failure: the first leaf of a ``prefer`` type, else the first.
+
+    The servicer edge maps single errors to a status, not groups.
+    """
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        error = pending.pop(0)
+        if isinstance(error, BaseExceptionGroup):
+            pending[:0] = error.exceptions
+        else:
+            leaves.append(error)
+    return next((e for e in leaves if isinstance(e, prefer)), leaves[0])
+
+
 def status_of(error: BaseException) -> grpc.StatusCode:
     """The gRPC status code an exception maps to (INTERNAL for anything unexpected)."""
     if isinstance(error, ServiceError):

@@ -39,3 +39,13 @@ def test_stage_options_absent_from_the_toml_are_typed_by_the_dataclass():
         options_to(Options, {"silence_ms": "soon"}, "asr")
     with pytest.raises(SettingsError, match=r"unknown keys \['silence'\]"):
         options_to(Options, {"silence": 1}, "asr")
+
+
+def test_first_error_prefers_client_facing_errors_in_nested_groups():
+    from services.common.errors import InvalidArgumentError, first_error
+
+    bad = InvalidArgumentError("sample_rate_hz=1")
+    group = BaseExceptionGroup("g", [RuntimeError("x"), BaseExceptionGroup("inner", [bad])])
+    assert first_error(group) is bad
+    plain = RuntimeError("only")
+    assert first_error(BaseExceptionGroup("g", [plain])) is plain
