@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -137,13 +138,19 @@ class StageServer:
         self._stopped.set()
         log.info("%s stopped", self.stage.name)
 
-    async def serve_until_signal(self) -> None:
-        """Serve until SIGTERM or SIGINT, then drain and return (the process exits 0)."""
+    async def serve_until_signal(self, on_ready: Callable[[StageServer], None] | None = None) -> None:
+        """Serve until SIGTERM or SIGINT, then drain and return (the process exits 0).
+
+        Args:
+            on_ready: called once the stage is SERVING (e.g. to print the port a test bound with port 0).
+        """
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await self.start()
+        if on_ready is not None:
+            on_ready(self)
         await stop.wait()
         await self.stop()
 

@@ -42,20 +42,7 @@ class ProbeStage(Stage):
         recommender_pb2_grpc.add_RecommenderServicer_to_server(ProbeServicer(), server)
 
 
-async def _main() -> None:
-    server = StageServer(ProbeStage(), ServerSettings(port=0, grace_s=5.0))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    import signal
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await server.start()
-    print(f"PORT {server.port}", flush=True)
-    await stop.wait()
-    await server.stop()
-
-
 if __name__ == "__main__":
-    asyncio.run(_main())
+    server = StageServer(ProbeStage(), ServerSettings(port=0, grace_s=5.0))
+    asyncio.run(server.serve_until_signal(on_ready=lambda s: print(f"PORT {s.port}", flush=True)))
     sys.exit(0)
