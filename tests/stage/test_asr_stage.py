@@ -206,3 +206,18 @@ async def test_bad_inputs_get_named_errors_and_the_service_keeps_serving(asr_roo
         # Still serving after every error above.
         response = await stub.Recognize(asr_pb2.RecognizeRequest(config=_config(), audio=_pcm("q01.wav").tobytes()))
         assert _similar(response.results[0].text, REFERENCES["q01.wav"]) >= 60
+
+
+async def test_transcribe_client_json(asr_root, capsys):
+    from clients.transcribe import TranscribeOptions, read_pcm16, transcribe
+
+    pcm, rate = read_pcm16(FIXTURES / MULTI["file"])
+    async with running_stage(_stage(asr_root)) as (server, _):
+        for stream in (False, True):
+            options = TranscribeOptions(address=server.address, audio=FIXTURES / MULTI["file"], stream=stream,
+                                        as_json=True, speed=0.0, interim=True, silence_ms=0, timeout_s=60.0)
+            assert await transcribe(options, pcm, rate) == 0
+            lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+            assert [line["utterance_index"] for line in lines] == [0, 1], lines
+            for line, reference in zip(lines, MULTI["texts"], strict=True):
+                assert _similar(line["text"], reference) >= 60 and line["start_s"] < line["end_s"]
