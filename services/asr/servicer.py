@@ -37,6 +37,7 @@ from services.common import (
     deadline_of,
     options_to,
 )
+from services.common.errors import first_error
 
 log = logging.getLogger(__name__)
 _END = object()
@@ -90,7 +91,7 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
                 while (item := await results.get()) is not _END:
                     yield item
         except BaseExceptionGroup as group:
-            raise _first_leaf(group) from None
+            raise first_error(group) from None
 
     async def Recognize(self, request: asr_pb2.RecognizeRequest,
                         context: grpc.aio.ServicerContext) -> asr_pb2.RecognizeResponse:
@@ -146,14 +147,6 @@ async def _segments(recognizer: SpeechRecognizer, audio: np.ndarray, settings: S
         if last is not None:
             segments.append((last.start_frame * FRAME_SAMPLES, len(audio), asr_pb2.END_OF_STREAM))
     return segments
-
-
-def _first_leaf(group: BaseExceptionGroup) -> BaseException:
-    """The first real error of a task group (the servicer's edge maps single errors, not groups)."""
-    error: BaseException = group
-    while isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
-    return error
 
 
 class AsrStage(Stage):
