@@ -81,9 +81,9 @@ class TurnBudget:
         """Milliseconds left of the whole turn (negative once overrun)."""
         return self.config.total_ms - self.elapsed_ms()
 
-    def timeout_s(self) -> float:
-        """The ``timeout=`` for the next downstream call: what is left minus the margin (never below 1 ms)."""
-        return max(self.remaining_ms() - self.config.margin_ms, 1.0) / 1e3
+    def timeout_s(self, floor_ms: float = 1.0) -> float:
+        """The ``timeout=`` for the next downstream call: what is left minus the margin, at least ``floor_ms``."""
+        return max(self.remaining_ms() - self.config.margin_ms, floor_ms) / 1e3
 
     def deadline_s(self) -> float:
         """Absolute end of the turn on the budget's clock."""

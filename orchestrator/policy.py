@@ -6,7 +6,13 @@ loaded batcher degrades gracefully instead of blowing every budget:
 * recommender: if what is left cannot cover recommender p95 + TTS p95 -> ask for the popularity list
   (no ranking); if it cannot even cover TTS p95 -> skip the call and answer from the cached popularity list;
 * TTS: if what is left cannot cover the p95 time to first audio of a full reply -> speak one sentence only;
-* NLP: if what is left cannot cover NLP p95 + TTS p95 -> skip understanding and answer with popular movies.
+* NLP: only under ``overrun="strict"``: if what is left cannot cover NLP p95 + TTS p95 -> skip understanding
+  and answer with popular movies.
+
+Once the budget is overrun (typically by a slow ASR final under load), ``overrun`` decides what happens:
+``"best_effort"`` (default) still gives every stage at least its own share as its gRPC timeout and never
+skips understanding for time — a late answer that is right beats a late answer that is wrong, and NLP
+costs milliseconds; ``"strict"`` fails fast: calls get what is left (1 ms) and NLP is skipped.
 """
 
 from __future__ import annotations
@@ -34,13 +40,18 @@ class PolicyConfig:
 
     enabled: bool = True
     window: int = 200  # recent samples per stage for the p95
+    overrun: str = "best_effort"  # or "strict" (see the module docstring)
+
+    def __post_init__(self) -> None:
+        if self.overrun not in ("best_effort", "strict"):
+            raise ValueError(f"overrun={self.overrun!r} is not 'best_effort' or 'strict'")
 
 
 class StageStats:
     """Rolling p95 of each stage's latency; before any sample, the stage's budget share stands in."""
 
     def __init__(self, budget: BudgetConfig, window: int = 200) -> None:
-        self._budget = budget
+        self.budget = budget
         self._samples: dict[str, deque[float]] = {}
         self._window = window
 
@@ -52,7 +63,7 @@ class StageStats:
         """Recent p95 of ``stage``."""
         samples = self._samples.get(stage)
         if not samples:
-            return self._budget.share_ms(stage) * 0.5
+            return self.budget.share_ms(stage) * 0.5
         return float(np.percentile(np.fromiter(samples, float), 95))
 
 
@@ -64,9 +75,14 @@ class DegradationPolicy:
         self.stats = stats
 
     def for_nlp(self, remaining_ms: float) -> Degradation:
-        if self.config.enabled and remaining_ms < self.stats.p95_ms("nlp") + self.stats.p95_ms("tts"):
+        if (self.config.enabled and self.config.overrun == "strict"
+                and remaining_ms < self.stats.p95_ms("nlp") + self.stats.p95_ms("tts")):
             return Degradation.SKIP
         return Degradation.NONE
+
+    def floor_ms(self, stage: str) -> float:
+        """The smallest timeout a call to ``stage`` gets, whatever is left of the budget."""
+        return self.stats.budget.share_ms(stage) if self.config.overrun == "best_effort" else 1.0
 
     def for_recommender(self, remaining_ms: float) -> Degradation:
         if not self.config.enabled:

@@ -32,6 +32,7 @@ class OrchestratorConfig:
     tts_share_ms: float = 0.0
     margin_ms: float = 0.0
     degrade: bool = True
+    overrun: str = "best_effort"  # once the budget is overrun: "best_effort" or "strict" (docs/ARCHITECTURE.md)
     max_streams: int = 64
     max_concurrent_turns: int = 16
     max_turns_per_s: float = 20.0
@@ -73,7 +74,8 @@ class OrchestratorStage(Stage):
         self.clients = StageClients(self.addresses)
         self.stats = StageStats(budget)
         self.popularity = PopularityCache()
-        self.runner = TurnRunner(self.clients, DegradationPolicy(PolicyConfig(enabled=self.config.degrade), self.stats),
+        self.runner = TurnRunner(self.clients, DegradationPolicy(
+            PolicyConfig(enabled=self.config.degrade, overrun=self.config.overrun), self.stats),
                                  self.popularity, k=self.config.recommendations_k,
                                  tts_stream_timeout_s=self.config.tts_stream_timeout_s)
         self.admission = Admission(max_streams=self.config.max_streams,

@@ -150,6 +150,12 @@ class TurnRunner:
             metrics.BUDGET_MISSES.labels(stage).inc()
         return spend
 
+    def _call_options(self, turn: TurnInput, budget: TurnBudget, stage: str) -> dict:
+        """gRPC ``timeout`` and metadata of a call to ``stage``: what is left of the budget, at least the floor."""
+        floor_ms = self.policy.floor_ms(stage)
+        return {"timeout": budget.timeout_s(floor_ms),
+                "metadata": call_metadata(turn.request_id, max(budget.remaining_ms(), floor_ms))}
+
     def _degrade(self, outcome: _Outcome, stage: str, kind: Degradation, why: str) -> None:
         outcome.degraded = True
         outcome.note = f"{kind.value}: {why}"
@@ -164,8 +170,7 @@ class TurnRunner:
                 return None
             request = nlp_pb2.UnderstandRequest(text=turn.transcript.text, session_id=session.session_id)
             try:
-                return await self.clients.nlp.Understand(
-                    request, timeout=budget.timeout_s(), metadata=call_metadata(turn.request_id, remaining))
+                return await self.clients.nlp.Understand(request, **self._call_options(turn, budget, "nlp"))
             except grpc.aio.AioRpcError as e:
                 self._degrade(outcome, "nlp", Degradation.SKIP, f"{e.code().name}: {e.details()}")
                 return None
@@ -213,7 +218,7 @@ class TurnRunner:
             if decision is not Degradation.CACHED_POPULARITY:
                 try:
                     reply = await self.clients.recommender.Recommend(
-                        request, timeout=budget.timeout_s(), metadata=call_metadata(turn.request_id, remaining))
+                        request, **self._call_options(turn, budget, "recommender"))
                 except grpc.aio.AioRpcError as e:
                     decision, why = Degradation.CACHED_POPULARITY, f"{e.code().name}: {e.details()}"
             else:
@@ -241,8 +246,8 @@ class TurnRunner:
         async with self._stage(budget, "recommender") as outcome:
             try:
                 reply = await self.clients.recommender.GetItems(
-                    recommender_pb2.GetItemsRequest(item_ids=[title.item_id]), timeout=budget.timeout_s(),
-                    metadata=call_metadata(turn.request_id, budget.remaining_ms()))
+                    recommender_pb2.GetItemsRequest(item_ids=[title.item_id]),
+                    **self._call_options(turn, budget, "recommender"))
             except grpc.aio.AioRpcError as e:
                 self._degrade(outcome, "recommender", Degradation.SKIP, f"{e.code().name}: {e.details()}")
                 return f"{replies.spoken_title(title.value)} is in my catalogue, but I can't look it up right now."
@@ -261,7 +266,7 @@ class TurnRunner:
             try:
                 await self.clients.recommender.Feedback(
                     recommender_pb2.FeedbackRequest(session_id=session.session_id, item_id=item_id, rating=stars),
-                    timeout=budget.timeout_s(), metadata=call_metadata(turn.request_id, budget.remaining_ms()))
+                    **self._call_options(turn, budget, "recommender"))
             except grpc.aio.AioRpcError as e:
                 self._degrade(outcome, "recommender", Degradation.SKIP, f"{e.code().name}: {e.details()}")
                 return f"Sorry, I couldn't save your rating for {replies.spoken_title(name)} right now."

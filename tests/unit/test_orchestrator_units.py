@@ -65,7 +65,8 @@ def test_policy_degrades_on_recent_p95():
     assert policy.for_recommender(205) is Degradation.POPULARITY
     assert policy.for_recommender(150) is Degradation.CACHED_POPULARITY
     assert policy.for_tts(150) is Degradation.ONE_SENTENCE
-    assert policy.for_nlp(100) is Degradation.SKIP
+    assert policy.for_nlp(100) is Degradation.NONE  # best effort: understanding is never skipped for time
+    assert DegradationPolicy(PolicyConfig(overrun="strict"), stats).for_nlp(100) is Degradation.SKIP
     off = DegradationPolicy(PolicyConfig(enabled=False), stats)
     assert off.for_recommender(1) is Degradation.NONE and off.for_tts(1) is Degradation.NONE
 
@@ -141,3 +142,15 @@ def test_converse_config_validation_names_the_bad_value(change, match):
 def test_valid_config_passes():
     validate_config(assistant_pb2.ConverseConfig(
         audio=asr_pb2.RecognitionConfig(encoding=common_pb2.LINEAR16, sample_rate_hz=8000), session_id="abc-1"))
+
+
+def test_overrun_best_effort_keeps_understanding_and_a_floor_timeout():
+    stats = StageStats(BudgetConfig(nlp_ms=60))
+    best = DegradationPolicy(PolicyConfig(), stats)
+    strict = DegradationPolicy(PolicyConfig(overrun="strict"), stats)
+    assert best.for_nlp(-500) is Degradation.NONE and best.floor_ms("nlp") == 60
+    assert strict.for_nlp(-500) is Degradation.SKIP and strict.floor_ms("nlp") == 1.0
+    budget = TurnBudget.starting_at(BudgetConfig(total_ms=100), start_s=0.0, clock=lambda: 1.0)  # 900 ms over
+    assert budget.timeout_s(best.floor_ms("nlp")) == pytest.approx(0.06)
+    with pytest.raises(ValueError, match="overrun"):
+        PolicyConfig(overrun="sometimes")
