@@ -49,8 +49,9 @@ def recommend(movies: Sequence[Movie], *, empty_reason: str = "") -> str:
         why = f" {empty_reason[0].upper()}{empty_reason[1:].rstrip('.')}." if empty_reason else ""
         return f"Sorry, I couldn't find a movie for that.{why} Try another genre or decade."
     head = f"How about {movies[0].with_year}?"
-    if movies[0].reason:
-        head += f" It's a {movies[0].reason}." if movies[0].reason.startswith("popular") else f" I picked it {movies[0].reason}."
+    reason = movies[0].reason
+    if reason:
+        head += f" I picked it {reason}." if reason.startswith("because") else f" It's a {reason}."
     rest = [m.spoken for m in movies[1:]]
     if rest:
         head += " You might also like " + (" and ".join(rest) if len(rest) <= 2 else ", ".join(rest[:-1]) + " and " + rest[-1]) + "."

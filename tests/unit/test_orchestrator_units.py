@@ -111,6 +111,8 @@ def test_spoken_titles_and_reply_templates():
     assert first_sentence(text) == "How about Clerks from 1994?"
     assert "Fargo" in text
     assert "couldn't find" in recommend([], empty_reason="no Western from the 1930s")
+    assert "It's a 90s comedy matching your request." in recommend([Movie("Clerks (1994)", 1994, reason="90s comedy matching your request")])
+    assert "I picked it because you liked Fargo." in recommend([Movie("Heat (1995)", 1995, reason="because you liked Fargo")])
 
 
 def test_audio_clock_maps_stream_time_to_arrival():
