@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.numpy import load_file
 from torch import nn
 
 
@@ -130,6 +129,8 @@ class SentenceEncoder(nn.Module):
 
 def load_encoder(weights: Path, shape: BertShape) -> SentenceEncoder:
     """A ``SentenceEncoder`` in eval mode with the safetensors weights loaded."""
+    from safetensors.numpy import load_file  # build-time only; the module itself needs just torch
+
     model = SentenceEncoder(shape)
     model.load_hf_weights(load_file(str(weights)))
     return model.eval()
