@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
@@ -92,41 +93,36 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         await context.abort(code, message)
         return code  # not reached: abort raises
 
+    @asynccontextmanager
+    async def _rpc(self, context: grpc.aio.ServicerContext, service: str, method: str, ids: tuple[str, str],
+                   parent) -> AsyncIterator[None]:
+        """Around one RPC: ids into contextvars, a server span, errors mapped to status, metrics at the end."""
+        # Each RPC runs in its own task (its own context copy): set, never reset across await points.
+        ctx.REQUEST_ID.set(ids[0])
+        ctx.TRACE_ID.set(ids[1])
+        start, code = time.perf_counter(), None
+        try:
+            with _tracer.start_as_current_span(f"{service}/{method}", context=parent, kind=trace.SpanKind.SERVER):
+                yield
+        except grpc.aio.AbortError:
+            raise
+        except Exception as e:
+            code = status_of(e)
+            await self._abort(context, e)
+        finally:
+            self._finish(service, method, context, start, code)
+
     def _wrap_unary(self, behavior, service: str, method: str, ids: tuple[str, str], parent):
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            # Each RPC runs in its own task (its own context copy): set, never reset across await points.
-            ctx.REQUEST_ID.set(ids[0])
-            ctx.TRACE_ID.set(ids[1])
-            start, code = time.perf_counter(), None
-            try:
-                with _tracer.start_as_current_span(f"{service}/{method}", context=parent, kind=trace.SpanKind.SERVER):
-                    return await behavior(request, context)
-            except Exception as e:
-                if isinstance(e, grpc.aio.AbortError):
-                    raise
-                code = status_of(e)
-                await self._abort(context, e)
-            finally:
-                self._finish(service, method, context, start, code)
+            async with self._rpc(context, service, method, ids, parent):
+                return await behavior(request, context)
 
         return wrapper
 
     def _wrap_stream(self, behavior, service: str, method: str, ids: tuple[str, str], parent):
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            # Each RPC runs in its own task (its own context copy): set, never reset across await points.
-            ctx.REQUEST_ID.set(ids[0])
-            ctx.TRACE_ID.set(ids[1])
-            start, code = time.perf_counter(), None
-            try:
-                with _tracer.start_as_current_span(f"{service}/{method}", context=parent, kind=trace.SpanKind.SERVER):
-                    async for response in behavior(request, context):
-                        yield response
-            except Exception as e:
-                if isinstance(e, grpc.aio.AbortError):
-                    raise
-                code = status_of(e)
-                await self._abort(context, e)
-            finally:
-                self._finish(service, method, context, start, code)
+            async with self._rpc(context, service, method, ids, parent):
+                async for response in behavior(request, context):
+                    yield response
 
         return wrapper
