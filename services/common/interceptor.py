@@ -14,7 +14,7 @@ from prometheus_client import Counter
 
 from engines.metrics import STAGE_SECONDS
 from services.common import context as ctx
-from services.common.errors import status_of
+from services.common.errors import UnavailableError, status_of
 from services.common.tracing import extract_context
 
 log = logging.getLogger(__name__)
@@ -32,10 +32,16 @@ def _split_method(full: str) -> tuple[str, str]:
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps each handler: binds request/trace ids, maps exceptions to status, counts codes, times RPCs."""
+    """Wraps each handler: binds request/trace ids, maps exceptions to status, counts codes, times RPCs.
 
-    def __init__(self, stage: str) -> None:
+    Until ``ready`` is set (engines loaded and warmed), calls to the stage's own services are refused with
+    UNAVAILABLE; health and reflection always answer.
+    """
+
+    def __init__(self, stage: str, gated_services: tuple[str, ...] = ()) -> None:
         self.stage = stage
+        self.gated_services = frozenset(gated_services)
+        self.ready = False
 
     async def intercept_service(
         self,
@@ -102,6 +108,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         ctx.TRACE_ID.set(ids[1])
         start, code = time.perf_counter(), None
         try:
+            if not self.ready and service in self.gated_services:
+                raise UnavailableError(f"{self.stage} is still loading its models (health NOT_SERVING); retry shortly")
             with _tracer.start_as_current_span(f"{service}/{method}", context=parent, kind=trace.SpanKind.SERVER):
                 yield
         except grpc.aio.AbortError:

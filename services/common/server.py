@@ -43,9 +43,14 @@ class ServerHandle:
     port: int
     health: health.aio.HealthServicer
     stage: Stage
+    interceptor: ServiceInterceptor
 
     async def set_serving(self, serving: bool) -> None:
-        """Flip every service of the stage (and the overall entry) between SERVING and NOT_SERVING."""
+        """Flip every service of the stage (and the overall entry) between SERVING and NOT_SERVING.
+
+        While NOT_SERVING the stage's own RPCs are refused with UNAVAILABLE.
+        """
+        self.interceptor.ready = serving
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in (_OVERALL, *self.stage.service_names):
             await self.health.set(name, status)
@@ -59,8 +64,9 @@ def create_server(stage: Stage, address: str) -> tuple[grpc.aio.Server, int]:
 
 def build_server(stage: Stage, address: str) -> ServerHandle:
     """Like :func:`create_server`, but returns the health servicer too."""
+    interceptor = ServiceInterceptor(stage.name, gated_services=stage.service_names)
     server = grpc.aio.server(
-        interceptors=[ServiceInterceptor(stage.name)],
+        interceptors=[interceptor],
         options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                  ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                  ("grpc.so_reuseport", 0)],
@@ -80,7 +86,7 @@ def build_server(stage: Stage, address: str) -> ServerHandle:
     if port == 0:
         raise ServeError(f"{stage.name}: cannot listen on {address} (in use, or not an address of this host); "
                          f"set [{stage.name}] port or VOXPIPE_{stage.name.upper()}__PORT") from cause
-    return ServerHandle(server=server, port=port, health=health_servicer, stage=stage)
+    return ServerHandle(server=server, port=port, health=health_servicer, stage=stage, interceptor=interceptor)
 
 
 class StageServer:

@@ -36,10 +36,16 @@ async def test_health_not_serving_until_loaded_then_serving_then_not_serving_on_
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server._handle.port}") as channel:
         assert await _status(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
         assert await _status(channel, SERVICE) == health_pb2.HealthCheckResponse.NOT_SERVING
+        # The stage's own RPCs are refused while it loads, instead of reaching half-built engines.
+        stub = recommender_pb2_grpc.RecommenderStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.GetItems(recommender_pb2.GetItemsRequest(item_ids=[1]), timeout=2)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE and "still loading" in err.value.details()
         stage.loaded.set()
         await starting
         assert await _status(channel) == health_pb2.HealthCheckResponse.SERVING
         assert await _status(channel, SERVICE) == health_pb2.HealthCheckResponse.SERVING
+        assert (await stub.GetItems(recommender_pb2.GetItemsRequest(item_ids=[1]), timeout=2)).items
         health = server._handle.health
         await server.stop()
     reply = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE), None)
