@@ -12,8 +12,9 @@ SYSTEM_PACKAGES := espeak-ng sox libsndfile1
 demo: setup system-deps models
 	$(VOXPIPE) demo
 
-## test: unit, stage and end-to-end tests (builds the models it needs first)
+## test: lint, then unit, stage and end-to-end tests (builds the models it needs first)
 test: setup system-deps models
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -ra; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest selected no tests"; exit 1; fi; exit $$rc
 
 setup: $(VENV)/.installed
