@@ -53,8 +53,9 @@ class _Outcome:
     note: str = ""
 
 
-def _filters_from(entities, session: SessionState) -> recommender_pb2.Filters:
-    filters = recommender_pb2.Filters(exclude_seen=True, exclude_item_ids=session.shown_item_ids[-200:])
+def _filters_from(entities) -> recommender_pb2.Filters:
+    """Genre and year filters from the NLP entities (exclusions are set by the caller, once)."""
+    filters = recommender_pb2.Filters()
     for e in entities:
         if e.type == "genre":
             filters.genres.append(e.value)
@@ -198,11 +199,9 @@ class TurnRunner:
             request.query_embedding.extend(session.last_embedding)
             request.similar_to_item_id = session.last_similar_to
         elif understanding is not None:
-            request.filters.CopyFrom(_filters_from(understanding.entities, session))
+            request.filters.CopyFrom(_filters_from(understanding.entities))
             request.query_embedding.extend(understanding.embedding)
             request.similar_to_item_id = title.item_id if intent == "similar_to" and title else 0
-        else:
-            request.filters.CopyFrom(_filters_from((), session))
         request.filters.exclude_seen = True
         del request.filters.exclude_item_ids[:]
         request.filters.exclude_item_ids.extend(session.shown_item_ids[-200:])

@@ -49,7 +49,7 @@ async def wait_serving(address: str, timeout_s: float, service: str = "") -> Non
             except grpc.aio.AioRpcError:
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{address} not SERVING after {timeout_s:.0f} s")  # noqa: ASYNC110
+                raise TimeoutError(f"{address} not SERVING after {timeout_s:.0f} s")
             await asyncio.sleep(0.2)
 
 
