@@ -180,16 +180,7 @@ async def _serve(stage: str, options: dict, models_dir: Path) -> None:
     module = importlib.import_module(f"services.{stage}")
     settings = StageSettings(name=stage, models_dir=models_dir, options=options)
     server = StageServer(module.create_stage(settings), ServerSettings(host="127.0.0.1", port=0, grace_s=2.0))
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    import signal
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await server.start()
-    print(f"PORT {server.port}", flush=True)
-    await stop.wait()
-    await server.stop()
+    await server.serve_until_signal(on_ready=lambda s: print(f"PORT {s.port}", flush=True))
 
 
 def main() -> None:

@@ -1,9 +1,9 @@
 """NLP stage benchmark: held-out accuracy, batch-1 latency and concurrency-32 throughput through gRPC, RSS.
 
-Each configuration (fp32 with batching off, on with no queue delay, on with 500 us; int8 with batching
-on) runs the real stage in its own child process
-(``benchmarks/grpc_load.py``); all are up at once (idle ones cost nothing) and are measured in
-interleaved rounds, so the shared machine's noise hits every configuration alike. Batching off
+Each configuration (fp32 with batching off, on with no queue delay, on with 500 us, on with one 2-thread
+session instead of the default two 1-thread ones; int8 with batching on) runs the real stage in its own
+child process (``benchmarks/grpc_load.py``); all are up at once (idle ones cost nothing) and are measured
+in interleaved rounds, so the shared machine's noise hits every configuration alike. Batching off
 (``max_batch_size=1``) is the baseline. Load texts are the held-out utterances, cycled. Results go to
 docs/bench/nlp.md. Wrap in the shared lock:
 
@@ -87,6 +87,8 @@ def main() -> None:
         configs[f"{m}, batching on, delay 0"] = {"model": m, "max_batch_size": 32, "max_queue_delay_us": 0}
         if m == args.models[0]:
             configs[f"{m}, batching on, delay 500 us"] = {"model": m, "max_batch_size": 32, "max_queue_delay_us": 500}
+            configs[f"{m}, batching on, 1 instance x 2 threads"] = {
+                "model": m, "max_batch_size": 32, "max_queue_delay_us": 0, "instances": 1, "intra_op_threads": 2}
             configs[f"{m}, batching off"] = {"model": m, "max_batch_size": 1, "max_queue_delay_us": 0}
     servers = {}
     try:

@@ -7,7 +7,7 @@ from services.nlp.extract import EntityExtractor
 from services.nlp.intents import INTENTS, UNKNOWN, IntentClassifier, IntentData, IntentResult
 from services.nlp.servicer import NlpStage, UnderstanderServicer
 from services.nlp.titles import CatalogItem, TitleMatcher, load_catalog
-from services.nlp.understand import Understanding, UnderstandingPipeline
+from services.nlp.understand import Understanding, understand_batch
 
 
 def create_stage(settings: StageSettings) -> NlpStage:
@@ -17,4 +17,4 @@ def create_stage(settings: StageSettings) -> NlpStage:
 
 __all__ = ["INTENTS", "UNKNOWN", "CatalogItem", "EntityExtractor", "Found", "IntentClassifier", "IntentData",
            "IntentResult", "NlpConfig", "NlpStage", "TitleMatcher", "UnderstanderServicer", "Understanding",
-           "UnderstandingPipeline", "create_stage", "load_catalog"]
+           "understand_batch", "create_stage", "load_catalog"]

@@ -21,7 +21,7 @@ from services.nlp.entities import DATA_DIR
 from services.nlp.extract import EntityExtractor
 from services.nlp.intents import IntentClassifier, IntentData
 from services.nlp.text import normalize_text, validate_session_id
-from services.nlp.understand import UnderstandingPipeline, intent_text
+from services.nlp.understand import Understanding, intent_text, understand_batch
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class UnderstanderServicer(nlp_pb2_grpc.UnderstanderServicer):
                          ) -> nlp_pb2.UnderstandResponse:
         validate_session_id(request.session_id)
         text = normalize_text(request.text, max_text_chars=self._stage.config.max_text_chars)
-        result = await self._stage.pipeline.understand(text, deadline_s=deadline_of(context))
+        result = await self._stage.batcher.submit(text, deadline_s=deadline_of(context))
         entities = [
             nlp_pb2.Entity(type=e.type, value=e.value, text=text[e.start:e.end], start=e.start, end=e.end,
                            score=e.score, item_id=e.item_id)
@@ -58,14 +58,13 @@ class NlpStage(Stage):
         self.config = config or options_to(NlpConfig, settings.options, "nlp")
         self.repo = ModelRepository(settings.models_dir)
         self.device = settings.device
-        self._pipeline: UnderstandingPipeline | None = None
-        self._batchers: list[DynamicBatcher] = []
+        self._batcher: DynamicBatcher[str, Understanding] | None = None
 
     @property
-    def pipeline(self) -> UnderstandingPipeline:
-        if self._pipeline is None:
+    def batcher(self) -> DynamicBatcher[str, Understanding]:
+        if self._batcher is None:
             raise RuntimeError("nlp stage used before start()")
-        return self._pipeline
+        return self._batcher
 
     def load(self) -> None:
         """Load and warm the engine(s), build entity matchers, fit the intent head, create the batcher."""
@@ -84,18 +83,17 @@ class NlpStage(Stage):
         batching = BatchingConfig(max_batch_size=self.config.max_batch_size,
                                   max_queue_delay_us=self.config.max_queue_delay_us,
                                   max_queue_size=self.config.max_queue_size)
-        batcher: DynamicBatcher[str, np.ndarray] = DynamicBatcher(
-            self.config.model, [partial(embed_batch, e, t) for e, t in zip(engines, tokenizers, strict=True)],
+        self._batcher = DynamicBatcher(
+            self.config.model,
+            [partial(understand_batch, extractor, classifier, partial(embed_batch, e, t))
+             for e, t in zip(engines, tokenizers, strict=True)],
             batching, stage=self.name)
-        self._batchers = [batcher]
-        self._pipeline = UnderstandingPipeline(
-            extractor, classifier, lambda text, deadline_s: batcher.submit(text, deadline_s=deadline_s))
 
     def _intents_path(self) -> Path:
         return Path(self.config.intents_path) if self.config.intents_path else DATA_DIR / "intents.json"
 
     def batchers(self) -> Sequence[DynamicBatcher]:
-        return tuple(self._batchers)
+        return (self._batcher,) if self._batcher else ()
 
     def register(self, server: grpc.aio.Server) -> None:
         nlp_pb2_grpc.add_UnderstanderServicer_to_server(UnderstanderServicer(self), server)

@@ -8,9 +8,10 @@ to the front ("Godfather, The" -> "the godfather") and also dropped, an alternat
 
 Matching looks at every window of up to ``max_window_words`` words of the utterance; exact alias hits
 score 1.0, others use rapidfuzz's normalised Indel similarity against aliases of similar length
-(``min_score``). A one-word title that is also an everyday word ("Heat", "Speed", "Kids", "War") only
-counts when a cue word sits next to it ("I loved heat", "when did heat come out") and it is not followed
-by "movie"/"film" ("war movies" is a genre). Overlapping candidates are resolved best score, then
+(``min_score``), in one ``rapidfuzz`` ``cdist`` per utterance, which runs without the GIL. A one-word
+title that is also an everyday word ("Heat", "Speed", "Kids", "War") only counts when a cue word sits
+next to it ("I loved heat", "when did heat come out") and it is not followed by "movie"/"film" ("war
+movies" is a genre). Overlapping candidates are resolved best score, then
 longest window, first.
 """
 
@@ -22,6 +23,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from rapidfuzz import fuzz, process
 
 from services.nlp.entities import UNITS, Found
@@ -167,6 +169,7 @@ class TitleMatcher:
             claimed: token indexes already used by another entity (a rating such as "one star").
         """
         spoken_toks = [spoken(t.norm) for t in tokens]
+        windows: list[tuple[int, int, str]] = []  # (start, words, key) of the windows worth a fuzzy look
         candidates: list[tuple[float, int, int, _Alias]] = []
         for i in range(len(tokens)):
             for n in range(1, min(self.max_window_words, len(tokens) - i) + 1):
@@ -175,13 +178,19 @@ class TitleMatcher:
                 window = spoken_toks[i:i + n]
                 if n <= 2 and (window[0] in blocked or window[-1] in blocked):
                     continue
-                hit = self._match("".join(window), fuzzy=not all(w in REQUEST_WORDS for w in window))
-                if hit is None:
+                key = "".join(window)
+                if len(key) < 3:
                     continue
-                score, alias = hit
-                if alias.needs_cue and not self._cued(spoken_toks, i, n, score):
-                    continue
-                candidates.append((score, n, i, alias))
+                exact = self._exact.get(key)
+                if exact is not None:
+                    candidates.append((1.0, n, i, exact))
+                elif len(key) >= 6 and not all(w in REQUEST_WORDS for w in window):
+                    # Too short for a fuzzy match to mean anything ("wanna" is not "Anna"); a window made only
+                    # of request words is the request, not a title.
+                    windows.append((i, n, key))
+        fuzzy = zip(windows, self._fuzzy(windows), strict=True)
+        candidates += [(score, n, i, alias) for (i, n, _), (score, alias) in fuzzy if alias is not None]
+        candidates = [c for c in candidates if not c[3].needs_cue or self._cued(spoken_toks, c[2], c[1], c[0])]
         candidates.sort(key=lambda c: (-c[0], -c[1], c[2]))
         taken: set[int] = set()
         found: list[tuple[Found, range]] = []
@@ -195,25 +204,31 @@ class TitleMatcher:
                                 score=round(score, 4), item_id=item.item_id), span))
         return found
 
-    def _match(self, key: str, *, fuzzy: bool = True) -> tuple[float, _Alias] | None:
-        if len(key) < 3:
-            return None
-        exact = self._exact.get(key)
-        if exact is not None:
-            return 1.0, exact
-        if not fuzzy or len(key) < 6:  # too short for a fuzzy match to mean anything ("wanna" is not "Anna")
-            return None
-        # Indel similarity >= s needs the shorter/longer length ratio >= s / (2 - s).
+    def _fuzzy(self, windows: list[tuple[int, int, str]]) -> list[tuple[float, _Alias | None]]:
+        """Best alias per window by normalised Indel similarity >= ``min_score``, or (0, None).
+
+        One ``rapidfuzz.process.cdist`` over all windows and the aliases of the union of their length bands
+        (~20 ns a pair, computed without holding the GIL), then per window the first best alias of its own
+        band: Indel similarity >= s needs the shorter/longer length ratio >= s / (2 - s).
+        """
+        if not windows:
+            return []
         ratio = self.min_score / (2 - self.min_score)
-        lo = bisect.bisect_left(self._lengths, int(len(key) * ratio))
-        hi = bisect.bisect_right(self._lengths, int(len(key) / ratio) + 1)
-        best = process.extractOne(key, self._keys[lo:hi], scorer=fuzz.ratio, score_cutoff=self.min_score * 100)
-        if best is None:
-            return None
-        alias = self._sorted[lo + best[2]]
-        if alias.needs_cue:
-            return None  # everyday-word titles match exactly or not at all
-        return best[1] / 100.0, alias
+        bands = [(bisect.bisect_left(self._lengths, int(len(key) * ratio)),
+                  bisect.bisect_right(self._lengths, int(len(key) / ratio) + 1)) for _, _, key in windows]
+        first, last = min(lo for lo, _ in bands), max(hi for _, hi in bands)
+        scores = process.cdist([key for _, _, key in windows], self._keys[first:last], scorer=fuzz.ratio,
+                               score_cutoff=self.min_score * 100, dtype=np.float64)
+        out: list[tuple[float, _Alias | None]] = []
+        for row, (lo, hi) in zip(scores, bands, strict=True):
+            band = row[lo - first:hi - first]
+            best = int(np.argmax(band)) if len(band) else -1
+            alias = self._sorted[lo + best] if best >= 0 and band[best] > 0 else None
+            if alias is None or alias.needs_cue:  # everyday-word titles match exactly or not at all
+                out.append((0.0, None))
+            else:
+                out.append((float(band[best]) / 100.0, alias))
+        return out
 
     @staticmethod
     def _cued(toks: list[str], i: int, n: int, score: float) -> bool:

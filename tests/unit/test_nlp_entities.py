@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import bisect
+import random
+import string
+
 import pytest
+from rapidfuzz import fuzz, process
 
 from services.nlp.entities import EntityRules, load_genres
 from services.nlp.text import words
@@ -122,3 +127,43 @@ def test_extractor_only_scans_the_first_max_words(tmp_path):
     ex = EntityExtractor(catalog, max_words=5)
     assert {(f.type, f.value) for f in ex.extract("movies like fargo")} == {("title", "Fargo")}
     assert ex.extract("one two three four five movies like fargo") == []
+
+
+def _extract_one_reference(matcher: TitleMatcher, key: str):
+    """The per-window search ``_fuzzy`` replaces: rapidfuzz ``extractOne`` over the key's length band."""
+    ratio = matcher.min_score / (2 - matcher.min_score)
+    lo = bisect.bisect_left(matcher._lengths, int(len(key) * ratio))
+    hi = bisect.bisect_right(matcher._lengths, int(len(key) / ratio) + 1)
+    best = process.extractOne(key, matcher._keys[lo:hi], scorer=fuzz.ratio, score_cutoff=matcher.min_score * 100)
+    if best is None or matcher._sorted[lo + best[2]].needs_cue:
+        return 0.0, None
+    return best[1] / 100.0, matcher._sorted[lo + best[2]].key
+
+
+def test_batched_fuzzy_search_equals_one_search_per_window():
+    rng = random.Random(7)
+    vocab = ["".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(3, 9))) for _ in range(400)]
+    catalog = {i: CatalogItem(i, " ".join(rng.sample(vocab, rng.randint(1, 4))).title(), 1990, ("Drama",))
+               for i in range(1, 600)}
+    matcher = TitleMatcher(catalog)
+    keys = []
+    for key in matcher._keys:  # each alias with 0-3 random edits, so scores land on both sides of the floor
+        chars = list(key)
+        for _ in range(rng.randint(0, 3)):
+            at = rng.randrange(len(chars))
+            edit = rng.random()
+            if edit < 0.4 and len(chars) > 1:
+                del chars[at]
+            elif edit < 0.8:
+                chars.insert(at, rng.choice(string.ascii_lowercase))
+            else:
+                chars[at] = "e"
+        keys.append("".join(chars))
+    keys += ["".join(rng.sample(vocab, 2)) for _ in range(200)]  # mostly no match at all
+    batched = []
+    for start in range(0, len(keys), 13):
+        batched += matcher._fuzzy([(0, 1, k) for k in keys[start:start + 13]])
+    got = [(score, alias.key if alias else None) for score, alias in batched]
+    want = [_extract_one_reference(matcher, k) for k in keys]
+    assert got == want
+    assert sum(1 for _, key in want if key) > len(keys) // 3  # the floor is actually exercised
