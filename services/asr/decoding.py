@@ -54,8 +54,8 @@ class StepInput:
     position: int
     past_key: np.ndarray  # [L, position, D]
     past_value: np.ndarray
-    cross_key: np.ndarray  # [L, S, D]
-    cross_value: np.ndarray
+    cross_key: np.ndarray  # [L, H, D/H, S] (transposed per head)
+    cross_value: np.ndarray  # [L, H, S, D/H]
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,34 +155,43 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return x / x.sum()
 
 
-def collate_steps(items: list[StepInput],
-                  cross: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+def cross_input_names(n_layers: int) -> list[str]:
+    """The decoder graph's per-layer cross K/V inputs, in argument order: key and value of layer 0, 1, ..."""
+    return [f"cross_{kind}_{i}" for i in range(n_layers) for kind in ("key", "value")]
+
+
+def stack_cross(items: list[StepInput]) -> dict[str, np.ndarray]:
+    """The per-layer cross K/V feeds of these hypotheses: views for one (no copy of its ~18 MB), stacked
+    copies for several."""
+    feeds = {}
+    for i, name in enumerate(cross_input_names(items[0].cross_key.shape[0])):
+        layer, kind = i // 2, "cross_key" if i % 2 == 0 else "cross_value"
+        if len(items) == 1:
+            feeds[name] = getattr(items[0], kind)[layer][None]
+        else:
+            feeds[name] = np.stack([getattr(it, kind)[layer] for it in items])
+    return feeds
+
+
+def collate_steps(items: list[StepInput], cross: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Stack steps of several hypotheses into one decoder batch; caches are padded to the longest.
 
-    ``cross`` is the already stacked cross K/V of exactly these items, when the caller has it.
+    ``cross`` is :func:`stack_cross` of exactly these items, when the caller kept it from a previous step.
     """
     b = len(items)
     first = items[0]
-    n_layers, n_state = first.cross_key.shape[0], first.cross_key.shape[2]
+    n_layers, _, n_state = first.past_key.shape
     longest = max(it.position for it in items)
     past_key = np.zeros((b, n_layers, longest, n_state), dtype=np.float32)
     past_value = np.zeros_like(past_key)
     for i, it in enumerate(items):
         past_key[i, :, : it.position] = it.past_key
         past_value[i, :, : it.position] = it.past_value
-    if cross is not None:
-        cross_key, cross_value = cross
-    elif b == 1:
-        # No copy of the ~18 MB cross K/V for a lone request.
-        cross_key, cross_value = first.cross_key[None], first.cross_value[None]
-    else:
-        cross_key = np.stack([it.cross_key for it in items])
-        cross_value = np.stack([it.cross_value for it in items])
     return {
         "tokens": np.array([[it.token] for it in items], dtype=np.int64),
         "positions": np.array([it.position for it in items], dtype=np.int64),
         "past_key": past_key, "past_value": past_value,
-        "cross_key": np.ascontiguousarray(cross_key), "cross_value": np.ascontiguousarray(cross_value),
+        **(cross if cross is not None else stack_cross(items)),
     }
 
 

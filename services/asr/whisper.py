@@ -23,6 +23,7 @@ from services.asr.decoding import (
     StepOutput,
     collate_steps,
     split_steps,
+    stack_cross,
 )
 from services.asr.features import log_mel
 
@@ -33,7 +34,7 @@ VAD_MODEL = "silero-vad"
 
 @dataclass(frozen=True, slots=True)
 class EncoderOutput:
-    """Cross-attention K/V of one utterance, [L, S, D] each."""
+    """Cross-attention K/V of one utterance, split into heads: keys [L, H, D/H, S], values [L, H, S, D/H]."""
 
     cross_key: np.ndarray
     cross_value: np.ndarray
@@ -85,8 +86,7 @@ def decoder_batch_fn(engine: Engine) -> Callable[[list[StepInput]], list[StepOut
             sources = tuple(it.cross_key for it in items)
             previous = cached["sources"]
             if len(previous) != len(sources) or any(a is not b for a, b in zip(previous, sources, strict=False)):
-                cached["stacked"] = (np.stack(sources), np.stack([it.cross_value for it in items]))
-                cached["sources"] = sources
+                cached["stacked"], cached["sources"] = stack_cross(items), sources
             cross = cached["stacked"]
         else:
             cached["sources"], cached["stacked"] = (), None

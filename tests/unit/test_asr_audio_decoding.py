@@ -11,7 +11,7 @@ import soundfile as sf
 from protos import asr_pb2, common_pb2
 from services.asr.audio import StreamResampler, pcm16_to_float, strip_wav_header
 from services.asr.config import AsrConfig, settings_from_proto
-from services.asr.decoding import DecodingSpec, Hypothesis, StepOutput, collate_steps
+from services.asr.decoding import DecodingSpec, Hypothesis, StepInput, StepOutput, collate_steps
 from services.common import InvalidArgumentError
 
 
@@ -108,11 +108,22 @@ def test_max_new_tokens_stops():
 
 
 def test_collate_pads_caches_to_the_longest_row():
-    a = Hypothesis(SPEC, np.zeros((1, 3, 2), np.float32), np.zeros((1, 3, 2), np.float32))
-    b = Hypothesis(SPEC, np.ones((1, 3, 2), np.float32), np.ones((1, 3, 2), np.float32))
+    # Cross K/V of one layer, one head of width 2, 3 source frames: keys [L, H, D/H, S], values [L, H, S, D/H].
+    a = Hypothesis(SPEC, np.zeros((1, 1, 2, 3), np.float32), np.zeros((1, 1, 3, 2), np.float32))
+    b = Hypothesis(SPEC, np.ones((1, 1, 2, 3), np.float32), np.ones((1, 1, 3, 2), np.float32))
     for _ in range(3):
         a.advance(_out([3]))
     feed = collate_steps([a.step_input(), b.step_input()])
     assert feed["past_key"].shape == (2, 1, 3, 2)
     np.testing.assert_array_equal(feed["positions"], [3, 0])
-    assert feed["cross_key"].shape == (2, 1, 3, 2) and feed["cross_key"][1].max() == 1
+    assert feed["cross_key_0"].shape == (2, 1, 2, 3) and feed["cross_key_0"][1].max() == 1
+    assert feed["cross_value_0"].shape == (2, 1, 3, 2)
+
+
+def test_collate_of_one_row_passes_its_cross_kv_without_a_copy():
+    keys, values = np.ones((2, 1, 2, 3), np.float32), np.ones((2, 1, 3, 2), np.float32)
+    feed = collate_steps([StepInput(7, 0, np.zeros((2, 0, 2), np.float32), np.zeros((2, 0, 2), np.float32),
+                                    keys, values)])
+    assert sorted(k for k in feed if k.startswith("cross")) == [
+        "cross_key_0", "cross_key_1", "cross_value_0", "cross_value_1"]
+    assert np.shares_memory(feed["cross_key_1"], keys) and feed["cross_key_1"].flags.c_contiguous
