@@ -21,8 +21,6 @@ from collections import deque
 from dataclasses import dataclass
 from enum import Enum
 
-import numpy as np
-
 from orchestrator.budget import BudgetConfig
 
 
@@ -64,7 +62,13 @@ class StageStats:
         samples = self._samples.get(stage)
         if not samples:
             return self.budget.share_ms(stage) * 0.5
-        return float(np.percentile(np.fromiter(samples, float), 95))
+        # numpy.percentile's linear interpolation, in plain Python: ~10 us for 200 samples instead of ~150 us
+        # of numpy call overhead, three times per turn on the orchestrator's event loop.
+        ordered = sorted(samples)
+        pos = 0.95 * (len(ordered) - 1)
+        lo = int(pos)
+        hi = min(lo + 1, len(ordered) - 1)
+        return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
 class DegradationPolicy:
