@@ -161,15 +161,13 @@ def cross_input_names(n_layers: int) -> list[str]:
 
 
 def stack_cross(items: list[StepInput]) -> dict[str, np.ndarray]:
-    """The per-layer cross K/V feeds of these hypotheses: views for one (no copy of its ~18 MB), stacked
-    copies for several."""
+    """The per-layer cross K/V feeds of these hypotheses (names as :func:`cross_input_names`): views for
+    one (no copy of its ~18 MB), stacked copies for several."""
     feeds = {}
-    for i, name in enumerate(cross_input_names(items[0].cross_key.shape[0])):
-        layer, kind = i // 2, "cross_key" if i % 2 == 0 else "cross_value"
-        if len(items) == 1:
-            feeds[name] = getattr(items[0], kind)[layer][None]
-        else:
-            feeds[name] = np.stack([getattr(it, kind)[layer] for it in items])
+    for layer in range(items[0].cross_key.shape[0]):
+        for kind in ("key", "value"):
+            arrays = [getattr(it, f"cross_{kind}")[layer] for it in items]
+            feeds[f"cross_{kind}_{layer}"] = arrays[0][None] if len(arrays) == 1 else np.stack(arrays)
     return feeds
 
 
