@@ -27,7 +27,7 @@ class NlpConfig:
     max_queue_delay_us: int = 0
     max_queue_size: int = 512
     # Two single-threaded sessions run two batches at once; on 2 cores that beats one 2-thread session by
-    # ~30 % at concurrency 32 (ORT's per-operator thread hand-offs cost more than the small matmuls gain).
+    # ~25 % at concurrency 32 (ORT's per-operator thread hand-offs cost more than the small matmuls gain).
     instances: int = 2
     intra_op_threads: int = 1
 
