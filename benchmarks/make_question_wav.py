@@ -18,6 +18,7 @@ import numpy as np
 import soundfile as sf
 
 from engines.build import BuildContext, build_stage
+from engines.repository import cache_root
 from services.common import StageSettings
 from services.tts import create_stage
 
@@ -31,10 +32,6 @@ class QuestionOptions:
     text: str
     lead_silence_ms: int
     tail_silence_ms: int
-
-
-def _cache() -> Path:
-    return Path(os.environ.get("VOXPIPE_CACHE_DIR", Path.home() / ".cache" / "voxpipe"))
 
 
 async def synthesize(text: str, models_dir: Path, rate_hz: int) -> np.ndarray:
@@ -59,8 +56,8 @@ def main() -> int:
     args = parser.parse_args()
     options = QuestionOptions(out=args.out, text=args.text, lead_silence_ms=args.lead_silence_ms,
                               tail_silence_ms=args.tail_silence_ms)
-    models_dir = Path(os.environ.get("VOXPIPE_MODELS_DIR", _cache() / "models"))
-    build_stage("tts", BuildContext(models_dir=models_dir, downloads_dir=_cache() / "downloads"))
+    models_dir = Path(os.environ.get("VOXPIPE_MODELS_DIR", cache_root() / "models"))
+    build_stage("tts", BuildContext(models_dir=models_dir, downloads_dir=cache_root() / "downloads"))
     speech = asyncio.run(synthesize(options.text, models_dir, RATE_HZ))
     lead = np.zeros(RATE_HZ * options.lead_silence_ms // 1000, dtype=np.int16)
     tail = np.zeros(RATE_HZ * options.tail_silence_ms // 1000, dtype=np.int16)

@@ -11,7 +11,6 @@ import importlib
 import importlib.util
 import os
 import sys
-from pathlib import Path
 
 from services.common import settings as stack_settings
 
@@ -53,11 +52,6 @@ def main(argv: list[str] | None = None) -> int:
 def run_async(coro) -> int:
     """Run a command's coroutine to completion and return its exit code."""
     return int(asyncio.run(coro) or 0)
-
-
-def cache_root() -> Path:
-    """Root of voxpipe's caches (models, downloads, generated test sets)."""
-    return Path(os.environ.get("VOXPIPE_CACHE_DIR", Path.home() / ".cache" / "voxpipe"))
 
 
 if __name__ == "__main__":

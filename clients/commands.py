@@ -41,9 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _build(args: argparse.Namespace, settings: StackSettings) -> int:
-    from clients.cli import cache_root
     from engines.build import STAGES, BuildContext, build_stage
     from engines.errors import EngineError
+    from engines.repository import cache_root
 
     ctx = BuildContext(models_dir=settings.models_dir, downloads_dir=cache_root() / "downloads", force=args.force)
     for stage in args.stages or STAGES:
@@ -67,7 +67,8 @@ def _serve(args: argparse.Namespace, settings: StackSettings) -> int:
     import os
     from dataclasses import replace
 
-    from clients.cli import cache_root, run_async
+    from clients.cli import run_async
+    from engines.repository import cache_root
     from services import stage_module
     from services.common import StageServer
     from services.common.context import configure_logging

@@ -24,8 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _demo(args: argparse.Namespace, settings: StackSettings) -> int:
-    from clients.cli import cache_root
     from engines.build import STAGES, BuildContext, build_stage
+    from engines.repository import cache_root
 
     ctx = BuildContext(models_dir=settings.models_dir, downloads_dir=cache_root() / "downloads")
     for stage in STAGES:

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 
 from engines.base import Engine
 from engines.config import CONFIG_FILE, ModelConfig
 from engines.errors import ModelConfigError, ModelNotFoundError
+
+
+def cache_root() -> Path:
+    """Root of voxpipe's caches (models, downloads, generated test sets): ``VOXPIPE_CACHE_DIR`` or
+    ``~/.cache/voxpipe``."""
+    return Path(os.environ.get("VOXPIPE_CACHE_DIR", Path.home() / ".cache" / "voxpipe"))
 
 
 def default_models_dir() -> Path:

@@ -9,21 +9,18 @@ from pathlib import Path
 import pytest
 
 from engines.build import BuildContext, build_stage
-
-
-def _cache_root() -> Path:
-    return Path(os.environ.get("VOXPIPE_CACHE_DIR", Path.home() / ".cache" / "voxpipe"))
+from engines.repository import cache_root
 
 
 @pytest.fixture(scope="session")
 def models_dir() -> Callable[[str], Path]:
     """``models_dir(stage)`` builds that stage's models if missing and returns the repository root."""
-    root = Path(os.environ.get("VOXPIPE_MODELS_DIR", _cache_root() / "models"))
+    root = Path(os.environ.get("VOXPIPE_MODELS_DIR", cache_root() / "models"))
     built: set[str] = set()
 
     def ensure(stage: str) -> Path:
         if stage not in built:
-            build_stage(stage, BuildContext(models_dir=root, downloads_dir=_cache_root() / "downloads"))
+            build_stage(stage, BuildContext(models_dir=root, downloads_dir=cache_root() / "downloads"))
             built.add(stage)
         return root
 

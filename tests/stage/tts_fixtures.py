@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import pytest
 
 from engines.build.sources import PIPER_JOE, extract
 from engines.build.tts import MODEL_NAME, VOICE
+from engines.repository import cache_root
 from services.common import StageSettings
 
 
@@ -42,7 +42,7 @@ def piper_voice_fixture(tmp_path_factory: pytest.TempPathFactory, tts_models: Pa
 
 def downloads_dir() -> Path:
     """Where the wheels are cached (the same place ``tests/conftest.py`` builds from)."""
-    return Path(os.environ.get("VOXPIPE_CACHE_DIR", Path.home() / ".cache" / "voxpipe")) / "downloads"
+    return cache_root() / "downloads"
 
 
 def tts_settings(models: Path, **options: Any) -> StageSettings:

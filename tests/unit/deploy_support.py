@@ -31,7 +31,10 @@ PROMETHEUS = ROOT / "deploy" / "prometheus.yml"
 SCHEMA = ROOT / "deploy" / "schema" / "compose-spec.json"
 DOCS = ROOT / "docs" / "DOCKER.md"
 # Files whose string literals name the environment variables the `voxpipe` entry point reads.
-ENTRY_POINT_SOURCES = ("services/common/settings.py", "clients/cli.py", "clients/commands.py")
+ENTRY_POINT_SOURCES = (
+    "services/common/settings.py", "clients/cli.py", "clients/commands.py",
+    "engines/repository.py",  # cache_root(): VOXPIPE_CACHE_DIR, for `voxpipe build/serve/demo`
+)
 # Where project code lives (a variable set in compose must be read somewhere in here).
 CODE_DIRS = ("services", "orchestrator", "engines", "clients")
 _ENV_NAME = re.compile(r"(VOXPIPE|OTEL)_[A-Z0-9_]*[A-Z0-9]")
