@@ -62,12 +62,14 @@ class TurnResult:
             "items": [{"item_id": i.item_id, "title": i.title, "year": i.year, "reason": i.reason} for i in self.items],
             "reply_text": self.reply_text,
             "report": None if report is None else [
-                {"stage": s.stage, "ms": round(s.ms, 1), "budget_ms": round(s.budget_ms, 1), "missed": s.missed,
-                 "degraded": s.degraded, "note": s.note} for s in report.stages],
+                {"stage": s.stage, "ms": round(s.ms, 1), "server_ms": round(s.server_ms, 2),
+                 "budget_ms": round(s.budget_ms, 1), "missed": s.missed, "degraded": s.degraded, "note": s.note}
+                for s in report.stages],
             "voice_to_voice_ms": None if report is None else round(report.voice_to_voice_ms, 1),
             "client_voice_to_voice_ms": None if self.client_voice_to_voice_ms is None else round(self.client_voice_to_voice_ms, 1),
             "endpoint_wait_ms": None if report is None else round(report.endpoint_wait_ms, 1),
             "orchestration_ms": None if report is None else round(report.orchestration_ms, 2),
+            "overhead_ms": None if report is None else round(report.overhead_ms, 2),
             "budget_ms": None if report is None else report.budget_ms,
             "missed": None if report is None else report.missed,
             "cancelled": None if report is None else report.cancelled,

@@ -113,9 +113,12 @@ async def bench(options: BenchOptions) -> dict:
     misses: dict[str, int] = defaultdict(int)
     degraded: dict[str, int] = defaultdict(int)
     reported = [t for t in turns if t.report is not None and not t.report.cancelled]
+    hop_ms: dict[str, list[float]] = defaultdict(list)
     for t in reported:
         for s in t.report.stages:
             stage_ms[s.stage].append(s.ms)
+            if s.server_ms:
+                hop_ms[s.stage].append(s.ms - s.server_ms)
             misses[s.stage] += s.missed
             degraded[s.stage] += s.degraded
     summary = {
@@ -125,6 +128,8 @@ async def bench(options: BenchOptions) -> dict:
         "client_voice_to_voice_ms": percentiles([t.client_voice_to_voice_ms for t in reported if t.client_voice_to_voice_ms]),
         "endpoint_wait_ms": percentiles([t.report.endpoint_wait_ms for t in reported]),
         "orchestration_ms": percentiles([t.report.orchestration_ms for t in reported if t.report.voice_to_voice_ms]),
+        "overhead_ms": percentiles([t.report.overhead_ms for t in reported if t.report.voice_to_voice_ms]),
+        "hop_ms": {k: percentiles(v) for k, v in hop_ms.items()},
         "stages_ms": {k: percentiles(v) for k, v in stage_ms.items()},
         "budget_miss_rate": {k: misses[k] / len(reported) for k in stage_ms} | {
             "turn": sum(t.report.missed for t in reported) / len(reported) if reported else 0.0},
@@ -179,6 +184,9 @@ def format_summary(summary: dict) -> str:
     lines.append(f"  {'voice-to-voice (server)':<22} {fmt(summary['voice_to_voice_ms'])}")
     lines.append(f"  {'voice-to-voice (client)':<22} {fmt(summary['client_voice_to_voice_ms'])}")
     lines.append(f"  {'endpoint wait':<22} {fmt(summary['endpoint_wait_ms'])}")
-    lines.append(f"  {'orchestrator own time':<22} {fmt(summary['orchestration_ms'])}")
+    lines.append(f"  {'overhead (own + hops)':<22} {fmt(summary['overhead_ms'])}")
+    lines.append(f"  {'  orchestrator own time':<22} {fmt(summary['orchestration_ms'])}")
+    for stage, p in summary["hop_ms"].items():
+        lines.append(f"  {'  hop to ' + stage:<22} {fmt(p)}")
     lines.append(f"  turn budget missed: {summary['budget_miss_rate']['turn']:.1%}")
     return "\n".join(lines)

@@ -119,17 +119,18 @@ def _print_interim(response: assistant_pb2.ConverseResponse) -> None:
 
 def format_report(report: assistant_pb2.TurnReport, client_v2v_ms: float | None = None) -> str:
     """The turn's latency table."""
-    rows = [("stage", "ms", "budget ms", "missed", "degraded", "note")]
+    rows = [("stage", "ms", "server ms", "budget ms", "missed", "degraded", "note")]
     for s in report.stages:
-        rows.append((s.stage, f"{s.ms:.1f}", f"{s.budget_ms:.0f}", "MISSED" if s.missed else "ok",
-                     "yes" if s.degraded else "-", s.note))
-    widths = [max(len(r[i]) for r in rows) for i in range(6)]
-    lines = ["  " + "  ".join(c.rjust(w) if 0 < i < 3 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
+        rows.append((s.stage, f"{s.ms:.1f}", f"{s.server_ms:.1f}" if s.server_ms else "-", f"{s.budget_ms:.0f}",
+                     "MISSED" if s.missed else "ok", "yes" if s.degraded else "-", s.note))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  " + "  ".join(c.rjust(w) if 0 < i < 4 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
              for r in rows]
     v2v = f"voice-to-voice {report.voice_to_voice_ms:.0f} ms (server)"
     if client_v2v_ms is not None:
         v2v += f", {client_v2v_ms:.0f} ms (client)"
-    lines.append(f"  {v2v}; endpoint wait {report.endpoint_wait_ms:.0f} ms; orchestrator {report.orchestration_ms:.1f} ms; "
+    lines.append(f"  {v2v}; endpoint wait {report.endpoint_wait_ms:.0f} ms; overhead {report.overhead_ms:.1f} ms "
+                 f"(orchestrator {report.orchestration_ms:.1f} ms + hops); "
                  f"budget {report.budget_ms:.0f} ms "
                  f"from the endpoint: {'MISSED' if report.missed else 'met'}"
                  + ("; CANCELLED" if report.cancelled else ""))

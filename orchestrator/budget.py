@@ -54,10 +54,16 @@ class StageSpend:
     budget_ms: float
     degraded: bool = False
     note: str = ""
+    server_ms: float = 0.0  # of ``ms``, inside the stage's server (0: not reported)
 
     @property
     def missed(self) -> bool:
         return self.ms > self.budget_ms
+
+    @property
+    def hop_ms(self) -> float:
+        """Of ``ms``, outside the stage's server: gRPC, network, scheduling (0 when the server did not report)."""
+        return max(self.ms - self.server_ms, 0.0) if self.server_ms else 0.0
 
 
 @dataclass
@@ -89,9 +95,11 @@ class TurnBudget:
         """Absolute end of the turn on the budget's clock."""
         return self.start_s + self.config.total_ms / 1e3
 
-    def record(self, stage: str, ms: float, *, degraded: bool = False, note: str = "") -> StageSpend:
-        """Record time spent by ``stage`` against its share."""
-        spend = StageSpend(stage=stage, ms=ms, budget_ms=self.config.share_ms(stage), degraded=degraded, note=note)
+    def record(self, stage: str, ms: float, *, degraded: bool = False, note: str = "",
+               server_ms: float = 0.0) -> StageSpend:
+        """Record time spent by ``stage`` against its share (``server_ms`` of it inside the stage's server)."""
+        spend = StageSpend(stage=stage, ms=ms, budget_ms=self.config.share_ms(stage), degraded=degraded, note=note,
+                           server_ms=server_ms)
         self.spent.append(spend)
         return spend
 

@@ -185,7 +185,7 @@ class Conversation:
                 if self.config.barge_in_on_speech and result.text.strip():
                     self.cancel_turn("user speech (barge-in)")
                 continue
-            received_s = time.monotonic()
+            received_s, delivery_ms = time.monotonic(), _delivery_ms(result)
             self._turn_index += 1
             await self.emit(assistant_pb2.ConverseResponse(turn_index=self._turn_index, transcript=result))
             if not result.text.strip():
@@ -193,7 +193,8 @@ class Conversation:
             self.cancel_turn("a new utterance")
             turn = TurnInput(
                 turn_index=self._turn_index, transcript=result,
-                endpoint_s=received_s - result.latency_ms / 1e3, received_s=received_s,
+                endpoint_s=received_s - (result.latency_ms + delivery_ms) / 1e3, received_s=received_s,
+                asr_delivery_ms=delivery_ms,
                 last_voiced_s=self.audio_clock.arrival_of(result.end_s),
                 voice=self.config.voice or self.options.default_voice,
                 output_sample_rate_hz=self.config.output_sample_rate_hz, budget=self.budget,
@@ -224,6 +225,17 @@ class Conversation:
                 code=status_of(e).name, message=f"{type(e).__name__}: {e}", stage="orchestrator")))
         finally:
             self._barge_in.discard(asyncio.current_task())
+
+
+def _delivery_ms(result: asr_pb2.SpeechResult, max_ms: float = 1000.0) -> float:
+    """How long the final result took from ASR to here, by the wall clocks of both (0 when unknown).
+
+    Exact on one host; across hosts it includes the clocks' offset, so a value outside 0..``max_ms`` is taken
+    for clock skew and ignored."""
+    if not result.sent_unix_ns:
+        return 0.0
+    ms = (time.time_ns() - result.sent_unix_ns) / 1e6
+    return ms if 0.0 <= ms <= max_ms else 0.0
 
 
 def _scaled(budget: BudgetConfig, total_ms: float) -> BudgetConfig:

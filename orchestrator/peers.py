@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import grpc
 
 from protos import asr_pb2_grpc, nlp_pb2_grpc, recommender_pb2_grpc, tts_pb2_grpc
-from services.common.context import BUDGET_HEADER, REQUEST_ID_HEADER
+from services.common.context import BUDGET_HEADER, REQUEST_ID_HEADER, server_time_ms
 from services.common.tracing import inject_metadata
 
 _CHANNEL_OPTIONS = [
@@ -55,3 +55,8 @@ def call_metadata(request_id: str, budget_ms: float | None = None) -> list[tuple
     if budget_ms is not None:
         metadata.append((BUDGET_HEADER, f"{max(budget_ms, 0.0):.1f}"))
     return inject_metadata(metadata)
+
+
+async def server_ms(call: grpc.aio.Call) -> float:
+    """The finished ``call``'s time inside the stage's server, from its trailing metadata (0: not reported)."""
+    return server_time_ms(await call.trailing_metadata()) or 0.0

@@ -19,7 +19,7 @@ from opentelemetry import trace
 
 from orchestrator import metrics, replies
 from orchestrator.budget import BudgetConfig, TurnBudget
-from orchestrator.peers import StageClients, call_metadata
+from orchestrator.peers import StageClients, call_metadata, server_ms
 from orchestrator.policy import Degradation, DegradationPolicy
 from orchestrator.popularity import PopularityCache
 from orchestrator.session import SessionState
@@ -45,12 +45,14 @@ class TurnInput:
     output_sample_rate_hz: int
     budget: BudgetConfig
     request_id: str
+    asr_delivery_ms: float = 0.0  # final transcript sent by ASR -> received here (wall clocks)
 
 
 @dataclass
 class _Outcome:
     degraded: bool = False
     note: str = ""
+    server_ms: float = 0.0
 
 
 def _filters_from(entities) -> recommender_pb2.Filters:
@@ -106,8 +108,9 @@ class TurnRunner:
         with tracer.start_as_current_span("turn", start_time=wall_start_ns) as span:
             span.set_attributes({"voxpipe.turn": turn.turn_index, "voxpipe.session": session.session_id,
                                  "voxpipe.budget_ms": turn.budget.total_ms})
-            asr_ms = turn.transcript.latency_ms or (self.clock() - turn.endpoint_s) * 1e3
-            self._finish_stage(budget, "asr", asr_ms, _Outcome())
+            latency_ms = turn.transcript.latency_ms
+            asr_ms = latency_ms + turn.asr_delivery_ms if latency_ms else (self.clock() - turn.endpoint_s) * 1e3
+            self._finish_stage(budget, "asr", asr_ms, _Outcome(server_ms=latency_ms))
             understanding = await self._understand(turn, session, budget)
             if understanding is not None:
                 await emit(assistant_pb2.ConverseResponse(turn_index=turn.turn_index, understanding=understanding))
@@ -143,7 +146,7 @@ class TurnRunner:
                                      "voxpipe.degraded": spend.degraded, "voxpipe.note": spend.note})
 
     def _finish_stage(self, budget: TurnBudget, stage: str, ms: float, outcome: _Outcome):
-        spend = budget.record(stage, ms, degraded=outcome.degraded, note=outcome.note)
+        spend = budget.record(stage, ms, degraded=outcome.degraded, note=outcome.note, server_ms=outcome.server_ms)
         metrics.TURN_STAGE_SECONDS.labels(stage).observe(ms / 1e3)
         if not outcome.degraded:
             self.policy.stats.observe(stage, ms)
@@ -171,7 +174,10 @@ class TurnRunner:
                 return None
             request = nlp_pb2.UnderstandRequest(text=turn.transcript.text, session_id=session.session_id)
             try:
-                return await self.clients.nlp.Understand(request, **self._call_options(turn, budget, "nlp"))
+                call = self.clients.nlp.Understand(request, **self._call_options(turn, budget, "nlp"))
+                response = await call
+                outcome.server_ms = await server_ms(call)
+                return response
             except grpc.aio.AioRpcError as e:
                 self._degrade(outcome, "nlp", Degradation.SKIP, f"{e.code().name}: {e.details()}")
                 return None
@@ -216,8 +222,9 @@ class TurnRunner:
                 request.similar_to_item_id = 0
             if decision is not Degradation.CACHED_POPULARITY:
                 try:
-                    reply = await self.clients.recommender.Recommend(
-                        request, **self._call_options(turn, budget, "recommender"))
+                    call = self.clients.recommender.Recommend(request, **self._call_options(turn, budget, "recommender"))
+                    reply = await call
+                    outcome.server_ms = await server_ms(call)
                 except grpc.aio.AioRpcError as e:
                     decision, why = Degradation.CACHED_POPULARITY, f"{e.code().name}: {e.details()}"
             else:
@@ -244,9 +251,10 @@ class TurnRunner:
             return replies.need_title("movie_info")
         async with self._stage(budget, "recommender") as outcome:
             try:
-                reply = await self.clients.recommender.GetItems(
-                    recommender_pb2.GetItemsRequest(item_ids=[title.item_id]),
-                    **self._call_options(turn, budget, "recommender"))
+                call = self.clients.recommender.GetItems(recommender_pb2.GetItemsRequest(item_ids=[title.item_id]),
+                                                         **self._call_options(turn, budget, "recommender"))
+                reply = await call
+                outcome.server_ms = await server_ms(call)
             except grpc.aio.AioRpcError as e:
                 self._degrade(outcome, "recommender", Degradation.SKIP, f"{e.code().name}: {e.details()}")
                 return f"{replies.spoken_title(title.value)} is in my catalogue, but I can't look it up right now."
@@ -263,9 +271,11 @@ class TurnRunner:
         stars = min(max(stars, 1.0), 5.0)
         async with self._stage(budget, "recommender") as outcome:
             try:
-                await self.clients.recommender.Feedback(
+                call = self.clients.recommender.Feedback(
                     recommender_pb2.FeedbackRequest(session_id=session.session_id, item_id=item_id, rating=stars),
                     **self._call_options(turn, budget, "recommender"))
+                await call
+                outcome.server_ms = await server_ms(call)
             except grpc.aio.AioRpcError as e:
                 self._degrade(outcome, "recommender", Degradation.SKIP, f"{e.code().name}: {e.details()}")
                 return f"Sorry, I couldn't save your rating for {replies.spoken_title(name)} right now."
@@ -287,6 +297,7 @@ class TurnRunner:
             # The stream's deadline covers every sentence; the turn budget only covers the first audio.
             call = self.clients.tts.Synthesize(request, timeout=self.tts_stream_timeout_s,
                                                metadata=call_metadata(turn.request_id))
+            spend = None
             try:
                 async for chunk in call:
                     audio = assistant_pb2.ReplyAudio(audio=chunk.audio, sample_rate_hz=chunk.sample_rate_hz,
@@ -297,6 +308,8 @@ class TurnRunner:
                         spend = self._finish_stage(budget, "tts", (first_audio_s - start) * 1e3, outcome)
                         span.set_attributes({"voxpipe.ms": spend.ms, "voxpipe.missed": spend.missed,
                                              "voxpipe.degraded": spend.degraded})
+                if spend is not None:  # the stream's trailing metadata says how long TTS took to its first chunk
+                    spend.server_ms = await server_ms(call)
             except grpc.aio.AioRpcError as e:
                 if first_audio_s is None:
                     outcome.note = f"failed: {e.code().name}"
@@ -313,10 +326,11 @@ class TurnRunner:
                                           total_ms=budget.elapsed_ms())
         for s in budget.spent:
             report.stages.add(stage=s.stage, ms=s.ms, budget_ms=s.budget_ms, missed=s.missed,
-                              degraded=s.degraded, note=s.note)
+                              degraded=s.degraded, note=s.note, server_ms=s.server_ms)
         if first_audio_s is not None:
             in_stages_ms = sum(s.ms for s in budget.spent if s.stage != "asr")
             report.orchestration_ms = max((first_audio_s - turn.received_s) * 1e3 - in_stages_ms, 0.0)
+            report.overhead_ms = report.orchestration_ms + sum(s.hop_ms for s in budget.spent)
         if turn.last_voiced_s is not None:
             report.endpoint_wait_ms = max(turn.endpoint_s - turn.last_voiced_s, 0.0) * 1e3
             if first_audio_s is not None:

@@ -70,7 +70,7 @@ class StreamingRecognizeRequest(_message.Message):
     def __init__(self, config: _Optional[_Union[RecognitionConfig, _Mapping]] = ..., audio: _Optional[bytes] = ..., control: _Optional[_Union[RecognizerControl, _Mapping]] = ...) -> None: ...
 
 class SpeechResult(_message.Message):
-    __slots__ = ("text", "is_final", "stability", "confidence", "start_s", "end_s", "endpoint_reason", "utterance_index", "latency_ms")
+    __slots__ = ("text", "is_final", "stability", "confidence", "start_s", "end_s", "endpoint_reason", "utterance_index", "latency_ms", "sent_unix_ns")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     IS_FINAL_FIELD_NUMBER: _ClassVar[int]
     STABILITY_FIELD_NUMBER: _ClassVar[int]
@@ -80,6 +80,7 @@ class SpeechResult(_message.Message):
     ENDPOINT_REASON_FIELD_NUMBER: _ClassVar[int]
     UTTERANCE_INDEX_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    SENT_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     text: str
     is_final: bool
     stability: float
@@ -89,7 +90,8 @@ class SpeechResult(_message.Message):
     endpoint_reason: EndpointReason
     utterance_index: int
     latency_ms: float
-    def __init__(self, text: _Optional[str] = ..., is_final: _Optional[bool] = ..., stability: _Optional[float] = ..., confidence: _Optional[float] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., endpoint_reason: _Optional[_Union[EndpointReason, str]] = ..., utterance_index: _Optional[int] = ..., latency_ms: _Optional[float] = ...) -> None: ...
+    sent_unix_ns: int
+    def __init__(self, text: _Optional[str] = ..., is_final: _Optional[bool] = ..., stability: _Optional[float] = ..., confidence: _Optional[float] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., endpoint_reason: _Optional[_Union[EndpointReason, str]] = ..., utterance_index: _Optional[int] = ..., latency_ms: _Optional[float] = ..., sent_unix_ns: _Optional[int] = ...) -> None: ...
 
 class StreamingRecognizeResponse(_message.Message):
     __slots__ = ("result",)

@@ -81,23 +81,25 @@ class ReplyAudio(_message.Message):
     def __init__(self, audio: _Optional[bytes] = ..., sample_rate_hz: _Optional[int] = ..., text_start: _Optional[int] = ..., text_end: _Optional[int] = ..., last: _Optional[bool] = ...) -> None: ...
 
 class StageReport(_message.Message):
-    __slots__ = ("stage", "ms", "budget_ms", "missed", "degraded", "note")
+    __slots__ = ("stage", "ms", "budget_ms", "missed", "degraded", "note", "server_ms")
     STAGE_FIELD_NUMBER: _ClassVar[int]
     MS_FIELD_NUMBER: _ClassVar[int]
     BUDGET_MS_FIELD_NUMBER: _ClassVar[int]
     MISSED_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_FIELD_NUMBER: _ClassVar[int]
     NOTE_FIELD_NUMBER: _ClassVar[int]
+    SERVER_MS_FIELD_NUMBER: _ClassVar[int]
     stage: str
     ms: float
     budget_ms: float
     missed: bool
     degraded: bool
     note: str
-    def __init__(self, stage: _Optional[str] = ..., ms: _Optional[float] = ..., budget_ms: _Optional[float] = ..., missed: _Optional[bool] = ..., degraded: _Optional[bool] = ..., note: _Optional[str] = ...) -> None: ...
+    server_ms: float
+    def __init__(self, stage: _Optional[str] = ..., ms: _Optional[float] = ..., budget_ms: _Optional[float] = ..., missed: _Optional[bool] = ..., degraded: _Optional[bool] = ..., note: _Optional[str] = ..., server_ms: _Optional[float] = ...) -> None: ...
 
 class TurnReport(_message.Message):
-    __slots__ = ("stages", "voice_to_voice_ms", "endpoint_wait_ms", "budget_ms", "total_ms", "missed", "cancelled", "trace_id", "session_id", "orchestration_ms")
+    __slots__ = ("stages", "voice_to_voice_ms", "endpoint_wait_ms", "budget_ms", "total_ms", "missed", "cancelled", "trace_id", "session_id", "orchestration_ms", "overhead_ms")
     STAGES_FIELD_NUMBER: _ClassVar[int]
     VOICE_TO_VOICE_MS_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +110,7 @@ class TurnReport(_message.Message):
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     ORCHESTRATION_MS_FIELD_NUMBER: _ClassVar[int]
+    OVERHEAD_MS_FIELD_NUMBER: _ClassVar[int]
     stages: _containers.RepeatedCompositeFieldContainer[StageReport]
     voice_to_voice_ms: float
     endpoint_wait_ms: float
@@ -118,7 +121,8 @@ class TurnReport(_message.Message):
     trace_id: str
     session_id: str
     orchestration_ms: float
-    def __init__(self, stages: _Optional[_Iterable[_Union[StageReport, _Mapping]]] = ..., voice_to_voice_ms: _Optional[float] = ..., endpoint_wait_ms: _Optional[float] = ..., budget_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., missed: _Optional[bool] = ..., cancelled: _Optional[bool] = ..., trace_id: _Optional[str] = ..., session_id: _Optional[str] = ..., orchestration_ms: _Optional[float] = ...) -> None: ...
+    overhead_ms: float
+    def __init__(self, stages: _Optional[_Iterable[_Union[StageReport, _Mapping]]] = ..., voice_to_voice_ms: _Optional[float] = ..., endpoint_wait_ms: _Optional[float] = ..., budget_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., missed: _Optional[bool] = ..., cancelled: _Optional[bool] = ..., trace_id: _Optional[str] = ..., session_id: _Optional[str] = ..., orchestration_ms: _Optional[float] = ..., overhead_ms: _Optional[float] = ...) -> None: ...
 
 class TurnError(_message.Message):
     __slots__ = ("code", "message", "stage")

@@ -24,6 +24,7 @@ from protos import (
     tts_pb2,
     tts_pb2_grpc,
 )
+from services.common.interceptor import ServiceInterceptor
 
 
 @dataclass
@@ -106,8 +107,11 @@ class FakeTTS(tts_pb2_grpc.SynthesizerServicer):
 
 
 async def start_fake_stages(timing: FakeTiming) -> tuple[grpc.aio.Server, str]:
-    """All four fake stages on one real server on 127.0.0.1:0."""
-    server = grpc.aio.server()
+    """All four fake stages on one real server on 127.0.0.1:0, behind the stages' interceptor (which reports
+    each handler's time, as the real stages do)."""
+    interceptor = ServiceInterceptor("fakes")
+    interceptor.ready = True
+    server = grpc.aio.server(interceptors=[interceptor])
     asr_pb2_grpc.add_RecognizerServicer_to_server(FakeASR(timing), server)
     nlp_pb2_grpc.add_UnderstanderServicer_to_server(FakeNLP(timing), server)
     recommender_pb2_grpc.add_RecommenderServicer_to_server(FakeRecommender(timing), server)

@@ -233,6 +233,7 @@ class StreamSession:
                 template.text = transcript.text
                 template.confidence = transcript.confidence
             template.latency_ms = (time.monotonic() - endpoint_at) * 1e3
+            template.sent_unix_ns = time.time_ns()
             await self._emit(template)
 
         self._final_chain = self._spawn(emit())

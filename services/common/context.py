@@ -13,6 +13,21 @@ REQUEST_ID_HEADER = "x-request-id"
 TRACEPARENT_HEADER = "traceparent"
 # Remaining turn budget in milliseconds, sent by the orchestrator beside the gRPC deadline.
 BUDGET_HEADER = "x-voxpipe-budget-ms"
+# Trailing metadata every stage sends back: milliseconds its handler took to the response (or to the first
+# message of a response stream), so a caller can split its own measurement into server time and hop.
+SERVER_TIME_HEADER = "x-voxpipe-server-ms"
+
+
+def server_time_ms(trailing_metadata) -> float | None:
+    """The stage's :data:`SERVER_TIME_HEADER` from a call's trailing metadata, if present and well formed."""
+    for key, value in trailing_metadata or ():
+        if key == SERVER_TIME_HEADER:
+            try:
+                ms = float(value)
+            except (TypeError, ValueError):
+                return None
+            return ms if ms >= 0 else None
+    return None
 
 
 def new_request_id() -> str:

@@ -122,15 +122,27 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
 
     def _wrap_unary(self, behavior, service: str, method: str, ids: tuple[str, str], parent):
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            start = time.perf_counter()
             async with self._rpc(context, service, method, ids, parent):
-                return await behavior(request, context)
+                response = await behavior(request, context)
+                _set_server_time(context, start)
+                return response
 
         return wrapper
 
     def _wrap_stream(self, behavior, service: str, method: str, ids: tuple[str, str], parent):
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            start, first = time.perf_counter(), True
             async with self._rpc(context, service, method, ids, parent):
                 async for response in behavior(request, context):
+                    if first:  # the time to the first message is the stream's latency (TTS: first audio)
+                        _set_server_time(context, start)
+                        first = False
                     yield response
 
         return wrapper
+
+
+def _set_server_time(context: grpc.aio.ServicerContext, start: float) -> None:
+    """Send the handler's time so far back in trailing metadata (:data:`ctx.SERVER_TIME_HEADER`)."""
+    context.set_trailing_metadata(((ctx.SERVER_TIME_HEADER, f"{(time.perf_counter() - start) * 1e3:.3f}"),))

@@ -57,6 +57,10 @@ async def test_bundled_question_gets_a_spoken_answer_with_a_report(stack):
     assert len(turn.audio) / 2 / turn.sample_rate_hz > 1.0  # seconds of reply speech
     assert [s.stage for s in turn.report.stages] == ["asr", "nlp", "recommender", "tts"]
     assert turn.report.voice_to_voice_ms > 0 and turn.client_voice_to_voice_ms > 0
+    # Every stage says how long its server took, so the report splits each stage into server time and hop.
+    assert all(0 < s.server_ms <= s.ms for s in turn.report.stages)
+    hops = sum(s.ms - s.server_ms for s in turn.report.stages)
+    assert turn.report.overhead_ms == pytest.approx(turn.report.orchestration_ms + hops, abs=0.01)
 
 
 async def test_multi_turn_something_else_gives_new_movies(stack):

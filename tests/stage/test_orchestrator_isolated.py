@@ -171,3 +171,9 @@ async def test_report_separates_the_orchestrators_own_time(fakes):
     nlp = next(s for s in report.stages if s.stage == "nlp")
     assert nlp.ms >= 50  # the fake NLP's delay is in its stage, not in the orchestrator's own time
     assert 0 < report.orchestration_ms < nlp.ms
+    # The stage reported its handler's time: the rest of the stage's ms is the hop.
+    assert 50 <= nlp.server_ms <= nlp.ms and nlp.ms - nlp.server_ms < 50
+    tts = next(s for s in report.stages if s.stage == "tts")
+    assert 0 < tts.server_ms <= tts.ms
+    hops = sum(s.ms - s.server_ms for s in report.stages if s.server_ms)
+    assert report.overhead_ms == pytest.approx(report.orchestration_ms + hops, abs=0.01)

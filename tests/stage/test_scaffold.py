@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sys
+import time
 
 import grpc
 import pytest
@@ -14,6 +15,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from protos import recommender_pb2, recommender_pb2_grpc
 from services.common import ServerSettings, StageServer
+from services.common.context import SERVER_TIME_HEADER, server_time_ms
 from tests.helpers import running_stage
 from tests.stage.probe_stage import ProbeStage
 
@@ -75,6 +77,25 @@ async def test_errors_map_to_status_with_message_and_server_keeps_serving():
         assert "RuntimeError" in err.value.details()
         reply = await stub.GetItems(recommender_pb2.GetItemsRequest(item_ids=[1, 2]))
         assert [i.item_id for i in reply.items] == [1, 2]
+
+
+async def test_each_reply_carries_the_handlers_time_in_trailing_metadata():
+    async with running_stage(ProbeStage()) as (_, channel):
+        stub = recommender_pb2_grpc.RecommenderStub(channel)
+        t0 = time.perf_counter()
+        call = stub.GetItems(recommender_pb2.GetItemsRequest(item_ids=[30]), timeout=5)  # the probe sleeps 30 ms
+        await call
+        client_ms = (time.perf_counter() - t0) * 1e3
+        server_ms = server_time_ms(await call.trailing_metadata())
+    assert server_ms is not None and 30 <= server_ms <= client_ms
+
+
+def test_server_time_header_parsing_ignores_what_is_not_a_time():
+    assert server_time_ms([(SERVER_TIME_HEADER, "12.5")]) == 12.5
+    assert server_time_ms([(SERVER_TIME_HEADER, "soon")]) is None
+    assert server_time_ms([(SERVER_TIME_HEADER, "-1")]) is None
+    assert server_time_ms([("x-request-id", "1")]) is None
+    assert server_time_ms(None) is None
 
 
 async def test_sigterm_drains_in_flight_rpc_refuses_new_ones_and_exits_zero():
