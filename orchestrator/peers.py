@@ -1,12 +1,23 @@
-"""Channels and stubs to the four stage services, and the metadata every downstream call carries."""
+"""Channels to the four stage services, the calls a turn makes on them, and the metadata every call carries."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import grpc
 
-from protos import asr_pb2_grpc, nlp_pb2_grpc, recommender_pb2_grpc, tts_pb2_grpc
+from orchestrator.calls import CallStream
+from protos import (
+    asr_pb2_grpc,
+    nlp_pb2,
+    nlp_pb2_grpc,
+    recommender_pb2,
+    recommender_pb2_grpc,
+    tts_pb2,
+    tts_pb2_grpc,
+)
 from services.common.context import BUDGET_HEADER, REQUEST_ID_HEADER, server_time_ms
 from services.common.tracing import inject_metadata
 
@@ -15,6 +26,7 @@ _CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
 ]
+STAGE_CALLS = ("stream", "unary")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,12 +37,28 @@ class PeerAddresses:
     tts: str
 
 
-class StageClients:
-    """One channel per stage, opened on the running loop by :meth:`open`, closed by :meth:`close`."""
+class Timing(Protocol):
+    """Where a call records the stage server's own time (ms) for the turn report."""
 
-    def __init__(self, addresses: PeerAddresses) -> None:
+    server_ms: float
+
+
+class StageClients:
+    """One channel per stage, opened on the running loop by :meth:`open`, closed by :meth:`close`.
+
+    A turn's critical-path calls (:meth:`understand`, :meth:`recommend`, :meth:`synthesize`) go over one
+    multiplexed stream per stage (``stage_calls="stream"``, see ``orchestrator.calls``), or as unary RPCs
+    (``"unary"``: each call balanced on its own across a stage's replicas). ``asr`` and ``recommender`` are
+    stubs for the other RPCs.
+    """
+
+    def __init__(self, addresses: PeerAddresses, stage_calls: str = "stream") -> None:
+        if stage_calls not in STAGE_CALLS:
+            raise ValueError(f"stage_calls={stage_calls!r} is not one of {', '.join(STAGE_CALLS)}")
         self.addresses = addresses
+        self.stage_calls = stage_calls
         self._channels: list[grpc.aio.Channel] = []
+        self._streams: list[CallStream] = []
 
     async def open(self) -> None:
         def channel(address: str) -> grpc.aio.Channel:
@@ -42,11 +70,63 @@ class StageClients:
         self.nlp = nlp_pb2_grpc.UnderstanderStub(channel(self.addresses.nlp))
         self.recommender = recommender_pb2_grpc.RecommenderStub(channel(self.addresses.recommender))
         self.tts = tts_pb2_grpc.SynthesizerStub(channel(self.addresses.tts))
+        self._nlp_calls = CallStream("nlp", self.nlp.UnderstandCalls, nlp_pb2.UnderstandCall)
+        self._recommend_calls = CallStream("recommender", self.recommender.RecommendCalls, recommender_pb2.RecommendCall)
+        self._tts_calls = CallStream("tts", self.tts.SynthesizeCalls, tts_pb2.SynthesizeCall)
+        self._streams = [self._nlp_calls, self._recommend_calls, self._tts_calls]
 
     async def close(self) -> None:
+        for stream in self._streams:
+            await stream.close()
         for ch in self._channels:
             await ch.close()
         self._channels.clear()
+
+    async def understand(self, request: nlp_pb2.UnderstandRequest, *, timeout_s: float, metadata,
+                         timing: Timing) -> nlp_pb2.UnderstandResponse:
+        return await self._call(self._nlp_calls, self.nlp.Understand, request, timeout_s, metadata, timing)
+
+    async def recommend(self, request: recommender_pb2.RecommendRequest, *, timeout_s: float, metadata,
+                        timing: Timing) -> recommender_pb2.RecommendResponse:
+        return await self._call(self._recommend_calls, self.recommender.Recommend, request, timeout_s, metadata, timing)
+
+    async def get_items(self, request: recommender_pb2.GetItemsRequest, *, timeout_s: float, metadata,
+                        timing: Timing) -> recommender_pb2.GetItemsResponse:
+        return await _rpc(self.recommender.GetItems, request, timeout_s, metadata, timing)
+
+    async def feedback(self, request: recommender_pb2.FeedbackRequest, *, timeout_s: float, metadata,
+                       timing: Timing) -> recommender_pb2.FeedbackResponse:
+        return await _rpc(self.recommender.Feedback, request, timeout_s, metadata, timing)
+
+    async def synthesize(self, request: tts_pb2.SynthesizeRequest, *, timeout_s: float, metadata,
+                         timing: Timing) -> AsyncIterator[tts_pb2.SynthesizeResponse]:
+        """The reply's audio chunks; leaving early (``aclose``, cancellation) cancels the call."""
+        if self.stage_calls == "stream":
+            async for response, ms in self._tts_calls.stream(request, timeout_s=timeout_s, metadata=metadata):
+                timing.server_ms = ms
+                yield response
+            return
+        call = self.tts.Synthesize(request, timeout=timeout_s, metadata=metadata)
+        try:
+            async for response in call:
+                yield response
+            timing.server_ms = await server_ms(call)
+        finally:
+            call.cancel()
+
+    async def _call(self, calls: CallStream, method, request, timeout_s: float, metadata, timing: Timing):
+        if self.stage_calls == "unary":
+            return await _rpc(method, request, timeout_s, metadata, timing)
+        response, timing.server_ms = await calls.unary(request, timeout_s=timeout_s, metadata=metadata)
+        return response
+
+
+async def _rpc(method, request, timeout_s: float, metadata, timing: Timing):
+    """A unary RPC; the server's time comes back in its trailing metadata."""
+    call = method(request, timeout=timeout_s, metadata=metadata)
+    response = await call
+    timing.server_ms = await server_ms(call)
+    return response
 
 
 def call_metadata(request_id: str, budget_ms: float | None = None) -> list[tuple[str, str]]:

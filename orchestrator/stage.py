@@ -10,7 +10,7 @@ import grpc
 from orchestrator.admission import Admission
 from orchestrator.budget import PROFILES, BudgetConfig
 from orchestrator.converse import AssistantServicer, ConversationOptions
-from orchestrator.peers import PeerAddresses, StageClients
+from orchestrator.peers import STAGE_CALLS, PeerAddresses, StageClients
 from orchestrator.policy import DegradationPolicy, PolicyConfig, StageStats
 from orchestrator.popularity import PopularityCache
 from orchestrator.session import SessionStore
@@ -41,6 +41,10 @@ class OrchestratorConfig:
     tts_stream_timeout_s: float = 30.0
     max_sessions: int = 10_000
     session_ttl_s: float = 3600.0
+    # How a turn calls NLP, the recommender and TTS: "stream" (many calls multiplexed over one open stream per
+    # stage: about half the cost of a unary RPC per call) or "unary" (one RPC per call, each balanced on its own
+    # across a stage's replicas, and with a gRPC deadline of its own).
+    stage_calls: str = "stream"
     # Peer addresses; empty = the peer stage's [section] port on the stack host.
     asr_address: str = ""
     nlp_address: str = ""
@@ -71,7 +75,10 @@ class OrchestratorStage(Stage):
             nlp=self.config.nlp_address or peers.get("nlp", ""),
             recommender=self.config.recommender_address or peers.get("recommender", ""),
             tts=self.config.tts_address or peers.get("tts", ""))
-        self.clients = StageClients(self.addresses)
+        if self.config.stage_calls not in STAGE_CALLS:
+            raise SettingsError(f"[orchestrator] stage_calls={self.config.stage_calls!r} is not one of "
+                                f"{', '.join(STAGE_CALLS)}")
+        self.clients = StageClients(self.addresses, self.config.stage_calls)
         self.stats = StageStats(budget)
         self.popularity = PopularityCache()
         self.runner = TurnRunner(self.clients, DegradationPolicy(

@@ -19,7 +19,7 @@ from opentelemetry import trace
 
 from orchestrator import metrics, replies
 from orchestrator.budget import BudgetConfig, TurnBudget
-from orchestrator.peers import StageClients, call_metadata, server_ms
+from orchestrator.peers import StageClients, call_metadata
 from orchestrator.policy import Degradation, DegradationPolicy
 from orchestrator.popularity import PopularityCache
 from orchestrator.session import SessionState
@@ -157,7 +157,7 @@ class TurnRunner:
     def _call_options(self, turn: TurnInput, budget: TurnBudget, stage: str) -> dict:
         """gRPC ``timeout`` and metadata of a call to ``stage``: what is left of the budget, at least the floor."""
         floor_ms = self.policy.floor_ms(stage)
-        return {"timeout": budget.timeout_s(floor_ms),
+        return {"timeout_s": budget.timeout_s(floor_ms),
                 "metadata": call_metadata(turn.request_id, max(budget.remaining_ms(), floor_ms))}
 
     def _degrade(self, outcome: _Outcome, stage: str, kind: Degradation, why: str) -> None:
@@ -174,10 +174,7 @@ class TurnRunner:
                 return None
             request = nlp_pb2.UnderstandRequest(text=turn.transcript.text, session_id=session.session_id)
             try:
-                call = self.clients.nlp.Understand(request, **self._call_options(turn, budget, "nlp"))
-                response = await call
-                outcome.server_ms = await server_ms(call)
-                return response
+                return await self.clients.understand(request, **self._call_options(turn, budget, "nlp"), timing=outcome)
             except grpc.aio.AioRpcError as e:
                 self._degrade(outcome, "nlp", Degradation.SKIP, f"{e.code().name}: {e.details()}")
                 return None
@@ -222,9 +219,8 @@ class TurnRunner:
                 request.similar_to_item_id = 0
             if decision is not Degradation.CACHED_POPULARITY:
                 try:
-                    call = self.clients.recommender.Recommend(request, **self._call_options(turn, budget, "recommender"))
-                    reply = await call
-                    outcome.server_ms = await server_ms(call)
+                    reply = await self.clients.recommend(
+                        request, **self._call_options(turn, budget, "recommender"), timing=outcome)
                 except grpc.aio.AioRpcError as e:
                     decision, why = Degradation.CACHED_POPULARITY, f"{e.code().name}: {e.details()}"
             else:
@@ -251,10 +247,8 @@ class TurnRunner:
             return replies.need_title("movie_info")
         async with self._stage(budget, "recommender") as outcome:
             try:
-                call = self.clients.recommender.GetItems(recommender_pb2.GetItemsRequest(item_ids=[title.item_id]),
-                                                         **self._call_options(turn, budget, "recommender"))
-                reply = await call
-                outcome.server_ms = await server_ms(call)
+                reply = await self.clients.get_items(recommender_pb2.GetItemsRequest(item_ids=[title.item_id]),
+                                                     **self._call_options(turn, budget, "recommender"), timing=outcome)
             except grpc.aio.AioRpcError as e:
                 self._degrade(outcome, "recommender", Degradation.SKIP, f"{e.code().name}: {e.details()}")
                 return f"{replies.spoken_title(title.value)} is in my catalogue, but I can't look it up right now."
@@ -271,11 +265,9 @@ class TurnRunner:
         stars = min(max(stars, 1.0), 5.0)
         async with self._stage(budget, "recommender") as outcome:
             try:
-                call = self.clients.recommender.Feedback(
+                await self.clients.feedback(
                     recommender_pb2.FeedbackRequest(session_id=session.session_id, item_id=item_id, rating=stars),
-                    **self._call_options(turn, budget, "recommender"))
-                await call
-                outcome.server_ms = await server_ms(call)
+                    **self._call_options(turn, budget, "recommender"), timing=outcome)
             except grpc.aio.AioRpcError as e:
                 self._degrade(outcome, "recommender", Degradation.SKIP, f"{e.code().name}: {e.details()}")
                 return f"Sorry, I couldn't save your rating for {replies.spoken_title(name)} right now."
@@ -295,11 +287,11 @@ class TurnRunner:
         with tracer.start_as_current_span("tts") as span:
             span.set_attributes({"voxpipe.budget_ms": budget.config.share_ms("tts"), "voxpipe.remaining_ms": remaining})
             # The stream's deadline covers every sentence; the turn budget only covers the first audio.
-            call = self.clients.tts.Synthesize(request, timeout=self.tts_stream_timeout_s,
-                                               metadata=call_metadata(turn.request_id))
+            chunks = self.clients.synthesize(request, timeout_s=self.tts_stream_timeout_s,
+                                             metadata=call_metadata(turn.request_id), timing=outcome)
             spend = None
             try:
-                async for chunk in call:
+                async for chunk in chunks:
                     audio = assistant_pb2.ReplyAudio(audio=chunk.audio, sample_rate_hz=chunk.sample_rate_hz,
                                                      text_start=chunk.text_start, text_end=chunk.text_end, last=chunk.last)
                     await emit(assistant_pb2.ConverseResponse(turn_index=turn.turn_index, audio=audio))
@@ -308,8 +300,8 @@ class TurnRunner:
                         spend = self._finish_stage(budget, "tts", (first_audio_s - start) * 1e3, outcome)
                         span.set_attributes({"voxpipe.ms": spend.ms, "voxpipe.missed": spend.missed,
                                              "voxpipe.degraded": spend.degraded})
-                if spend is not None:  # the stream's trailing metadata says how long TTS took to its first chunk
-                    spend.server_ms = await server_ms(call)
+                if spend is not None:  # unary transport: TTS's time to first chunk is known at the stream's end
+                    spend.server_ms = outcome.server_ms
             except grpc.aio.AioRpcError as e:
                 if first_audio_s is None:
                     outcome.note = f"failed: {e.code().name}"
@@ -317,7 +309,7 @@ class TurnRunner:
                 await emit(assistant_pb2.ConverseResponse(turn_index=turn.turn_index, error=assistant_pb2.TurnError(
                     code=e.code().name, message=e.details() or "", stage="tts")))
             finally:
-                call.cancel()
+                await chunks.aclose()  # cancels the call if it is still open (barge-in)
         return first_audio_s
 
     def _report(self, turn: TurnInput, session: SessionState, budget: TurnBudget,

@@ -22,21 +22,26 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from protos import common_pb2 as protos_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10protos/nlp.proto\x12\nvoxpipe.v1\"5\n\x11UnderstandRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\"o\n\x06\x45ntity\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\r\n\x05start\x18\x04 \x01(\r\x12\x0b\n\x03\x65nd\x18\x05 \x01(\r\x12\r\n\x05score\x18\x06 \x01(\x02\x12\x0f\n\x07item_id\x18\x07 \x01(\x05\"\x8a\x01\n\x12UnderstandResponse\x12\x0e\n\x06intent\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12$\n\x08\x65ntities\x18\x03 \x03(\x0b\x32\x12.voxpipe.v1.Entity\x12\x11\n\tembedding\x18\x04 \x03(\x02\x12\x17\n\x0fnormalized_text\x18\x05 \x01(\t2[\n\x0cUnderstander\x12K\n\nUnderstand\x12\x1d.voxpipe.v1.UnderstandRequest\x1a\x1e.voxpipe.v1.UnderstandResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10protos/nlp.proto\x12\nvoxpipe.v1\x1a\x13protos/common.proto\"h\n\x0eUnderstandCall\x12&\n\x06header\x18\x01 \x01(\x0b\x32\x16.voxpipe.v1.CallHeader\x12.\n\x07request\x18\x02 \x01(\x0b\x32\x1d.voxpipe.v1.UnderstandRequest\"o\n\x13UnderstandCallReply\x12&\n\x06status\x18\x01 \x01(\x0b\x32\x16.voxpipe.v1.CallStatus\x12\x30\n\x08response\x18\x02 \x01(\x0b\x32\x1e.voxpipe.v1.UnderstandResponse\"5\n\x11UnderstandRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\"o\n\x06\x45ntity\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\r\n\x05start\x18\x04 \x01(\r\x12\x0b\n\x03\x65nd\x18\x05 \x01(\r\x12\r\n\x05score\x18\x06 \x01(\x02\x12\x0f\n\x07item_id\x18\x07 \x01(\x05\"\x8a\x01\n\x12UnderstandResponse\x12\x0e\n\x06intent\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12$\n\x08\x65ntities\x18\x03 \x03(\x0b\x32\x12.voxpipe.v1.Entity\x12\x11\n\tembedding\x18\x04 \x03(\x02\x12\x17\n\x0fnormalized_text\x18\x05 \x01(\t2\xaf\x01\n\x0cUnderstander\x12K\n\nUnderstand\x12\x1d.voxpipe.v1.UnderstandRequest\x1a\x1e.voxpipe.v1.UnderstandResponse\x12R\n\x0fUnderstandCalls\x12\x1a.voxpipe.v1.UnderstandCall\x1a\x1f.voxpipe.v1.UnderstandCallReply(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.nlp_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_UNDERSTANDREQUEST']._serialized_start=32
-  _globals['_UNDERSTANDREQUEST']._serialized_end=85
-  _globals['_ENTITY']._serialized_start=87
-  _globals['_ENTITY']._serialized_end=198
-  _globals['_UNDERSTANDRESPONSE']._serialized_start=201
-  _globals['_UNDERSTANDRESPONSE']._serialized_end=339
-  _globals['_UNDERSTANDER']._serialized_start=341
-  _globals['_UNDERSTANDER']._serialized_end=432
+  _globals['_UNDERSTANDCALL']._serialized_start=53
+  _globals['_UNDERSTANDCALL']._serialized_end=157
+  _globals['_UNDERSTANDCALLREPLY']._serialized_start=159
+  _globals['_UNDERSTANDCALLREPLY']._serialized_end=270
+  _globals['_UNDERSTANDREQUEST']._serialized_start=272
+  _globals['_UNDERSTANDREQUEST']._serialized_end=325
+  _globals['_ENTITY']._serialized_start=327
+  _globals['_ENTITY']._serialized_end=438
+  _globals['_UNDERSTANDRESPONSE']._serialized_start=441
+  _globals['_UNDERSTANDRESPONSE']._serialized_end=579
+  _globals['_UNDERSTANDER']._serialized_start=582
+  _globals['_UNDERSTANDER']._serialized_end=757
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,4 @@
+from protos import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -5,6 +6,22 @@ from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class UnderstandCall(_message.Message):
+    __slots__ = ("header", "request")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    header: _common_pb2.CallHeader
+    request: UnderstandRequest
+    def __init__(self, header: _Optional[_Union[_common_pb2.CallHeader, _Mapping]] = ..., request: _Optional[_Union[UnderstandRequest, _Mapping]] = ...) -> None: ...
+
+class UnderstandCallReply(_message.Message):
+    __slots__ = ("status", "response")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    status: _common_pb2.CallStatus
+    response: UnderstandResponse
+    def __init__(self, status: _Optional[_Union[_common_pb2.CallStatus, _Mapping]] = ..., response: _Optional[_Union[UnderstandResponse, _Mapping]] = ...) -> None: ...
 
 class UnderstandRequest(_message.Message):
     __slots__ = ("text", "session_id")

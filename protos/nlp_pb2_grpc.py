@@ -39,6 +39,11 @@ class UnderstanderStub:
                 request_serializer=protos_dot_nlp__pb2.UnderstandRequest.SerializeToString,
                 response_deserializer=protos_dot_nlp__pb2.UnderstandResponse.FromString,
                 _registered_method=True)
+        self.UnderstandCalls = channel.stream_stream(
+                '/voxpipe.v1.Understander/UnderstandCalls',
+                request_serializer=protos_dot_nlp__pb2.UnderstandCall.SerializeToString,
+                response_deserializer=protos_dot_nlp__pb2.UnderstandCallReply.FromString,
+                _registered_method=True)
 
 
 class UnderstanderServicer:
@@ -50,6 +55,13 @@ class UnderstanderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UnderstandCalls(self, request_iterator, context):
+        """Understand, multiplexed over one stream (see CallHeader in common.proto).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UnderstanderServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -57,6 +69,11 @@ def add_UnderstanderServicer_to_server(servicer, server):
                     servicer.Understand,
                     request_deserializer=protos_dot_nlp__pb2.UnderstandRequest.FromString,
                     response_serializer=protos_dot_nlp__pb2.UnderstandResponse.SerializeToString,
+            ),
+            'UnderstandCalls': grpc.stream_stream_rpc_method_handler(
+                    servicer.UnderstandCalls,
+                    request_deserializer=protos_dot_nlp__pb2.UnderstandCall.FromString,
+                    response_serializer=protos_dot_nlp__pb2.UnderstandCallReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +103,33 @@ class Understander:
             '/voxpipe.v1.Understander/Understand',
             protos_dot_nlp__pb2.UnderstandRequest.SerializeToString,
             protos_dot_nlp__pb2.UnderstandResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnderstandCalls(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/voxpipe.v1.Understander/UnderstandCalls',
+            protos_dot_nlp__pb2.UnderstandCall.SerializeToString,
+            protos_dot_nlp__pb2.UnderstandCallReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,11 @@ class RecommenderStub:
                 request_serializer=protos_dot_recommender__pb2.RecommendRequest.SerializeToString,
                 response_deserializer=protos_dot_recommender__pb2.RecommendResponse.FromString,
                 _registered_method=True)
+        self.RecommendCalls = channel.stream_stream(
+                '/voxpipe.v1.Recommender/RecommendCalls',
+                request_serializer=protos_dot_recommender__pb2.RecommendCall.SerializeToString,
+                response_deserializer=protos_dot_recommender__pb2.RecommendCallReply.FromString,
+                _registered_method=True)
         self.Feedback = channel.unary_unary(
                 '/voxpipe.v1.Recommender/Feedback',
                 request_serializer=protos_dot_recommender__pb2.FeedbackRequest.SerializeToString,
@@ -56,6 +61,13 @@ class RecommenderServicer:
 
     def Recommend(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecommendCalls(self, request_iterator, context):
+        """Recommend, multiplexed over one stream (see CallHeader in common.proto).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -81,6 +93,11 @@ def add_RecommenderServicer_to_server(servicer, server):
                     servicer.Recommend,
                     request_deserializer=protos_dot_recommender__pb2.RecommendRequest.FromString,
                     response_serializer=protos_dot_recommender__pb2.RecommendResponse.SerializeToString,
+            ),
+            'RecommendCalls': grpc.stream_stream_rpc_method_handler(
+                    servicer.RecommendCalls,
+                    request_deserializer=protos_dot_recommender__pb2.RecommendCall.FromString,
+                    response_serializer=protos_dot_recommender__pb2.RecommendCallReply.SerializeToString,
             ),
             'Feedback': grpc.unary_unary_rpc_method_handler(
                     servicer.Feedback,
@@ -120,6 +137,33 @@ class Recommender:
             '/voxpipe.v1.Recommender/Recommend',
             protos_dot_recommender__pb2.RecommendRequest.SerializeToString,
             protos_dot_recommender__pb2.RecommendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecommendCalls(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/voxpipe.v1.Recommender/RecommendCalls',
+            protos_dot_recommender__pb2.RecommendCall.SerializeToString,
+            protos_dot_recommender__pb2.RecommendCallReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,23 +25,27 @@ _sym_db = _symbol_database.Default()
 from protos import common_pb2 as protos_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10protos/tts.proto\x12\nvoxpipe.v1\x1a\x13protos/common.proto\"^\n\x11SynthesizeRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05voice\x18\x02 \x01(\t\x12\x16\n\x0esample_rate_hz\x18\x03 \x01(\r\x12\x14\n\x0clength_scale\x18\x04 \x01(\x02\"\xb4\x01\n\x12SynthesizeResponse\x12+\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x19.voxpipe.v1.AudioEncoding\x12\r\n\x05\x61udio\x18\x02 \x01(\x0c\x12\x16\n\x0esample_rate_hz\x18\x03 \x01(\r\x12\x12\n\ntext_start\x18\x04 \x01(\r\x12\x10\n\x08text_end\x18\x05 \x01(\r\x12\x16\n\x0esentence_index\x18\x06 \x01(\r\x12\x0c\n\x04last\x18\x07 \x01(\x08\"\x13\n\x11ListVoicesRequest\"\\\n\x05Voice\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rlanguage_code\x18\x02 \x01(\t\x12\x1d\n\x15native_sample_rate_hz\x18\x03 \x01(\r\x12\x0f\n\x07licence\x18\x04 \x01(\t\"N\n\x12ListVoicesResponse\x12!\n\x06voices\x18\x01 \x03(\x0b\x32\x11.voxpipe.v1.Voice\x12\x15\n\rdefault_voice\x18\x02 \x01(\t2\xa9\x01\n\x0bSynthesizer\x12M\n\nSynthesize\x12\x1d.voxpipe.v1.SynthesizeRequest\x1a\x1e.voxpipe.v1.SynthesizeResponse0\x01\x12K\n\nListVoices\x12\x1d.voxpipe.v1.ListVoicesRequest\x1a\x1e.voxpipe.v1.ListVoicesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10protos/tts.proto\x12\nvoxpipe.v1\x1a\x13protos/common.proto\"h\n\x0eSynthesizeCall\x12&\n\x06header\x18\x01 \x01(\x0b\x32\x16.voxpipe.v1.CallHeader\x12.\n\x07request\x18\x02 \x01(\x0b\x32\x1d.voxpipe.v1.SynthesizeRequest\"o\n\x13SynthesizeCallReply\x12&\n\x06status\x18\x01 \x01(\x0b\x32\x16.voxpipe.v1.CallStatus\x12\x30\n\x08response\x18\x02 \x01(\x0b\x32\x1e.voxpipe.v1.SynthesizeResponse\"^\n\x11SynthesizeRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05voice\x18\x02 \x01(\t\x12\x16\n\x0esample_rate_hz\x18\x03 \x01(\r\x12\x14\n\x0clength_scale\x18\x04 \x01(\x02\"\xb4\x01\n\x12SynthesizeResponse\x12+\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x19.voxpipe.v1.AudioEncoding\x12\r\n\x05\x61udio\x18\x02 \x01(\x0c\x12\x16\n\x0esample_rate_hz\x18\x03 \x01(\r\x12\x12\n\ntext_start\x18\x04 \x01(\r\x12\x10\n\x08text_end\x18\x05 \x01(\r\x12\x16\n\x0esentence_index\x18\x06 \x01(\r\x12\x0c\n\x04last\x18\x07 \x01(\x08\"\x13\n\x11ListVoicesRequest\"\\\n\x05Voice\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rlanguage_code\x18\x02 \x01(\t\x12\x1d\n\x15native_sample_rate_hz\x18\x03 \x01(\r\x12\x0f\n\x07licence\x18\x04 \x01(\t\"N\n\x12ListVoicesResponse\x12!\n\x06voices\x18\x01 \x03(\x0b\x32\x11.voxpipe.v1.Voice\x12\x15\n\rdefault_voice\x18\x02 \x01(\t2\xfd\x01\n\x0bSynthesizer\x12M\n\nSynthesize\x12\x1d.voxpipe.v1.SynthesizeRequest\x1a\x1e.voxpipe.v1.SynthesizeResponse0\x01\x12R\n\x0fSynthesizeCalls\x12\x1a.voxpipe.v1.SynthesizeCall\x1a\x1f.voxpipe.v1.SynthesizeCallReply(\x01\x30\x01\x12K\n\nListVoices\x12\x1d.voxpipe.v1.ListVoicesRequest\x1a\x1e.voxpipe.v1.ListVoicesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.tts_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SYNTHESIZEREQUEST']._serialized_start=53
-  _globals['_SYNTHESIZEREQUEST']._serialized_end=147
-  _globals['_SYNTHESIZERESPONSE']._serialized_start=150
-  _globals['_SYNTHESIZERESPONSE']._serialized_end=330
-  _globals['_LISTVOICESREQUEST']._serialized_start=332
-  _globals['_LISTVOICESREQUEST']._serialized_end=351
-  _globals['_VOICE']._serialized_start=353
-  _globals['_VOICE']._serialized_end=445
-  _globals['_LISTVOICESRESPONSE']._serialized_start=447
-  _globals['_LISTVOICESRESPONSE']._serialized_end=525
-  _globals['_SYNTHESIZER']._serialized_start=528
-  _globals['_SYNTHESIZER']._serialized_end=697
+  _globals['_SYNTHESIZECALL']._serialized_start=53
+  _globals['_SYNTHESIZECALL']._serialized_end=157
+  _globals['_SYNTHESIZECALLREPLY']._serialized_start=159
+  _globals['_SYNTHESIZECALLREPLY']._serialized_end=270
+  _globals['_SYNTHESIZEREQUEST']._serialized_start=272
+  _globals['_SYNTHESIZEREQUEST']._serialized_end=366
+  _globals['_SYNTHESIZERESPONSE']._serialized_start=369
+  _globals['_SYNTHESIZERESPONSE']._serialized_end=549
+  _globals['_LISTVOICESREQUEST']._serialized_start=551
+  _globals['_LISTVOICESREQUEST']._serialized_end=570
+  _globals['_VOICE']._serialized_start=572
+  _globals['_VOICE']._serialized_end=664
+  _globals['_LISTVOICESRESPONSE']._serialized_start=666
+  _globals['_LISTVOICESRESPONSE']._serialized_end=744
+  _globals['_SYNTHESIZER']._serialized_start=747
+  _globals['_SYNTHESIZER']._serialized_end=1000
 # @@protoc_insertion_point(module_scope)

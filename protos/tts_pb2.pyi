@@ -7,6 +7,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class SynthesizeCall(_message.Message):
+    __slots__ = ("header", "request")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    header: _common_pb2.CallHeader
+    request: SynthesizeRequest
+    def __init__(self, header: _Optional[_Union[_common_pb2.CallHeader, _Mapping]] = ..., request: _Optional[_Union[SynthesizeRequest, _Mapping]] = ...) -> None: ...
+
+class SynthesizeCallReply(_message.Message):
+    __slots__ = ("status", "response")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    status: _common_pb2.CallStatus
+    response: SynthesizeResponse
+    def __init__(self, status: _Optional[_Union[_common_pb2.CallStatus, _Mapping]] = ..., response: _Optional[_Union[SynthesizeResponse, _Mapping]] = ...) -> None: ...
+
 class SynthesizeRequest(_message.Message):
     __slots__ = ("text", "voice", "sample_rate_hz", "length_scale")
     TEXT_FIELD_NUMBER: _ClassVar[int]

@@ -39,6 +39,11 @@ class SynthesizerStub:
                 request_serializer=protos_dot_tts__pb2.SynthesizeRequest.SerializeToString,
                 response_deserializer=protos_dot_tts__pb2.SynthesizeResponse.FromString,
                 _registered_method=True)
+        self.SynthesizeCalls = channel.stream_stream(
+                '/voxpipe.v1.Synthesizer/SynthesizeCalls',
+                request_serializer=protos_dot_tts__pb2.SynthesizeCall.SerializeToString,
+                response_deserializer=protos_dot_tts__pb2.SynthesizeCallReply.FromString,
+                _registered_method=True)
         self.ListVoices = channel.unary_unary(
                 '/voxpipe.v1.Synthesizer/ListVoices',
                 request_serializer=protos_dot_tts__pb2.ListVoicesRequest.SerializeToString,
@@ -57,6 +62,14 @@ class SynthesizerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SynthesizeCalls(self, request_iterator, context):
+        """Synthesize, multiplexed over one stream (see CallHeader in common.proto): one reply per chunk, then
+        a reply with status.done.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListVoices(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -70,6 +83,11 @@ def add_SynthesizerServicer_to_server(servicer, server):
                     servicer.Synthesize,
                     request_deserializer=protos_dot_tts__pb2.SynthesizeRequest.FromString,
                     response_serializer=protos_dot_tts__pb2.SynthesizeResponse.SerializeToString,
+            ),
+            'SynthesizeCalls': grpc.stream_stream_rpc_method_handler(
+                    servicer.SynthesizeCalls,
+                    request_deserializer=protos_dot_tts__pb2.SynthesizeCall.FromString,
+                    response_serializer=protos_dot_tts__pb2.SynthesizeCallReply.SerializeToString,
             ),
             'ListVoices': grpc.unary_unary_rpc_method_handler(
                     servicer.ListVoices,
@@ -104,6 +122,33 @@ class Synthesizer:
             '/voxpipe.v1.Synthesizer/Synthesize',
             protos_dot_tts__pb2.SynthesizeRequest.SerializeToString,
             protos_dot_tts__pb2.SynthesizeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SynthesizeCalls(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/voxpipe.v1.Synthesizer/SynthesizeCalls',
+            protos_dot_tts__pb2.SynthesizeCall.SerializeToString,
+            protos_dot_tts__pb2.SynthesizeCallReply.FromString,
             options,
             channel_credentials,
             insecure,

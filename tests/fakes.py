@@ -24,6 +24,7 @@ from protos import (
     tts_pb2,
     tts_pb2_grpc,
 )
+from services.common.calls import CallServer
 from services.common.interceptor import ServiceInterceptor
 
 
@@ -67,6 +68,12 @@ class FakeASR(asr_pb2_grpc.RecognizerServicer):
 class FakeNLP(nlp_pb2_grpc.UnderstanderServicer):
     def __init__(self, timing: FakeTiming) -> None:
         self.timing = timing
+        self._calls = CallServer("fakes", "voxpipe.v1.Understander", "Understand", self.Understand,
+                                 nlp_pb2.UnderstandCallReply)
+
+    async def UnderstandCalls(self, request_iterator, context):
+        async for reply in self._calls.serve(request_iterator, context):
+            yield reply
 
     async def Understand(self, request, context):
         await asyncio.sleep(self.timing.nlp_delay_s)
@@ -77,6 +84,12 @@ class FakeNLP(nlp_pb2_grpc.UnderstanderServicer):
 class FakeRecommender(recommender_pb2_grpc.RecommenderServicer):
     def __init__(self, timing: FakeTiming) -> None:
         self.timing = timing
+        self._calls = CallServer("fakes", "voxpipe.v1.Recommender", "Recommend", self.Recommend,
+                                 recommender_pb2.RecommendCallReply)
+
+    async def RecommendCalls(self, request_iterator, context):
+        async for reply in self._calls.serve(request_iterator, context):
+            yield reply
 
     async def Recommend(self, request, context):
         self.timing.recommend_requests.append(request)
@@ -94,6 +107,12 @@ class FakeRecommender(recommender_pb2_grpc.RecommenderServicer):
 class FakeTTS(tts_pb2_grpc.SynthesizerServicer):
     def __init__(self, timing: FakeTiming) -> None:
         self.timing = timing
+        self._calls = CallServer("fakes", "voxpipe.v1.Synthesizer", "Synthesize", self.Synthesize,
+                                 tts_pb2.SynthesizeCallReply, streaming=True)
+
+    async def SynthesizeCalls(self, request_iterator, context):
+        async for reply in self._calls.serve(request_iterator, context):
+            yield reply
 
     async def Synthesize(self, request, context):
         try:

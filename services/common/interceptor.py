@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager, nullcontext
 from typing import Any
 
 import grpc
@@ -31,11 +32,48 @@ def _split_method(full: str) -> tuple[str, str]:
     return service.lstrip("/"), method
 
 
+def error_status(stage: str, error: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status code and message a caller gets for ``error`` (logged; INTERNAL with its traceback)."""
+    code = status_of(error)
+    if code is grpc.StatusCode.INTERNAL:
+        log.exception("unexpected error in %s", stage, exc_info=error)
+        return code, f"internal error in {stage}: {type(error).__name__}: {error}"
+    log.info("%s: %s: %s", stage, code.name, error)
+    return code, str(error)
+
+
+@contextmanager
+def call_scope(stage: str, service: str, method: str, metadata: Mapping[str, str], *, traced: bool = True) -> Iterator[None]:
+    """Around one call (an RPC, or one call of a multiplexed stream): request and trace ids into contextvars,
+    a server span (child of the caller's ``traceparent``), and the call counted and timed by status code.
+
+    Each call runs in its own task (its own context copy): the ids are set, never reset across awaits.
+    """
+    ctx.REQUEST_ID.set(str(metadata.get(ctx.REQUEST_ID_HEADER) or ctx.new_request_id()))
+    ctx.TRACE_ID.set(ctx.trace_id_from_traceparent(str(metadata.get(ctx.TRACEPARENT_HEADER, ""))) or "-")
+    start, code = time.perf_counter(), grpc.StatusCode.OK
+    span = _tracer.start_as_current_span(f"{service}/{method}", context=extract_context(metadata),
+                                         kind=trace.SpanKind.SERVER) if traced else nullcontext()
+    try:
+        with span:
+            yield
+    except grpc.aio.AbortError:
+        code = grpc.StatusCode.UNKNOWN
+        raise
+    except BaseException as e:
+        code = grpc.StatusCode.CANCELLED if isinstance(e, asyncio.CancelledError) else status_of(e)
+        raise
+    finally:
+        GRPC_HANDLED.labels(service, method, code.name).inc()
+        STAGE_SECONDS.labels(stage=stage, phase="total", model=method).observe(time.perf_counter() - start)
+
+
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps each handler: binds request/trace ids, maps exceptions to status, counts codes, times RPCs.
+    """Wraps each handler in :func:`call_scope`, maps exceptions to status, and returns the handler's time.
 
     Until ``ready`` is set (engines loaded and warmed), calls to the stage's own services are refused with
-    UNAVAILABLE; health and reflection always answer.
+    UNAVAILABLE; health and reflection always answer. A multiplexed stream (``*Calls``) is not traced as
+    one span: each of its calls is (``services.common.calls``).
     """
 
     def __init__(self, stage: str, gated_services: tuple[str, ...] = ()) -> None:
@@ -53,87 +91,54 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             return handler
         service, method = _split_method(details.method)
         metadata = {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
-        ids = self._ids(metadata)
-        parent = extract_context(metadata)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary, service, method, ids, parent),
+                self._wrap_unary(handler.unary_unary, service, method, metadata),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer)
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(handler.unary_stream, service, method, ids, parent),
+                self._wrap_stream(handler.unary_stream, service, method, metadata),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer)
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                self._wrap_unary(handler.stream_unary, service, method, ids, parent),
+                self._wrap_unary(handler.stream_unary, service, method, metadata),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer)
         return grpc.stream_stream_rpc_method_handler(
-            self._wrap_stream(handler.stream_stream, service, method, ids, parent),
+            self._wrap_stream(handler.stream_stream, service, method, metadata),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer)
 
-    @staticmethod
-    def _ids(metadata: dict[str, Any]) -> tuple[str, str]:
-        request_id = str(metadata.get(ctx.REQUEST_ID_HEADER) or ctx.new_request_id())
-        trace_id = ctx.trace_id_from_traceparent(str(metadata.get(ctx.TRACEPARENT_HEADER, ""))) or "-"
-        return request_id, trace_id
-
-    def _finish(self, service: str, method: str, context: grpc.aio.ServicerContext, start: float,
-                code: grpc.StatusCode | None) -> None:
-        code = code or context.code() or grpc.StatusCode.OK
-        name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-        GRPC_HANDLED.labels(service, method, name).inc()
-        STAGE_SECONDS.labels(stage=self.stage, phase="total", model=method).observe(time.perf_counter() - start)
-
-    async def _abort(self, context: grpc.aio.ServicerContext, error: Exception) -> grpc.StatusCode:
-        code = status_of(error)
-        if code is grpc.StatusCode.INTERNAL:
-            log.exception("unexpected error in %s", self.stage, exc_info=error)
-            message = f"internal error in {self.stage}: {type(error).__name__}: {error}"
-        else:
-            log.info("%s: %s: %s", self.stage, code.name, error)
-            message = str(error)
-        await context.abort(code, message)
-        return code  # not reached: abort raises
-
     @asynccontextmanager
-    async def _rpc(self, context: grpc.aio.ServicerContext, service: str, method: str, ids: tuple[str, str],
-                   parent) -> AsyncIterator[None]:
-        """Around one RPC: ids into contextvars, a server span, errors mapped to status, metrics at the end."""
-        # Each RPC runs in its own task (its own context copy): set, never reset across await points.
-        ctx.REQUEST_ID.set(ids[0])
-        ctx.TRACE_ID.set(ids[1])
-        start, code = time.perf_counter(), None
+    async def _rpc(self, context: grpc.aio.ServicerContext, service: str, method: str,
+                   metadata: Mapping[str, str]) -> AsyncIterator[None]:
+        """Around one RPC: :func:`call_scope`, the readiness gate, and errors sent as the RPC's status."""
         try:
-            if not self.ready and service in self.gated_services:
-                raise UnavailableError(f"{self.stage} is still loading its models (health NOT_SERVING); retry shortly")
-            with _tracer.start_as_current_span(f"{service}/{method}", context=parent, kind=trace.SpanKind.SERVER):
+            with call_scope(self.stage, service, method, metadata, traced=not method.endswith("Calls")):
+                if not self.ready and service in self.gated_services:
+                    raise UnavailableError(f"{self.stage} is still loading its models (health NOT_SERVING); retry shortly")
                 yield
-        except grpc.aio.AbortError:
+        except (grpc.aio.AbortError, asyncio.CancelledError):
             raise
         except Exception as e:
-            code = status_of(e)
-            await self._abort(context, e)
-        finally:
-            self._finish(service, method, context, start, code)
+            await context.abort(*error_status(self.stage, e))
 
-    def _wrap_unary(self, behavior, service: str, method: str, ids: tuple[str, str], parent):
+    def _wrap_unary(self, behavior, service: str, method: str, metadata: Mapping[str, str]):
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
             start = time.perf_counter()
-            async with self._rpc(context, service, method, ids, parent):
+            async with self._rpc(context, service, method, metadata):
                 response = await behavior(request, context)
                 _set_server_time(context, start)
                 return response
 
         return wrapper
 
-    def _wrap_stream(self, behavior, service: str, method: str, ids: tuple[str, str], parent):
+    def _wrap_stream(self, behavior, service: str, method: str, metadata: Mapping[str, str]):
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             start, first = time.perf_counter(), True
-            async with self._rpc(context, service, method, ids, parent):
+            async with self._rpc(context, service, method, metadata):
                 async for response in behavior(request, context):
                     if first:  # the time to the first message is the stream's latency (TTS: first audio)
                         _set_server_time(context, start)

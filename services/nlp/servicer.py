@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from engines.config import BatchingConfig, ModelConfig
 from engines.repository import ModelRepository
 from protos import nlp_pb2, nlp_pb2_grpc
 from services.common import Stage, StageSettings, deadline_of, options_to
+from services.common.calls import CallServer
 from services.nlp.config import NlpConfig
 from services.nlp.encoder import embed_batch, load_tokenizer
 from services.nlp.entities import DATA_DIR
@@ -31,6 +32,13 @@ class UnderstanderServicer(nlp_pb2_grpc.UnderstanderServicer):
 
     def __init__(self, stage: NlpStage) -> None:
         self._stage = stage
+        self._calls = CallServer(stage.name, stage.service_names[0], "Understand", self.Understand,
+                                 nlp_pb2.UnderstandCallReply)
+
+    async def UnderstandCalls(self, request_iterator, context: grpc.aio.ServicerContext
+                              ) -> AsyncIterator[nlp_pb2.UnderstandCallReply]:
+        async for reply in self._calls.serve(request_iterator, context):
+            yield reply
 
     async def Understand(self, request: nlp_pb2.UnderstandRequest, context: grpc.aio.ServicerContext
                          ) -> nlp_pb2.UnderstandResponse:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from functools import partial
 
 import grpc
@@ -16,6 +16,7 @@ from engines.config import BatchingConfig, ModelConfig
 from engines.repository import ModelRepository
 from protos import recommender_pb2, recommender_pb2_grpc
 from services.common import InvalidArgumentError, Stage, StageSettings, deadline_of, options_to
+from services.common.calls import CallServer
 from services.recommender import ranking
 from services.recommender.catalog import Catalog
 from services.recommender.config import RecommenderConfig
@@ -42,6 +43,13 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
 
     def __init__(self, stage: RecommenderStage) -> None:
         self._stage = stage
+        self._calls = CallServer(stage.name, stage.service_names[0], "Recommend", self.Recommend,
+                                 recommender_pb2.RecommendCallReply)
+
+    async def RecommendCalls(self, request_iterator, context: grpc.aio.ServicerContext
+                             ) -> AsyncIterator[recommender_pb2.RecommendCallReply]:
+        async for reply in self._calls.serve(request_iterator, context):
+            yield reply
 
     async def Recommend(self, request: recommender_pb2.RecommendRequest, context: grpc.aio.ServicerContext
                         ) -> recommender_pb2.RecommendResponse:

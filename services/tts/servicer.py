@@ -12,6 +12,7 @@ from engines.config import BatchingConfig
 from engines.repository import ModelRepository
 from protos import common_pb2, tts_pb2, tts_pb2_grpc
 from services.common import Stage, StageSettings, deadline_of, options_to
+from services.common.calls import CallServer
 from services.tts.batching import decode_group, encode_group, make_decoder_fn, make_encoder_fn
 from services.tts.config import TtsConfig
 from services.tts.synthesis import SpeechSynthesizer, VoiceRuntime, chunk_pcm
@@ -27,6 +28,13 @@ class SynthesizerServicer(tts_pb2_grpc.SynthesizerServicer):
 
     def __init__(self, stage: TtsStage) -> None:
         self._stage = stage
+        self._calls = CallServer(stage.name, stage.service_names[0], "Synthesize", self.Synthesize,
+                                 tts_pb2.SynthesizeCallReply, streaming=True)
+
+    async def SynthesizeCalls(self, request_iterator, context: grpc.aio.ServicerContext
+                              ) -> AsyncIterator[tts_pb2.SynthesizeCallReply]:
+        async for reply in self._calls.serve(request_iterator, context):
+            yield reply
 
     async def Synthesize(self, request: tts_pb2.SynthesizeRequest, context: grpc.aio.ServicerContext
                          ) -> AsyncIterator[tts_pb2.SynthesizeResponse]:

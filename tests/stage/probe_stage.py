@@ -1,7 +1,9 @@
 """A stage with a deliberately slow, fake servicer: tests the server scaffold in isolation.
 
 ``GetItems`` sleeps ``item_ids[0]`` milliseconds, then echoes the ids; no ids -> INVALID_ARGUMENT;
-id -1 -> an unexpected exception (INTERNAL). Run as ``python -m tests.stage.probe_stage`` it serves on a
+id -1 -> an unexpected exception (INTERNAL). ``Recommend`` (also multiplexed, as ``RecommendCalls``) sleeps
+``k`` milliseconds and answers with one item, whose id is ``k``; k=0 -> INVALID_ARGUMENT. Cancelled calls are
+recorded in ``cancelled`` (monotonic times). Run as ``python -m tests.stage.probe_stage`` it serves on a
 free port, prints ``PORT <n>`` and drains on SIGTERM like every real stage.
 """
 
@@ -10,14 +12,35 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
+import time
 
 import grpc
 
 from protos import recommender_pb2, recommender_pb2_grpc
 from services.common import InvalidArgumentError, ServerSettings, Stage, StageServer
+from services.common.calls import CallServer
 
 
 class ProbeServicer(recommender_pb2_grpc.RecommenderServicer):
+    def __init__(self, stage: ProbeStage) -> None:
+        self._stage = stage
+        self._calls = CallServer(stage.name, stage.service_names[0], "Recommend", self.Recommend,
+                                 recommender_pb2.RecommendCallReply, max_open_calls=8)
+
+    async def RecommendCalls(self, request_iterator, context):
+        async for reply in self._calls.serve(request_iterator, context):
+            yield reply
+
+    async def Recommend(self, request, context):
+        if request.k == 0:
+            raise InvalidArgumentError("k=0: ask for at least one item")
+        try:
+            await asyncio.sleep(request.k / 1e3)
+        except asyncio.CancelledError:
+            self._stage.cancelled.append(time.monotonic())
+            raise
+        return recommender_pb2.RecommendResponse(items=[recommender_pb2.Item(item_id=request.k)])
+
     async def GetItems(self, request, context):
         if not request.item_ids:
             raise InvalidArgumentError("item_ids is empty")
@@ -34,12 +57,13 @@ class ProbeStage(Stage):
     def __init__(self) -> None:
         self.loaded = threading.Event()  # tests hold loading with this to observe NOT_SERVING
         self.loaded.set()
+        self.cancelled: list[float] = []
 
     def load(self) -> None:
         self.loaded.wait(timeout=30)
 
     def register(self, server: grpc.aio.Server) -> None:
-        recommender_pb2_grpc.add_RecommenderServicer_to_server(ProbeServicer(), server)
+        recommender_pb2_grpc.add_RecommenderServicer_to_server(ProbeServicer(self), server)
 
 
 if __name__ == "__main__":

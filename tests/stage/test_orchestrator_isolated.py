@@ -51,9 +51,13 @@ def events(responses, kind):
     return [getattr(r, kind) for r in responses if r.WhichOneof("event") == kind]
 
 
-async def test_turn_events_arrive_in_order_with_a_report(fakes):
+TRANSPORTS = pytest.mark.parametrize("stage_calls", ["stream", "unary"])
+
+
+@TRANSPORTS
+async def test_turn_events_arrive_in_order_with_a_report(fakes, stage_calls):
     timing, address = fakes
-    async with running_stage(create_stage(orchestrator_settings(address))) as (_, channel):
+    async with running_stage(create_stage(orchestrator_settings(address, stage_calls=stage_calls))) as (_, channel):
         responses = await one_turn(channel, config(), assistant_pb2.ConverseRequest(audio=AUDIO), eou())
     kinds = [r.WhichOneof("event") for r in responses]
     assert kinds[0] == "session"
@@ -62,13 +66,15 @@ async def test_turn_events_arrive_in_order_with_a_report(fakes):
     report = events(responses, "report")[0]
     assert [s.stage for s in report.stages] == ["asr", "nlp", "recommender", "tts"]
     assert report.voice_to_voice_ms > 0 and not report.cancelled
+    assert all(s.server_ms > 0 for s in report.stages)  # either transport reports each stage's server time
     assert len(events(responses, "audio")) == timing.tts_chunks
 
 
-async def test_barge_in_cancels_the_turn_and_its_tts_call_within_50_ms(fakes):
+@TRANSPORTS
+async def test_barge_in_cancels_the_turn_and_its_tts_call_within_50_ms(fakes, stage_calls):
     timing, address = fakes
     timing.tts_chunks, timing.tts_chunk_delay_s = 50, 0.1
-    async with running_stage(create_stage(orchestrator_settings(address))) as (_, channel):
+    async with running_stage(create_stage(orchestrator_settings(address, stage_calls=stage_calls))) as (_, channel):
         stub = assistant_pb2_grpc.AssistantStub(channel)
         call = stub.Converse(timeout=20)
         for request in (config(), assistant_pb2.ConverseRequest(audio=AUDIO), eou()):
@@ -93,9 +99,10 @@ async def test_barge_in_cancels_the_turn_and_its_tts_call_within_50_ms(fakes):
         assert (timing.tts_cancelled_at[0] - sent) * 1e3 < 50
 
 
-async def test_recommender_down_gives_a_degraded_answer_not_a_hang(fakes):
+@TRANSPORTS
+async def test_recommender_down_gives_a_degraded_answer_not_a_hang(fakes, stage_calls):
     _, address = fakes
-    settings = orchestrator_settings(address, recommender_address=closed_port_address())
+    settings = orchestrator_settings(address, recommender_address=closed_port_address(), stage_calls=stage_calls)
     async with running_stage(create_stage(settings)) as (_, channel):
         responses = await asyncio.wait_for(one_turn(channel, config(), assistant_pb2.ConverseRequest(audio=AUDIO), eou()), 15)
     report = events(responses, "report")[0]

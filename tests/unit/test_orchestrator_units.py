@@ -156,3 +156,14 @@ def test_overrun_best_effort_keeps_understanding_and_a_floor_timeout():
     assert budget.timeout_s(best.floor_ms("nlp")) == pytest.approx(0.06)
     with pytest.raises(ValueError, match="overrun"):
         PolicyConfig(overrun="sometimes")
+
+
+def test_unknown_stage_calls_transport_is_a_settings_error():
+    from pathlib import Path
+
+    from orchestrator.stage import OrchestratorStage
+    from services.common import StageSettings
+
+    settings = StageSettings(name="orchestrator", models_dir=Path("/nonexistent"), options={"stage_calls": "carrier-pigeon"})
+    with pytest.raises(SettingsError, match="stage_calls='carrier-pigeon'"):
+        OrchestratorStage(settings)
