@@ -204,8 +204,48 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def pooled(paths: list[Path]) -> dict:
+    """Medians over every reported turn of several ``voxpipe bench --json`` files."""
+    turns = [t for p in paths for t in json.loads(p.read_text())["turns"] if t.get("overhead_ms")]
+    hops: dict[str, list[float]] = {}
+    for t in turns:
+        for s in t["report"]:
+            if s["server_ms"]:
+                hops.setdefault(s["stage"], []).append(s["ms"] - s["server_ms"])
+    return {"turns": len(turns), "overhead_ms": p50([t["overhead_ms"] for t in turns]),
+            "orchestration_ms": p50([t["orchestration_ms"] for t in turns]),
+            "voice_to_voice_ms": p50([t["voice_to_voice_ms"] for t in turns]),
+            "hop_ms": {k: p50(v) for k, v in hops.items()}}
+
+
+async def transport_ab(wavs: tuple[Path, ...], stream_address: str, seconds: float, rounds: int = 4) -> dict:
+    """The same stages behind two orchestrators, multiplexed calls (the default) and unary RPCs, driven in
+    alternating 1-stream rounds: the orchestration overhead of each transport, in one run."""
+    from services.launcher import launch, shutdown
+
+    env = dict(os.environ)
+    os.environ.update({"VOXPIPE_ORCHESTRATOR__PORT": str(free_port()), "VOXPIPE_ORCHESTRATOR__STAGE_CALLS": "unary"})
+    try:
+        unary = await launch(stack_settings.from_env(os.environ), stages=["orchestrator"])
+    finally:
+        os.environ.clear()
+        os.environ.update(env)
+    files: dict[str, list[Path]] = {"stream": [], "unary": []}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for r in range(rounds):
+                for arm, address in (("stream", stream_address), ("unary", unary[0].address)):
+                    path = Path(tmp) / f"{arm}-{r}.json"
+                    await bench(BenchOptions(address=address, wavs=wavs, streams=1, duration_s=seconds / rounds,
+                                             realtime=True, json_path=path, plot_path=None, budget_ms=0))
+                    files[arm].append(path)
+            return {arm: pooled(paths) for arm, paths in files.items()}
+    finally:
+        await shutdown(unary)
+
+
 async def stack_runs(wavs: list[Path], seconds: float) -> dict:
-    """(a) the stack on free ports, 1 then 4 concurrent real-time streams."""
+    """(a) the stack on free ports, 1 then 4 concurrent real-time streams; then the transport A/B."""
     from services.launcher import launch, shutdown
 
     for stage in stack_settings.STAGE_ORDER:
@@ -226,6 +266,7 @@ async def stack_runs(wavs: list[Path], seconds: float) -> dict:
             results[streams] = await bench(BenchOptions(
                 address=address, wavs=wavs, streams=streams, duration_s=seconds, realtime=True, json_path=None,
                 plot_path=ROOT / "docs" / "bench" / f"e2e-cdf-{streams}.png", budget_ms=0))
+        results["transport_ab"] = await transport_ab(wavs, address, seconds)
     finally:
         await shutdown(launched)
     return results
@@ -246,6 +287,7 @@ async def run(args: argparse.Namespace) -> dict:
     endpoint_wait = one["endpoint_wait_ms"]["p50"]
     stage_p50 = {k: v["p50"] for k, v in one["stages_ms"].items()}
     hop = stack.pop("hop_ms")
+    ab = stack.pop("transport_ab")
     own = one["orchestration_ms"]["p50"]
     unexplained = v2v_1 - endpoint_wait - sum(stage_p50.values())
     print("\n== (a) voxpipe stack, real-time streams ==")
@@ -270,13 +312,20 @@ async def run(args: argparse.Namespace) -> dict:
     print(f"    orchestrator's own time p50 {own:.2f} ms; hop p50 per stage (ms): {hops}")
     print(f"    reference: a health Check round trip on the stack p50 {hop['p50']:.2f} ms (p95 {hop['p95']:.2f}), "
           f"GetItems of one id {hop['get_items_p50']:.2f} ms")
+    print(f"  stage calls, multiplexed vs unary RPCs (same stages, alternating 1-stream rounds, medians of "
+          f"{ab['stream']['turns']} and {ab['unary']['turns']} turns):")
+    for arm, r in ab.items():
+        hops_ab = ", ".join(f"{k} {v:.2f}" for k, v in r["hop_ms"].items())
+        print(f"    {arm:<7} overhead {r['overhead_ms']:.2f} ms (own {r['orchestration_ms']:.2f}; hops {hops_ab}); "
+              f"voice-to-voice {r['voice_to_voice_ms']:.0f} ms")
+    print(f"    ratio stream/unary overhead: {ab['stream']['overhead_ms'] / ab['unary']['overhead_ms']:.2f}")
     print("  per stage, as the orchestrator saw it vs in process (p50 ms): " + ", ".join(
         f"{s} {stage_p50[s]:.1f} vs {p50([c[s] for c in compute]):.1f}" for s in ("asr", "nlp", "recommender", "tts")))
     print(f"  v2v - endpoint wait - stage times = {unexplained:.1f} ms (the orchestrator's own time, from medians)")
     print(f"  4 streams: voice-to-voice p50 {stack[4]['voice_to_voice_ms']['p50']:.0f} / p99 "
           f"{stack[4]['voice_to_voice_ms']['p99']:.0f} ms, {stack[4]['turns']} turns, "
           f"{stack[4]['error_count']} failed conversations")
-    return {"stack": {str(k): v for k, v in stack.items()}, "naive": naive, "compute": compute}
+    return {"stack": {str(k): v for k, v in stack.items()}, "transport_ab": ab, "naive": naive, "compute": compute}
 
 
 def main() -> None:
