@@ -289,7 +289,6 @@ async def run(args: argparse.Namespace) -> dict:
     hop = stack.pop("hop_ms")
     ab = stack.pop("transport_ab")
     own = one["orchestration_ms"]["p50"]
-    unexplained = v2v_1 - endpoint_wait - sum(stage_p50.values())
     print("\n== (a) voxpipe stack, real-time streams ==")
     for streams, summary in stack.items():
         print(f"-- {streams} stream(s)")
@@ -321,7 +320,6 @@ async def run(args: argparse.Namespace) -> dict:
     print(f"    ratio stream/unary overhead: {ab['stream']['overhead_ms'] / ab['unary']['overhead_ms']:.2f}")
     print("  per stage, as the orchestrator saw it vs in process (p50 ms): " + ", ".join(
         f"{s} {stage_p50[s]:.1f} vs {p50([c[s] for c in compute]):.1f}" for s in ("asr", "nlp", "recommender", "tts")))
-    print(f"  v2v - endpoint wait - stage times = {unexplained:.1f} ms (the orchestrator's own time, from medians)")
     print(f"  4 streams: voice-to-voice p50 {stack[4]['voice_to_voice_ms']['p50']:.0f} / p99 "
           f"{stack[4]['voice_to_voice_ms']['p99']:.0f} ms, {stack[4]['turns']} turns, "
           f"{stack[4]['error_count']} failed conversations")

@@ -79,6 +79,10 @@ class CallStream:
         self._conn: _Connection | None = None
         self._reader: asyncio.Task | None = None
 
+    def connect(self) -> None:
+        """Open the stream now (idempotent), so the first call does not pay for it; a failure shows at that call."""
+        self._connection()
+
     def _connection(self) -> _Connection:
         if self._conn is None or self._conn.closed:
             self._conn = _Connection(self._open_stream, self._max_queued)

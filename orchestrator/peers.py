@@ -74,6 +74,9 @@ class StageClients:
         self._recommend_calls = CallStream("recommender", self.recommender.RecommendCalls, recommender_pb2.RecommendCall)
         self._tts_calls = CallStream("tts", self.tts.SynthesizeCalls, tts_pb2.SynthesizeCall)
         self._streams = [self._nlp_calls, self._recommend_calls, self._tts_calls]
+        if self.stage_calls == "stream":
+            for stream in self._streams:
+                stream.connect()
 
     async def close(self) -> None:
         for stream in self._streams:
