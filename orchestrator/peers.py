@@ -74,7 +74,7 @@ class StageClients:
         self._recommend_calls = CallStream("recommender", self.recommender.RecommendCalls, recommender_pb2.RecommendCall)
         self._tts_calls = CallStream("tts", self.tts.SynthesizeCalls, tts_pb2.SynthesizeCall)
         self._streams = [self._nlp_calls, self._recommend_calls, self._tts_calls]
-        if self.stage_calls == "stream":
+        if self.stage_calls != "unary":
             for stream in self._streams:
                 stream.connect()
 
@@ -104,7 +104,7 @@ class StageClients:
     async def synthesize(self, request: tts_pb2.SynthesizeRequest, *, timeout_s: float, metadata,
                          timing: Timing) -> AsyncIterator[tts_pb2.SynthesizeResponse]:
         """The reply's audio chunks; leaving early (``aclose``, cancellation) cancels the call."""
-        if self.stage_calls == "stream":
+        if self.stage_calls != "unary":
             async for response, ms in self._tts_calls.stream(request, timeout_s=timeout_s, metadata=metadata):
                 timing.server_ms = ms
                 yield response

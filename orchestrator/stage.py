@@ -10,7 +10,7 @@ import grpc
 from orchestrator.admission import Admission
 from orchestrator.budget import PROFILES, BudgetConfig
 from orchestrator.converse import AssistantServicer, ConversationOptions
-from orchestrator.peers import STAGE_CALLS, PeerAddresses, StageClients
+from orchestrator.peers import PeerAddresses, StageClients
 from orchestrator.policy import DegradationPolicy, PolicyConfig, StageStats
 from orchestrator.popularity import PopularityCache
 from orchestrator.session import SessionStore
@@ -75,10 +75,10 @@ class OrchestratorStage(Stage):
             nlp=self.config.nlp_address or peers.get("nlp", ""),
             recommender=self.config.recommender_address or peers.get("recommender", ""),
             tts=self.config.tts_address or peers.get("tts", ""))
-        if self.config.stage_calls not in STAGE_CALLS:
-            raise SettingsError(f"[orchestrator] stage_calls={self.config.stage_calls!r} is not one of "
-                                f"{', '.join(STAGE_CALLS)}")
-        self.clients = StageClients(self.addresses, self.config.stage_calls)
+        try:
+            self.clients = StageClients(self.addresses, self.config.stage_calls)
+        except ValueError as e:
+            raise SettingsError(f"[orchestrator] {e}") from None
         self.stats = StageStats(budget)
         self.popularity = PopularityCache()
         self.runner = TurnRunner(self.clients, DegradationPolicy(

@@ -72,7 +72,7 @@ class FakeNLP(nlp_pb2_grpc.UnderstanderServicer):
                                  nlp_pb2.UnderstandCallReply)
 
     async def UnderstandCalls(self, request_iterator, context):
-        async for reply in self._calls.serve(request_iterator, context):
+        async for reply in self._calls.serve(request_iterator):
             yield reply
 
     async def Understand(self, request, context):
@@ -88,7 +88,7 @@ class FakeRecommender(recommender_pb2_grpc.RecommenderServicer):
                                  recommender_pb2.RecommendCallReply)
 
     async def RecommendCalls(self, request_iterator, context):
-        async for reply in self._calls.serve(request_iterator, context):
+        async for reply in self._calls.serve(request_iterator):
             yield reply
 
     async def Recommend(self, request, context):
@@ -111,7 +111,7 @@ class FakeTTS(tts_pb2_grpc.SynthesizerServicer):
                                  tts_pb2.SynthesizeCallReply, streaming=True)
 
     async def SynthesizeCalls(self, request_iterator, context):
-        async for reply in self._calls.serve(request_iterator, context):
+        async for reply in self._calls.serve(request_iterator):
             yield reply
 
     async def Synthesize(self, request, context):

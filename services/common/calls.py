@@ -25,19 +25,15 @@ _END = object()
 class CallContext:
     """What a servicer reads from its context (``deadline_of``), for one multiplexed call."""
 
-    def __init__(self, header: common_pb2.CallHeader, stream: grpc.aio.ServicerContext) -> None:
+    def __init__(self, header: common_pb2.CallHeader) -> None:
         self._deadline_s = time.monotonic() + header.timeout_ms / 1e3 if header.timeout_ms > 0 else None
         self._metadata = tuple(header.metadata.items())
-        self._stream = stream
 
     def time_remaining(self) -> float | None:
         return None if self._deadline_s is None else max(self._deadline_s - time.monotonic(), 0.0)
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return self._metadata
-
-    def peer(self) -> str:
-        return self._stream.peer()
 
 
 class CallServer:
@@ -57,10 +53,10 @@ class CallServer:
         self.streaming = streaming
         self.max_open_calls = max_open_calls
 
-    async def serve(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        """The stream handler's body: ``async for reply in server.serve(requests, context): yield reply``."""
+    async def serve(self, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        """The stream handler's body: ``async for reply in server.serve(requests): yield reply``."""
         replies: asyncio.Queue = asyncio.Queue(maxsize=256)
-        runner = asyncio.create_task(self._run(requests, context, replies), name=f"{self.method}-calls")
+        runner = asyncio.create_task(self._run(requests, replies), name=f"{self.method}-calls")
         try:
             while (reply := await replies.get()) is not _END:
                 yield reply
@@ -70,7 +66,7 @@ class CallServer:
                 runner.cancel()
                 await asyncio.gather(runner, return_exceptions=True)
 
-    async def _run(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext, replies: asyncio.Queue) -> None:
+    async def _run(self, requests: AsyncIterator[Any], replies: asyncio.Queue) -> None:
         open_calls: dict[int, asyncio.Task] = {}
         try:
             async with asyncio.TaskGroup() as tg:
@@ -85,7 +81,7 @@ class CallServer:
                     if error is not None:
                         await replies.put(self._reply(header.call_id, *error_status(self.stage, error)))
                         continue
-                    task = tg.create_task(self._call(header, message.request, context, replies),
+                    task = tg.create_task(self._call(header, message.request, replies),
                                           name=f"{self.method}-call-{header.call_id}")
                     open_calls[header.call_id] = task
                     task.add_done_callback(lambda _, call_id=header.call_id: open_calls.pop(call_id, None))
@@ -108,10 +104,9 @@ class CallServer:
                                        server_ms=server_ms)
         return self.reply_type(status=status, response=response)
 
-    async def _call(self, header: common_pb2.CallHeader, request: Any, stream: grpc.aio.ServicerContext,
-                    replies: asyncio.Queue) -> None:
+    async def _call(self, header: common_pb2.CallHeader, request: Any, replies: asyncio.Queue) -> None:
         """One call. Its error is its last reply, never the stream's end: the other calls go on."""
-        context = CallContext(header, stream)
+        context = CallContext(header)
         try:
             with call_scope(self.stage, self.service, self.method, header.metadata):
                 try:

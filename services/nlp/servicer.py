@@ -37,7 +37,7 @@ class UnderstanderServicer(nlp_pb2_grpc.UnderstanderServicer):
 
     async def UnderstandCalls(self, request_iterator, context: grpc.aio.ServicerContext
                               ) -> AsyncIterator[nlp_pb2.UnderstandCallReply]:
-        async for reply in self._calls.serve(request_iterator, context):
+        async for reply in self._calls.serve(request_iterator):
             yield reply
 
     async def Understand(self, request: nlp_pb2.UnderstandRequest, context: grpc.aio.ServicerContext

@@ -48,7 +48,7 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
 
     async def RecommendCalls(self, request_iterator, context: grpc.aio.ServicerContext
                              ) -> AsyncIterator[recommender_pb2.RecommendCallReply]:
-        async for reply in self._calls.serve(request_iterator, context):
+        async for reply in self._calls.serve(request_iterator):
             yield reply
 
     async def Recommend(self, request: recommender_pb2.RecommendRequest, context: grpc.aio.ServicerContext

@@ -33,7 +33,7 @@ class SynthesizerServicer(tts_pb2_grpc.SynthesizerServicer):
 
     async def SynthesizeCalls(self, request_iterator, context: grpc.aio.ServicerContext
                               ) -> AsyncIterator[tts_pb2.SynthesizeCallReply]:
-        async for reply in self._calls.serve(request_iterator, context):
+        async for reply in self._calls.serve(request_iterator):
             yield reply
 
     async def Synthesize(self, request: tts_pb2.SynthesizeRequest, context: grpc.aio.ServicerContext

@@ -28,7 +28,7 @@ class ProbeServicer(recommender_pb2_grpc.RecommenderServicer):
                                  recommender_pb2.RecommendCallReply, max_open_calls=8)
 
     async def RecommendCalls(self, request_iterator, context):
-        async for reply in self._calls.serve(request_iterator, context):
+        async for reply in self._calls.serve(request_iterator):
             yield reply
 
     async def Recommend(self, request, context):
