@@ -1,12 +1,13 @@
-"""The engine layer: one interface, its backends, the dynamic batcher and the model repository."""
+"""The engine layer: one interface, its backends, the dynamic batcher, generation engines and the model repository."""
 
 from engines.base import Engine, Tensors
 from engines.batcher import ComputeCostModel, DynamicBatcher
-from engines.config import BatchingConfig, ModelConfig, TensorSpec
+from engines.config import BatchingConfig, ModelConfig, ServingConfig, TensorSpec
 from engines.errors import (
     BatchShapeError,
     BuildError,
     DeadlineExceededError,
+    DeviceUnavailableError,
     EngineClosedError,
     EngineError,
     InferenceError,
@@ -15,11 +16,13 @@ from engines.errors import (
     QueueFullError,
     RequestCancelledError,
 )
-from engines.repository import ModelRepository, create_engine, default_models_dir
+from engines.generation import GenerationEngine, GenerationScheduler
+from engines.repository import ModelRepository, ResolvedModel, create_engines
 
 __all__ = [
     "BatchShapeError", "BatchingConfig", "BuildError", "ComputeCostModel", "DeadlineExceededError",
-    "DynamicBatcher", "Engine", "EngineClosedError", "EngineError", "InferenceError", "ModelConfig",
-    "ModelConfigError", "ModelNotFoundError", "ModelRepository", "QueueFullError", "RequestCancelledError",
-    "TensorSpec", "Tensors", "create_engine", "default_models_dir",
+    "DeviceUnavailableError", "DynamicBatcher", "Engine", "EngineClosedError", "EngineError", "GenerationEngine",
+    "GenerationScheduler", "InferenceError", "ModelConfig", "ModelConfigError", "ModelNotFoundError",
+    "ModelRepository", "QueueFullError", "RequestCancelledError", "ResolvedModel", "ServingConfig", "TensorSpec",
+    "Tensors", "create_engines",
 ]

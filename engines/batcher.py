@@ -13,6 +13,11 @@ Semantics (the Triton dynamic batcher, plus deadlines):
 
 Each engine instance has its own single-thread executor, so ``batch_fn`` for instance *i* always runs
 on the same thread (one CUDA stream per instance on a GPU); batches go to whichever instance is idle.
+
+An optional ``prepare`` function turns each item into what the batch function takes (features, token ids)
+in a pool of host threads before the item is queued. Stages set it for GPU engines, so a GPU instance's
+thread only launches the model and CPU work of other requests overlaps it; on a CPU the whole item is the
+batch function's (one thread hand-off per batch instead of one per request).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from opentelemetry import trace
 
@@ -44,6 +49,7 @@ from engines.errors import (
 T = TypeVar("T")
 R = TypeVar("R")
 BatchFn = Callable[[list[T]], list[R]]
+Prepare = Callable[[Any], T]
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +102,8 @@ class DynamicBatcher(Generic[T, R]):
         *,
         stage: str = "",
         clock: Callable[[], float] = time.monotonic,
+        prepare: Prepare[T] | None = None,
+        prepare_threads: int = 2,
     ) -> None:
         if not batch_fns:
             raise ValueError(f"batcher {name!r} needs at least one batch function (one per engine instance)")
@@ -113,6 +121,9 @@ class DynamicBatcher(Generic[T, R]):
         self._executors = [
             ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-{i}") for i in range(len(batch_fns))
         ]
+        self._prepare = prepare
+        self._host = (ThreadPoolExecutor(max_workers=prepare_threads, thread_name_prefix=f"{name}-host")
+                      if prepare is not None else None)
         self._scheduler: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -156,6 +167,8 @@ class DynamicBatcher(Generic[T, R]):
         """
         if self._closed or self._scheduler is None or self._scheduler.done():
             raise EngineClosedError(f"batcher {self.name!r} is not running")
+        if self._prepare is not None:
+            item = await asyncio.get_running_loop().run_in_executor(self._host, self._prepare, item)
         now = self._clock()
         if deadline_s is not None and deadline_s <= now:
             metrics.REQUESTS_DROPPED.labels(**self._labels, reason="deadline").inc()
@@ -197,7 +210,7 @@ class DynamicBatcher(Generic[T, R]):
         self._live = 0
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=timeout_s)
-        for ex in self._executors:
+        for ex in (*self._executors, *([self._host] if self._host is not None else [])):
             ex.shutdown(wait=False, cancel_futures=True)
 
     # -- scheduling --------------------------------------------------------------------------------

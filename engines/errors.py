@@ -2,6 +2,7 @@
 
     EngineError                      (base; ``retryable`` says whether a retry may succeed)
     ├── ModelConfigError             a model folder or config is missing or wrong
+    │   └── DeviceUnavailableError   a model was asked to run on a device this process cannot use
     ├── ModelNotFoundError           no such model in the repository
     ├── BuildError                   a model build or its golden check failed
     ├── QueueFullError               the batcher's bounded queue is full       (retryable)
@@ -29,6 +30,10 @@ class ModelConfigError(EngineError):
 
 class ModelNotFoundError(EngineError):
     """The repository has no model of that name."""
+
+
+class DeviceUnavailableError(ModelConfigError):
+    """A model was configured for a device (a CUDA GPU) that this process cannot use."""
 
 
 class BuildError(EngineError):

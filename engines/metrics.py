@@ -18,11 +18,15 @@ STAGE_SECONDS = Histogram(
 )
 BATCH_SIZE = Histogram(
     "voxpipe_batch_size", "Requests per dispatched batch.", ("stage", "model"),
-    buckets=(1, 2, 4, 8, 16, 32, 64),
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
 QUEUE_DEPTH = Gauge("voxpipe_queue_depth", "Requests waiting in the batcher.", ("stage", "model"))
 REQUESTS_DROPPED = Counter(
     "voxpipe_batcher_dropped_total",
     "Requests that never ran: cancelled while queued, deadline passed, or rejected as the queue was full.",
     ("stage", "model", "reason"),
+)
+MODEL_INFO = Gauge(
+    "voxpipe_model_info", "Where each loaded model runs (value 1): device, precision, backend, instances.",
+    ("stage", "model", "device", "precision", "backend", "instances"),
 )

@@ -8,14 +8,14 @@ is built with an optimisation profile over the batch axis (1..max_batch_size) an
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import numpy as np
 
 from engines.base import Engine, Tensors
-from engines.config import ModelConfig
 from engines.errors import ModelConfigError
+from engines.repository import ResolvedModel
 
 PLAN_FILE = "model.plan"
 
@@ -23,8 +23,9 @@ PLAN_FILE = "model.plan"
 class TensorRTEngine(Engine):
     """An ONNX model compiled by TensorRT; one execution context and one CUDA stream per instance."""
 
-    def __init__(self, config: ModelConfig, folder: Path) -> None:
-        super().__init__(config, folder)
+    def __init__(self, model: ResolvedModel, instance: int = 0) -> None:
+        super().__init__(model, instance)
+        config = model.config
         try:
             import tensorrt as trt
             import torch  # device buffers and the stream; always present where TensorRT is
@@ -32,9 +33,9 @@ class TensorRTEngine(Engine):
             raise ModelConfigError(f"{config.name}: backend 'tensorrt' needs the tensorrt and torch packages") from e
         self._trt, self._torch = trt, torch
         self._logger = trt.Logger(trt.Logger.WARNING)
-        plan = folder / PLAN_FILE
+        plan = model.folder / PLAN_FILE
         if not plan.exists():
-            plan.write_bytes(self._build(folder / config.artifact))
+            plan.write_bytes(self._build(model.artifact_path))
         runtime = trt.Runtime(self._logger)
         self._engine = runtime.deserialize_cuda_engine(plan.read_bytes())
         if self._engine is None:
@@ -51,10 +52,10 @@ class TensorRTEngine(Engine):
             errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
             raise ModelConfigError(f"{self.name}: TensorRT could not parse {onnx_path}: {errors}")
         build_config = builder.create_builder_config()
-        if self.config.precision == "fp16":
+        if self.serving.precision == "fp16":
             build_config.set_flag(trt.BuilderFlag.FP16)
         profile = builder.create_optimization_profile()
-        max_batch = self.config.batching.max_batch_size
+        max_batch = self.serving.batching.max_batch_size
         max_dim = int(self.config.metadata.get("max_dynamic_dim", 1024))
         for spec in self.inputs:
             lo = tuple(1 if d < 0 else d for d in spec.dims)
@@ -68,7 +69,7 @@ class TensorRTEngine(Engine):
             raise ModelConfigError(f"{self.name}: TensorRT failed to build an engine from {onnx_path}")
         return bytes(serialized)
 
-    def _run(self, inputs: Mapping[str, np.ndarray]) -> Tensors:
+    def _run(self, inputs: Mapping[str, np.ndarray], device_outputs: Collection[str]) -> Tensors:
         torch = self._torch
         keep = []
         with torch.cuda.stream(self._stream):
@@ -86,4 +87,4 @@ class TensorRTEngine(Engine):
             if not self._context.execute_async_v3(self._stream.cuda_stream):
                 raise RuntimeError("execute_async_v3 returned False")
         self._stream.synchronize()
-        return {name: t.cpu().numpy() for name, t in outputs.items()}
+        return {name: t if name in device_outputs else t.cpu().numpy() for name, t in outputs.items()}

@@ -1,68 +1,194 @@
-"""PyTorch backend: a TorchScript artifact on CUDA (the GPU path verified here) or CPU.
+"""PyTorch backend: our own modules (``engines.models``) with their weights from ``model.safetensors``.
 
-Each instance owns one CUDA stream; ``run`` is only called from the instance's worker thread, so the
-instance's kernels are ordered on its stream while other instances (and, under MPS, other processes)
-run concurrently. ``precision="fp16"`` casts the module and floating inputs to half precision.
+The GPU path measured here (CUDA; TensorRT cannot be installed in this workplace), and a CPU path used by
+tests to check the modules against ONNX Runtime. Per model, one module holds the weights in the serving
+precision; each instance shares it and owns a CUDA stream, a worker thread (the batcher's) and, with
+``cuda_graphs``, one captured graph per shape bucket:
+
+* a batch is padded with zeros up to the smallest ``batch_buckets`` entry that holds it, and every
+  dynamic non-batch axis up to the smallest ``length_buckets`` entry (models mask padding themselves);
+* outputs are cut back to the batch's rows (a padded length axis is left to the caller, who knows the
+  real lengths), copied to the host unless named in ``device_outputs``;
+* shapes beyond the largest bucket run eagerly at their exact size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from pathlib import Path
+import contextlib
+import logging
+from collections.abc import Collection, Mapping
+from typing import Any
 
 import numpy as np
 
 from engines.base import Engine, Tensors
-from engines.config import ModelConfig
+from engines.config import bucket_for
+from engines.cuda_graphs import GraphCache
+from engines.device import torch_dtype
 from engines.errors import ModelConfigError
+from engines.repository import ResolvedModel
+
+log = logging.getLogger(__name__)
+
+MODULE_KEY = "torch_module"
+
+
+def load_module(model: ResolvedModel):
+    """The model's module on its device, in its precision, in eval mode (one copy per process)."""
+    try:
+        import torch
+        from safetensors.torch import load_file
+    except ImportError as e:
+        raise ModelConfigError(f"{model.name}: backend 'torch' needs PyTorch and safetensors "
+                               "(pip install 'voxpipe[gpu]')") from e
+    from engines.models import build_module
+
+    spec = model.config.metadata.get(MODULE_KEY)
+    if not spec:
+        raise ModelConfigError(f"{model.name}: config.json metadata has no {MODULE_KEY!r}; rebuild it")
+    module = build_module(spec)
+    state = load_file(str(model.artifact_path))
+    missing, unexpected = module.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+    if missing or unexpected:
+        raise ModelConfigError(f"{model.name}: weights do not fit the module (missing {missing[:5]}, "
+                               f"unexpected {unexpected[:5]})")
+    dtype = torch_dtype(model.serving.precision)
+    module = module.eval().to(device=torch.device(model.serving.device), dtype=dtype)
+    if hasattr(module, "on_precision"):
+        module.on_precision()
+    return module
 
 
 class TorchEngine(Engine):
-    """A TorchScript model (``artifact``, e.g. ``model.pt``) whose forward takes the inputs in config order."""
+    """One instance of a PyTorch model: the shared module, its own CUDA stream and graphs."""
 
-    def __init__(self, config: ModelConfig, folder: Path, *, device: str = "cpu") -> None:
-        super().__init__(config, folder)
-        try:
-            import torch
-        except ImportError as e:
-            raise ModelConfigError(f"{config.name}: backend 'torch' needs PyTorch installed") from e
+    def __init__(self, model: ResolvedModel, instance: int, module: Any) -> None:
+        super().__init__(model, instance)
+        import torch
+
         self._torch = torch
-        path = folder / config.artifact
-        if not path.exists():
-            raise ModelConfigError(f"{config.name}: artifact {path} is missing: run `voxpipe build`")
-        if device == "cuda" and not torch.cuda.is_available():
-            raise ModelConfigError(f"{config.name}: device 'cuda' requested but torch sees no GPU")
-        self.device = torch.device("cuda" if device == "cuda" else "cpu")
-        self._half = config.precision == "fp16" and self.device.type == "cuda"
-        module = torch.jit.load(str(path), map_location=self.device).eval()
-        self._module = module.half() if self._half else module
-        self._stream = torch.cuda.Stream(device=self.device) if self.device.type == "cuda" else None
-        self._input_names = [s.name for s in config.inputs]
-        self._output_names = [s.name for s in config.outputs]
-        if not self._input_names or not self._output_names:
-            raise ModelConfigError(f"{config.name}: backend 'torch' needs inputs and outputs named in config.json")
+        self.module = module
+        self.torch_device = torch.device(model.serving.device)
+        self.dtype = torch_dtype(model.serving.precision)
+        cuda = self.torch_device.type == "cuda"
+        self.stream = torch.cuda.Stream(device=self.torch_device) if cuda else None
+        self.graphs = GraphCache(self.stream, name=f"{model.name}-{instance}") if model.serving.cuda_graphs else None
+        self._static: dict[tuple[int, int], list[Any]] = {}
 
-    def _to_device(self, array: np.ndarray):
-        tensor = self._torch.from_numpy(np.ascontiguousarray(array))
-        if self.device.type == "cuda":
-            tensor = tensor.pin_memory().to(self.device, non_blocking=True)
-        if self._half and tensor.is_floating_point():
-            tensor = tensor.half()
-        return tensor
+    @classmethod
+    def create(cls, model: ResolvedModel) -> list[TorchEngine]:
+        """``serving.instances`` engines over one module."""
+        module = load_module(model)
+        return [cls(model, i, module) for i in range(model.serving.instances)]
 
-    def _run(self, inputs: Mapping[str, np.ndarray]) -> Tensors:
+    # -- helpers other device-resident code (generation engines) uses ------------------------------
+
+    def stream_context(self):
+        """``with engine.stream_context():`` runs kernels on this instance's stream (no-op on the CPU)."""
+        return self._torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
+
+    def synchronize(self) -> None:
+        """Wait for this instance's queued kernels."""
+        if self.stream is not None:
+            self.stream.synchronize()
+
+    def to_device(self, value: Any) -> Any:
+        """A host array (or a tensor on any device) as a tensor on this device; floats in the serving dtype."""
         torch = self._torch
-        with torch.inference_mode():
-            if self._stream is None:
-                outputs = self._module(*(self._to_device(inputs[n]) for n in self._input_names))
+        tensor = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(value))
+        tensor = tensor.to(self.torch_device, non_blocking=False)
+        return tensor.to(self.dtype) if tensor.is_floating_point() else tensor
+
+    # -- the generic run -----------------------------------------------------------------------------
+
+    def warmup(self) -> None:
+        """Capture every (batch, length) bucket's graph (largest first), or run one eager batch."""
+        if self.graphs is None:
+            return
+        serving = self.serving
+        lengths = serving.length_buckets if self._length_axes() else (0,)
+        for batch in sorted(serving.batch_buckets, reverse=True):
+            for length in sorted(lengths, reverse=True):
+                self._graph_outputs(batch, length)
+
+    def _length_axes(self) -> list[tuple[int, int]]:
+        """(input index, axis) of every dynamic non-batch axis."""
+        return [(i, a) for i, spec in enumerate(self.inputs) for a, d in enumerate(spec.dims) if a > 0 and d < 0]
+
+    def _static_inputs(self, batch: int, length: int) -> list[Any]:
+        key = (batch, length)
+        if key not in self._static:
+            torch = self._torch
+            tensors = []
+            for spec in self.inputs:
+                shape = [batch if a == 0 else (length if d < 0 else d) for a, d in enumerate(spec.dims)]
+                dtype = self.dtype if spec.dtype.startswith("float") else getattr(torch, spec.dtype)
+                tensors.append(torch.zeros(shape, dtype=dtype, device=self.torch_device))
+            self._static[key] = tensors
+        return self._static[key]
+
+    def _graph_outputs(self, batch: int, length: int) -> tuple[Any, ...]:
+        key = (batch, length)
+        assert self.graphs is not None
+        if key in self.graphs:
+            return self.graphs.replay(key)
+        if self._length_axes() and not self.serving.length_buckets:
+            raise ModelConfigError(f"{self.name}: cuda_graphs on a model with a dynamic length axis needs "
+                                   "length_buckets")
+        static = self._static_inputs(batch, length)
+
+        def fn():
+            out = self.module(*static)
+            return out if isinstance(out, tuple) else (out,)
+
+        with self._torch.inference_mode():
+            outputs = self.graphs.capture(key, fn)
+        log.debug("%s: captured a CUDA graph for batch %d, length %d", self.name, batch, length)
+        return outputs
+
+    def _run(self, inputs: Mapping[str, Any], device_outputs: Collection[str]) -> Tensors:
+        torch = self._torch
+        with torch.inference_mode(), self.stream_context():
+            tensors = [self.to_device(inputs[spec.name]) for spec in self.inputs]
+            rows = tensors[0].shape[0]
+            axes = self._length_axes()
+            length = max((tensors[i].shape[a] for i, a in axes), default=0)
+            serving = self.serving
+            fits = (rows <= (serving.batch_buckets[-1] if serving.batch_buckets else rows)
+                    and (not axes or not serving.length_buckets or length <= serving.length_buckets[-1]))
+            if fits:
+                batch = bucket_for(rows, serving.batch_buckets)
+                padded_length = bucket_for(length, serving.length_buckets) if axes else 0
+            if self.graphs is not None and fits:
+                static = self._static_inputs(batch, padded_length)
+                for target, tensor in zip(static, tensors, strict=True):
+                    target.zero_()
+                    target[tuple(slice(0, n) for n in tensor.shape)].copy_(tensor)
+                outputs = self._graph_outputs(batch, padded_length)
+                outputs = tuple(o[:rows].clone() if n in device_outputs else o[:rows]
+                                for o, n in zip(outputs, self._output_names(), strict=False))
             else:
-                with torch.cuda.stream(self._stream):
-                    outputs = self._module(*(self._to_device(inputs[n]) for n in self._input_names))
-                self._stream.synchronize()
-        if isinstance(outputs, torch.Tensor):
-            outputs = (outputs,)
-        result = {}
-        for name, spec, tensor in zip(self._output_names, self.outputs, outputs, strict=True):
-            result[name] = tensor.float().cpu().numpy().astype(spec.dtype, copy=False) if tensor.is_floating_point() \
-                else tensor.cpu().numpy()
+                if fits and (batch != rows or padded_length != length):
+                    tensors = [self._pad(t, batch, padded_length, i, axes) for i, t in enumerate(tensors)]
+                out = self.module(*tensors)
+                outputs = tuple(o[:rows] for o in (out if isinstance(out, tuple) else (out,)))
+            result = {}
+            for name, tensor in zip(self._output_names(), outputs, strict=True):
+                if name in device_outputs:
+                    result[name] = tensor
+                else:
+                    host = tensor.float() if tensor.is_floating_point() else tensor
+                    result[name] = host.cpu().numpy()
+        self.synchronize()  # device outputs are read by other instances' streams
         return result
+
+    def _output_names(self) -> list[str]:
+        return [spec.name for spec in self.outputs]
+
+    def _pad(self, tensor: Any, batch: int, length: int, index: int, axes: list[tuple[int, int]]) -> Any:
+        pads = [0] * (2 * tensor.dim())
+        for i, a in axes:
+            if i == index:
+                pads[2 * (tensor.dim() - 1 - a) + 1] = length - tensor.shape[a]
+        pads[2 * (tensor.dim() - 1) + 1] = batch - tensor.shape[0]
+        return self._torch.nn.functional.pad(tensor, pads)

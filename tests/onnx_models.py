@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from engines.config import BatchingConfig, ModelConfig, TensorSpec
+from engines.config import BatchingConfig, ModelConfig, ServingConfig, TensorSpec
 
 
 def write_matmul_model(folder: Path, *, in_dim: int = 4, out_dim: int = 3, seed: int = 0,
@@ -32,6 +32,6 @@ def write_matmul_model(folder: Path, *, in_dim: int = 4, out_dim: int = 3, seed:
         name=name,
         inputs=(TensorSpec(name="x", dtype="float32", dims=(-1, in_dim)),),
         outputs=(TensorSpec(name="y", dtype="float32", dims=(-1, out_dim)),),
-        batching=batching or BatchingConfig(),
+        serving={"cpu": ServingConfig(batching=batching or BatchingConfig())},
     ).save(folder)
     return weight

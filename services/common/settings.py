@@ -2,7 +2,9 @@
 
 Environment variables are read only by the entry point (``from_env``), which passes dataclasses down.
 ``VOXPIPE_MODELS_DIR``, ``VOXPIPE_DEVICE``, ``VOXPIPE_HOST`` and ``VOXPIPE_CONFIG`` set stack-wide values;
-``VOXPIPE_<SECTION>__<KEY>`` sets one key of a section, e.g. ``VOXPIPE_ASR__SILENCE_MS=400``.
+``VOXPIPE_<SECTION>__<KEY>`` sets one key of a section, e.g. ``VOXPIPE_ASR__SILENCE_MS=400``, and
+``VOXPIPE_MODELS__<MODEL>__<KEY>`` one serving key of a model (``-`` in the model name written ``_``), e.g.
+``VOXPIPE_MODELS__MINILM__INSTANCES=2``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 DEFAULT_CONFIG = Path(__file__).with_name("voxpipe.toml")
 STAGE_ORDER = ("asr", "nlp", "recommender", "tts", "orchestrator")
+MODELS_SECTION = "models"  # [models.<name>]: serving settings per model, resolved by the model repository
 _SERVER_KEYS = ("port", "metrics_port", "grace_s")
 
 
@@ -45,6 +48,8 @@ class StageSettings:
     device: str = "cpu"
     server: ServerSettings = field(default_factory=ServerSettings)
     options: Mapping[str, Any] = field(default_factory=dict)
+    # [models.<name>] sections: serving overrides per model (engines.repository.ModelRepository applies them).
+    models: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # Addresses of the other stages (the orchestrator dials them).
     peers: Mapping[str, str] = field(default_factory=dict)
 
@@ -66,7 +71,7 @@ class StackSettings:
         server = ServerSettings(host=self.host, **server_values)
         peers = {s: f"{self.host}:{self.sections.get(s, {}).get('port', 0)}" for s in STAGE_ORDER if s != name}
         return StageSettings(name=name, models_dir=self.models_dir, device=self.device, server=server,
-                             options=section, peers=peers)
+                             options=section, models=self.sections.get(MODELS_SECTION, {}), peers=peers)
 
 
 def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> StackSettings:
@@ -85,6 +90,12 @@ def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Stac
         if not key.startswith("VOXPIPE_") or "__" not in key:
             continue
         section, _, option = key[len("VOXPIPE_"):].lower().partition("__")
+        if section == MODELS_SECTION:
+            model, _, option = option.partition("__")
+            if not model or not option:
+                raise SettingsError(f"{key}: write VOXPIPE_MODELS__<MODEL>__<KEY>, e.g. VOXPIPE_MODELS__MINILM__INSTANCES")
+            sections.setdefault(MODELS_SECTION, {}).setdefault(model, {})[option] = value  # typed by the model's config
+            continue
         if section not in sections:
             raise SettingsError(f"{key}: no section [{section}] (have {', '.join(sections)})")
         sections[section][option] = _coerce(value, sections[section].get(option), key)

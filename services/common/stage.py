@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Protocol
 
 import grpc
 
-from engines.batcher import DynamicBatcher
+from engines import metrics
+from engines.repository import ModelRepository, ResolvedModel
+from services.common.settings import StageSettings
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler(Protocol):
+    """What a stage starts after loading and closes on stop: a DynamicBatcher or a GenerationScheduler."""
+
+    async def start(self) -> None: ...
+
+    async def close(self, timeout_s: float = 5.0) -> None: ...
 
 
 class Stage(ABC):
@@ -16,7 +30,7 @@ class Stage(ABC):
 
     Subclasses set ``name`` and ``service_names`` (full gRPC service names, for health and reflection),
     implement :meth:`register`, and load their engines in :meth:`load` (runs in a worker thread, so it
-    may block). Batchers returned by :meth:`batchers` are started after loading and closed on stop.
+    may block). Schedulers returned by :meth:`batchers` are started after loading and closed on stop.
     """
 
     name: str = ""
@@ -25,8 +39,8 @@ class Stage(ABC):
     def load(self) -> None:
         """Load and warm up engines (blocking; called off the event loop). Default: nothing to load."""
 
-    def batchers(self) -> Sequence[DynamicBatcher]:
-        """The batchers this stage owns. Default: none."""
+    def batchers(self) -> Sequence[Scheduler]:
+        """The batchers and generation schedulers this stage owns. Default: none."""
         return ()
 
     @abstractmethod
@@ -43,3 +57,16 @@ class Stage(ABC):
         """Close batchers (queued work fails with UNAVAILABLE) after the server has drained."""
         for batcher in self.batchers():
             await batcher.close()
+
+
+def model_repository(settings: StageSettings) -> ModelRepository:
+    """The stage's view of the model repository: the stack's target device and the [models] overrides."""
+    return ModelRepository(settings.models_dir, target=settings.device, overrides=settings.models)
+
+
+def announce(stage: str, model: ResolvedModel) -> None:
+    """Say where a model runs: one startup log line and the ``voxpipe_model_info`` gauge."""
+    serving = model.serving
+    log.info("%s: %s", stage, model.describe())
+    metrics.MODEL_INFO.labels(stage=stage, model=model.name, device=serving.device, precision=serving.precision,
+                              backend=serving.backend, instances=str(serving.instances)).set(1)

@@ -49,7 +49,8 @@ def test_inputs_are_checked_by_name_dtype_and_shape(repo):
 def test_repository_lists_loads_instances_and_reports_missing(repo, tmp_path):
     repository, _ = repo
     assert repository.names() == ["matmul"]
-    assert len(repository.load("matmul", instances=3)) == 3
+    engines = ModelRepository(tmp_path, overrides={"matmul": {"instances": 3}}).load("matmul")
+    assert len(engines) == 3 and len({id(e._session) for e in engines}) == 1, "instances share one session"
     with pytest.raises(ModelNotFoundError, match="voxpipe build"):
         repository.load("nope")
     (tmp_path / "broken").mkdir()
@@ -65,14 +66,36 @@ def test_config_round_trip_and_unknown_keys(repo, tmp_path):
         ModelConfig.from_dict({"name": "x", "max_batch": 3})
 
 
+def test_serving_settings_resolve_from_config_and_overrides(tmp_path):
+    write_matmul_model(tmp_path / "whisper-like-model")
+    # Environment overrides arrive as strings, with '_' for '-' in the model name; they are typed by the field.
+    repo = ModelRepository(tmp_path, overrides={"whisper_like_model": {
+        "instances": "2", "max_batch_size": "16", "max_queue_delay_us": 0, "intra_op_threads": 1}})
+    serving = repo.resolve("whisper-like-model").serving
+    assert (serving.instances, serving.batching.max_batch_size, serving.batching.max_queue_delay_us) == (2, 16, 0)
+    with pytest.raises(ModelConfigError, match=r"\[models.whisper-like-model\]: unknown keys \['batch'\]"):
+        ModelRepository(tmp_path, overrides={"whisper-like-model": {"batch": 2}}).resolve("whisper-like-model")
+    with pytest.raises(ModelConfigError, match="instances='two' is not a valid int"):
+        ModelRepository(tmp_path, overrides={"whisper-like-model": {"instances": "two"}}).resolve("whisper-like-model")
+    with pytest.raises(ModelConfigError, match="no serving entry for 'cuda'"):
+        ModelRepository(tmp_path, target="cuda").resolve("whisper-like-model")
+
+
+def test_a_model_built_by_an_older_voxpipe_asks_for_a_rebuild(tmp_path):
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.json").write_text('{"name": "old", "backend": "onnx", "artifact": "model.onnx"}')
+    with pytest.raises(ModelConfigError, match="built by an older voxpipe.*voxpipe build"):
+        ModelRepository(tmp_path).resolve("old")
+
+
 async def test_engine_behind_the_batcher(repo):
     repository, weight = repo
-    engines = repository.load("matmul", instances=2)
+    engines = ModelRepository(repository.root, overrides={"matmul": {"instances": 2}}).load("matmul")
 
     def run(engine, rows: list[np.ndarray]) -> list[np.ndarray]:
         return list(engine.run({"x": np.stack(rows)})["y"])
 
-    batcher = DynamicBatcher("matmul", [partial(run, e) for e in engines], repository.config("matmul").batching)
+    batcher = DynamicBatcher("matmul", [partial(run, e) for e in engines], engines[0].serving.batching)
     await batcher.start()
     rows = np.random.default_rng(2).standard_normal((16, 4)).astype(np.float32)
     outs = await asyncio.gather(*(batcher.submit(r) for r in rows))

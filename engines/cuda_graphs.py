@@ -1,0 +1,68 @@
+"""CUDA graphs per shape bucket: capture a function once on static buffers, then replay it.
+
+A GPU engine pads each batch up to a bucket (batch size, sequence length), so the same few shapes recur;
+for each it captures the function's kernels once (``torch.cuda.CUDAGraph``) and afterwards launches them
+all with one replay, which is what makes a small model's step cost its compute instead of ~100 kernel
+launches from Python. Graphs of one cache share one memory pool; they are captured largest first so the
+smaller ones reuse its memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Graph:
+    graph: Any  # torch.cuda.CUDAGraph
+    outputs: tuple[Any, ...]
+
+
+class GraphCache:
+    """Captured graphs of one engine instance, by bucket key; all run on the instance's stream."""
+
+    def __init__(self, stream: Any, *, name: str) -> None:
+        import torch
+
+        self._torch = torch
+        self._stream = stream
+        self._name = name
+        self._pool = torch.cuda.graph_pool_handle()
+        self._graphs: dict[Hashable, _Graph] = {}
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._graphs
+
+    @property
+    def keys(self) -> list[Hashable]:
+        return list(self._graphs)
+
+    def capture(self, key: Hashable, fn: Callable[[], Sequence[Any]], *, warmup_runs: int = 2) -> tuple[Any, ...]:
+        """Capture ``fn`` (which reads and writes only static tensors) under ``key``; return its outputs.
+
+        ``fn`` runs ``warmup_runs`` times eagerly first (lazy initialisation must not happen inside a
+        capture). Errors inside a capture are raised for this thread only (``thread_local``), so other
+        instances keep launching work meanwhile.
+        """
+        torch = self._torch
+        with torch.cuda.stream(self._stream):
+            for _ in range(warmup_runs):
+                fn()
+        self._stream.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool, stream=self._stream, capture_error_mode="thread_local"):
+            outputs = tuple(fn())
+        self._graphs[key] = _Graph(graph, outputs)
+        return outputs
+
+    def replay(self, key: Hashable) -> tuple[Any, ...]:
+        """Launch the graph captured under ``key`` on the instance's stream; returns its static outputs,
+        which the next replay of any graph of this cache may overwrite."""
+        entry = self._graphs[key]
+        entry.graph.replay()
+        return entry.outputs
