@@ -24,7 +24,7 @@ from services.common.settings import SettingsError
 class OrchestratorConfig:
     """The ``[orchestrator]`` section. Budget keys left at 0 take the profile's default."""
 
-    profile: str = "cpu"  # "cpu" or "gpu": default turn budget and shares
+    profile: str = "auto"  # "cpu" or "gpu": default turn budget and shares; "auto" follows the stack's device
     budget_ms: float = 0.0
     asr_share_ms: float = 0.0
     nlp_share_ms: float = 0.0
@@ -51,11 +51,17 @@ class OrchestratorConfig:
     recommender_address: str = ""
     tts_address: str = ""
 
-    def budget(self) -> BudgetConfig:
-        """The turn budget: the profile's defaults with any explicit keys applied."""
-        if self.profile not in PROFILES:
-            raise SettingsError(f"[orchestrator] profile={self.profile!r} is not one of {sorted(PROFILES)}")
-        base = PROFILES[self.profile]
+    def budget(self, device: str = "cpu") -> BudgetConfig:
+        """The turn budget: the profile's defaults with any explicit keys applied (``device``: the stack's,
+        for ``profile = "auto"``)."""
+        profile = self.profile
+        if profile == "auto":
+            from engines.device import resolve_target
+
+            profile = "gpu" if resolve_target(device) == "cuda" else "cpu"
+        if profile not in PROFILES:
+            raise SettingsError(f"[orchestrator] profile={self.profile!r} is not one of auto, {', '.join(sorted(PROFILES))}")
+        base = PROFILES[profile]
         overrides = {k: v for k, v in (("total_ms", self.budget_ms), ("asr_ms", self.asr_share_ms),
                                        ("nlp_ms", self.nlp_share_ms), ("recommender_ms", self.recommender_share_ms),
                                        ("tts_ms", self.tts_share_ms), ("margin_ms", self.margin_ms)) if v}
@@ -68,7 +74,7 @@ class OrchestratorStage(Stage):
 
     def __init__(self, settings: StageSettings) -> None:
         self.config = options_to(OrchestratorConfig, settings.options, "orchestrator")
-        budget = self.config.budget()
+        budget = self.config.budget(settings.device)
         peers = settings.peers
         self.addresses = PeerAddresses(
             asr=self.config.asr_address or peers.get("asr", ""),

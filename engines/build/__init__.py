@@ -23,6 +23,16 @@ class BuildContext:
     force: bool = False
 
 
+def save_weights(state: dict, path: Path) -> Path:
+    """A PyTorch state dict as ``safetensors`` (the PyTorch backend's artifact), readable like the rest of
+    the repository (``save_file`` creates it private)."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    path.chmod(0o644)
+    return path
+
+
 def build_stage(stage: str, ctx: BuildContext) -> list[Path]:
     """Build one stage's models; returns the model folders written (or already current)."""
     if stage not in STAGES:

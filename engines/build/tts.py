@@ -11,6 +11,12 @@ be cut back per item exactly:
 Reading the lengths from the graph (instead of re-deriving them in numpy) keeps one source of truth:
 the samples after ``output_lengths[b]`` are the decoder's output on zeroed latents, i.e. padding.
 
+The same voice in PyTorch (``engines.models.vits``, for the GPU) gets its weights from the graph's
+initialisers: ``model.safetensors`` in the encoder and decoder folders. Piper's exporter renamed a few
+tensors (the phoneme embedding, the weight-normed WaveNet convolutions); every convolution is mapped by the
+name of its node instead, and the load is strict. A second golden check runs the PyTorch voice against the
+ONNX graph with the noise off.
+
 The same graph is also cut in two at the decoder's input (``/Mul_7_output_0``, the latents ``z`` times
 the mask), giving ``tts-<voice>-encoder`` (text encoder, duration predictor, flow: ``input``,
 ``input_lengths``, ``scales`` -> ``z`` [B,192,F], ``durations``, ``output_lengths``) and
@@ -25,9 +31,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from engines.build import BuildContext
+from engines.build import BuildContext, save_weights
 from engines.build.sources import PIPER_JOE, extract, sha256_file
-from engines.config import BatchingConfig, ModelConfig, TensorSpec
+from engines.config import ModelConfig, TensorSpec, cpu_serving, gpu_serving
 from engines.errors import BuildError
 
 VOICE = "en_US-joe-medium"
@@ -51,10 +57,15 @@ LATENT_CHANNELS = 192
 # Phoneme ids of a fixed sentence for the golden check (so the build needs no phonemizer).
 _GOLDEN_IDS = [1, 0, 20, 0, 59, 0, 24, 0, 120, 0, 27, 0, 100, 0, 3, 0, 35, 0, 62, 0, 122, 0, 24, 0, 17, 0, 10, 0, 2]
 GOLDEN_MAX_ABS_DIFF = 1e-4
+# The PyTorch voice against the ONNX graph (fp32, noise off): same ops in another order, so a looser bound.
+TORCH_GOLDEN_MAX_ABS_DIFF = 2e-3
 # Frames of latent context each side of a decoder window: beyond the decoder's receptive field, so a
 # windowed decode matches the whole one (checked by the golden check, recorded in the metadata).
 DECODER_CONTEXT_FRAMES = 16
-BUILD_VERSION = 2
+BUILD_VERSION = 3  # 3: PyTorch weights and serving entries per device
+# Frame windows a GPU decoder batch is padded to (one CUDA graph per batch and frame bucket); longer
+# windows run eagerly. The first window of a reply is first_audio_frames plus context on each side.
+DECODER_FRAME_BUCKETS = (64, 128, 256, 512, 1024)
 
 
 def build(ctx: BuildContext) -> list[Path]:
@@ -80,6 +91,8 @@ def build(ctx: BuildContext) -> list[Path]:
         p.mkdir(parents=True)
     _split(artifact, part_staging[0] / "model.onnx", part_staging[1] / "model.onnx")
     golden = _golden_check(artifact, part_staging[0] / "model.onnx", part_staging[1] / "model.onnx", hop_length)
+    hyper = _torch_weights(artifact, part_staging[0] / "model.safetensors", part_staging[1] / "model.safetensors")
+    golden |= _torch_golden_check(artifact, part_staging[0], part_staging[1], hyper)
 
     common = _metadata(voice, checksums, hop_length) | golden
     ids_in = (
@@ -93,19 +106,33 @@ def build(ctx: BuildContext) -> list[Path]:
         TensorSpec(name="output_lengths", dtype="int64", dims=(-1,)),
     )
     audio_out = TensorSpec(name="output", dtype="float32", dims=(-1, 1, 1, -1))
-    batching = BatchingConfig(max_batch_size=4, max_queue_delay_us=2_000, max_queue_size=64)
+    # On a CPU a padded batch is slower than the same sentences one by one (2 cores, docs/bench/tts.md).
+    cpu = cpu_serving(max_batch_size=1, max_queue_delay_us=2_000, max_queue_size=64, intra_op_threads=2)
+    both = {"onnx": "model.onnx", "torch": "model.safetensors"}
+    hyper_meta = {"hyper": hyper.to_dict()}
     configs = [
-        ModelConfig(name=MODEL_NAME, inputs=ids_in, outputs=(audio_out, *lengths_out), batching=batching,
-                    intra_op_threads=2, metadata=common | {"artifact_sha256": sha256_file(artifact)}),
-        ModelConfig(name=ENCODER_NAME, inputs=ids_in,
+        ModelConfig(name=MODEL_NAME, inputs=ids_in, outputs=(audio_out, *lengths_out), serving={"cpu": cpu},
+                    metadata=common | {"artifact_sha256": sha256_file(artifact)}),
+        ModelConfig(name=ENCODER_NAME, artifacts=both, inputs=ids_in,
                     outputs=(TensorSpec(name="z", dtype="float32", dims=(-1, LATENT_CHANNELS, -1)), *lengths_out),
-                    batching=batching, intra_op_threads=2,
+                    # Durations come from ceil(exp(.)): the encoder stays FP32 on a GPU (a small share of the
+                    # compute) so FP16 rounding never moves a phoneme by a frame. Shapes depend on the
+                    # durations, so no graphs.
+                    serving={"cpu": cpu, "cuda": gpu_serving(max_batch_size=16, max_queue_delay_us=1_000,
+                                                             max_queue_size=512, cuda_graphs=False,
+                                                             precision="fp32")},
                     metadata=common | {"artifact_sha256": sha256_file(part_staging[0] / "model.onnx"),
-                                       "part_of": MODEL_NAME}),
-        ModelConfig(name=DECODER_NAME, inputs=(TensorSpec(name="z", dtype="float32", dims=(-1, LATENT_CHANNELS, -1)),),
-                    outputs=(audio_out,), batching=batching, intra_op_threads=2,
+                                       "part_of": MODEL_NAME,
+                                       "torch_module": {"kind": "vits_encoder", "args": hyper_meta}}),
+        ModelConfig(name=DECODER_NAME, artifacts=both,
+                    inputs=(TensorSpec(name="z", dtype="float32", dims=(-1, LATENT_CHANNELS, -1)),),
+                    outputs=(audio_out,),
+                    serving={"cpu": cpu, "cuda": gpu_serving(max_batch_size=64, max_queue_delay_us=1_000,
+                                                             max_queue_size=1024,
+                                                             length_buckets=DECODER_FRAME_BUCKETS)},
                     metadata=common | {"artifact_sha256": sha256_file(part_staging[1] / "model.onnx"),
-                                       "part_of": MODEL_NAME}),
+                                       "part_of": MODEL_NAME,
+                                       "torch_module": {"kind": "vits_decoder", "args": hyper_meta}}),
     ]
     for config, stage_dir, final in zip(configs, [staging, *part_staging], [folder, *parts], strict=True):
         config.save(stage_dir)
@@ -142,7 +169,7 @@ def _is_current(folder: Path, source_sha: str, voice_sha: str) -> bool:
         meta.get("source_sha256") == source_sha
         and meta.get("voice_json_sha256") == voice_sha
         and meta.get("build_version") == BUILD_VERSION
-        and (folder / "model.onnx").is_file()
+        and all((folder / name).is_file() for name in ModelConfig.load(folder).artifacts.values())
     )
 
 
@@ -230,6 +257,90 @@ def _golden_check(full: Path, encoder: Path, decoder: Path, hop_length: int) -> 
         if diff > GOLDEN_MAX_ABS_DIFF:
             raise BuildError(f"split voice: {name} = {diff:.2e} > {GOLDEN_MAX_ABS_DIFF:.0e}")
     return diffs | {"decoder_context_frames": context}
+
+
+def _torch_weights(full: Path, encoder_out: Path, decoder_out: Path):
+    """Write the PyTorch voice's weights (encoder and decoder parts) from the graph's initialisers."""
+    import numpy as np
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    from engines.models.vits import VitsDecoder, VitsEncoder, VitsHyper
+
+    graph = onnx.load(str(full)).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    # Module parameters keep their dotted names; constants the exporter folded ("/...", "onnx::...", bare
+    # numbers, our own tts_hop_length) are not weights.
+    state: dict[str, np.ndarray] = {k: np.array(v) for k, v in inits.items()
+                                    if "." in k and not k.startswith(("/", "onnx::"))}
+    state["enc_p.emb.weight"] = inits["sid"]  # the exporter's name for the phoneme embedding
+    state["dp.flows.0.exp_neg_logs"] = inits["/dp/flows.0/Exp_output_0"]  # exp(-logs), folded by the exporter
+    dilations: dict[str, int] = {}
+    for node in graph.node:
+        if node.op_type not in ("Conv", "ConvTranspose") or not node.name.startswith("/"):
+            continue
+        module = node.name.strip("/").rsplit("/", 1)[0].replace("/", ".")
+        for suffix, name in zip(("weight", "bias"), node.input[1:], strict=False):
+            if name in inits:
+                state[f"{module}.{suffix}"] = inits[name]
+        dilations[module] = next((int(a.ints[0]) for a in node.attribute if a.name == "dilations"), 1)
+    n_vocab, hidden = state["enc_p.emb.weight"].shape
+    kernels = sorted({state[f"dec.resblocks.{i}.convs.0.weight"].shape[-1]
+                      for i in range(len([k for k in state if k.startswith("dec.resblocks.") and k.endswith("convs.0.weight")]))})
+    n_kernels = len(kernels)
+    hyper = VitsHyper(
+        n_vocab=int(n_vocab), hidden=int(hidden),
+        dp_flows=tuple(sorted({int(k.split(".")[2]) for k in state if k.startswith("dp.flows.") and ".pre." in k},
+                              reverse=True)),
+        flow_ids=tuple(sorted({int(k.split(".")[2]) for k in state if k.startswith("flow.flows.")})),
+        upsample_initial=int(state["dec.conv_pre.weight"].shape[0]),
+        upsample_rates=tuple(int(a.ints[0]) for n in graph.node if n.op_type == "ConvTranspose"
+                             for a in n.attribute if a.name == "strides"),
+        upsample_kernels=tuple(int(state[f"dec.ups.{i}.weight"].shape[-1]) for i in range(3)),
+        resblock_kernels=tuple(kernels),
+        resblock_dilations=tuple(tuple(dilations[f"dec.resblocks.{j}.convs.{c}"] for c in range(2))
+                                 for j in range(n_kernels)),
+    )
+    tensors = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in state.items()}
+    for module, path in ((VitsEncoder(hyper), encoder_out), (VitsDecoder(hyper), decoder_out)):
+        own = {k: tensors[k] for k in module.state_dict()}
+        module.load_state_dict(own, strict=True)  # every parameter present, with the right shape
+        save_weights(own, path)
+    used = {k for m in (VitsEncoder(hyper), VitsDecoder(hyper)) for k in m.state_dict()}
+    unused = sorted(set(tensors) - used)
+    if unused:
+        raise BuildError(f"PyTorch voice: weights in the graph that no module takes: {unused[:8]}")
+    return hyper
+
+
+def _torch_golden_check(full: Path, encoder_dir: Path, decoder_dir: Path, hyper) -> dict[str, float]:
+    """The PyTorch voice (fp32, CPU) against the whole ONNX graph on the golden sentence, noise off."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+    from safetensors.torch import load_file
+
+    from engines.models.vits import VitsDecoder, VitsEncoder
+
+    ids = np.array([_GOLDEN_IDS], dtype=np.int64)
+    feed = {"input": ids, "input_lengths": np.array([ids.shape[1]], dtype=np.int64),
+            "scales": np.array([0.0, 1.0, 0.0], dtype=np.float32)}
+    session = ort.InferenceSession(str(full), providers=["CPUExecutionProvider"])
+    reference, ref_lengths = session.run(["output", "output_lengths"], feed)
+    encoder, decoder = VitsEncoder(hyper).eval(), VitsDecoder(hyper).eval()
+    encoder.load_state_dict(load_file(str(encoder_dir / "model.safetensors")))
+    decoder.load_state_dict(load_file(str(decoder_dir / "model.safetensors")))
+    with torch.inference_mode():
+        z, _, lengths = encoder(*(torch.from_numpy(feed[k]) for k in ("input", "input_lengths", "scales")))
+        audio = decoder(z).numpy()
+    if int(lengths[0]) != int(ref_lengths[0]) or audio.shape != reference.shape:
+        raise BuildError(f"PyTorch voice: length {int(lengths[0])} / shape {audio.shape} differ from the graph's "
+                         f"{int(ref_lengths[0])} / {reference.shape}")
+    diff = float(np.abs(audio - reference).max())
+    if diff > TORCH_GOLDEN_MAX_ABS_DIFF:
+        raise BuildError(f"PyTorch voice: max abs diff {diff:.2e} > {TORCH_GOLDEN_MAX_ABS_DIFF:.0e} vs the ONNX graph")
+    return {"golden_torch_max_abs_diff": diff}
 
 
 def _remove_tree(path: Path) -> None:

@@ -33,11 +33,6 @@ class AsrConfig:
     no_speech_prob: float = 0.6      # with avg log-prob < logprob_threshold: treat as no speech
     logprob_threshold: float = -1.0
     max_interims_in_flight: int = 1  # stage-wide cap on interim decodes (finals are never capped)
-    # Batch size of the encoder batcher (0 = the model's config). On CPU a batch costs about the sum of
-    # its items, so small batches let the first final out sooner; raise it on a GPU.
-    encoder_max_batch_size: int = 2
-    encoder_instances: int = 1
-    decoder_instances: int = 1
 
     def __post_init__(self) -> None:
         if not 50 <= self.silence_ms <= 10_000:

@@ -1,9 +1,9 @@
-"""The ASR core over batchers: VAD frames, and transcription of one utterance (encoder + greedy steps).
+"""The ASR core over the engine layer: VAD frames, and transcription of one utterance.
 
-Every engine call goes through a :class:`DynamicBatcher`: utterances of concurrent streams share
-encoder batches, and their decoder steps are batched together step by step (each hypothesis submits
-its next step as soon as the previous one returns, so streams decoding at the same time meet in the
-batcher's queue).
+Log-mel features are computed in a worker thread (never on the event loop or a GPU instance's thread);
+utterances of concurrent streams share encoder batches (a :class:`DynamicBatcher`), and their decoding
+shares decoder steps: the :class:`GenerationScheduler` admits each utterance into a slot of a decoder
+instance and advances every active slot together, one token per step, until it finishes.
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from engines.batcher import DynamicBatcher
+from engines.generation import GenerationScheduler
 from services.asr.config import AsrConfig
-from services.asr.decoding import DecodingSpec, Hypothesis, StepInput, StepOutput
+from services.asr.decoding import DecodeResult
+from services.asr.features import log_mel
+from services.asr.generation import EncodedUtterance
 from services.asr.tokenizer import WhisperTokenizer
 from services.asr.vad import VadJob, VadResult
-from services.asr.whisper import EncoderOutput
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,16 +39,14 @@ class Transcript:
 class SpeechRecognizer:
     """Shared by every RPC of the stage; holds the batchers and the tokenizer."""
 
-    def __init__(self, *, encoder: DynamicBatcher[np.ndarray, EncoderOutput],
-                 decoder: DynamicBatcher[StepInput, StepOutput], vad: DynamicBatcher[VadJob, VadResult],
-                 tokenizer: WhisperTokenizer, spec: DecodingSpec, config: AsrConfig) -> None:
+    def __init__(self, *, encoder: DynamicBatcher[np.ndarray, EncodedUtterance],
+                 decoder: GenerationScheduler[EncodedUtterance, DecodeResult],
+                 vad: DynamicBatcher[VadJob, VadResult], tokenizer: WhisperTokenizer, config: AsrConfig) -> None:
         self.encoder = encoder
         self.decoder = decoder
         self.vad_batcher = vad
         self.tokenizer = tokenizer
-        self.spec = spec
         self.config = config
-        self._masks = spec.masks()
         self.interims_in_flight = 0
         self.finals_in_flight = 0
 
@@ -82,12 +82,10 @@ class SpeechRecognizer:
     async def transcribe(self, audio_16k: np.ndarray, *, deadline_s: float | None) -> Transcript:
         """Greedy transcript of one utterance (<= 30 s of 16 kHz float32)."""
         started = time.perf_counter()
-        enc = await self.encoder.submit(audio_16k, deadline_s=deadline_s)
+        mel = await asyncio.to_thread(log_mel, audio_16k)
+        enc = await self.encoder.submit(mel, deadline_s=deadline_s)
         encoded = time.perf_counter()
-        hyp = Hypothesis(self.spec, enc.cross_key, enc.cross_value, self._masks)
-        while not hyp.done:
-            hyp.advance(await self.decoder.submit(hyp.step_input(), deadline_s=deadline_s))
-        result = hyp.result()
+        result = await self.decoder.generate(enc, deadline_s=deadline_s)
         # faster-whisper's no-speech rule: a confident <|nocaptions|> and a weak transcript mean silence.
         no_speech = (result.no_speech_prob > self.config.no_speech_prob
                      and result.avg_logprob < self.config.logprob_threshold)

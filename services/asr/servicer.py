@@ -5,29 +5,29 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import replace
 
 import grpc
 import numpy as np
 
 from engines.batcher import DynamicBatcher
-from engines.repository import ModelRepository
+from engines.generation import GenerationScheduler
+from engines.repository import create_engines
 from protos import asr_pb2, asr_pb2_grpc
 from services.asr.audio import pcm16_to_float, resample, strip_wav_header
 from services.asr.config import AsrConfig, StreamSettings, settings_from_proto
 from services.asr.endpointing import FRAME_SAMPLES, Endpointer, EndpointerConfig, EventKind
+from services.asr.features import log_mel
+from services.asr.generation import (
+    DECODER_MODEL,
+    ENCODER_MODEL,
+    VAD_MODEL,
+    create_generators,
+    encoder_batch_fn,
+)
 from services.asr.recognizer import SpeechRecognizer
 from services.asr.stream import RATE, StreamSession
 from services.asr.tokenizer import WhisperTokenizer
 from services.asr.vad import VadJob, VadState, frames_of, vad_batch_fn
-from services.asr.whisper import (
-    DECODER_MODEL,
-    ENCODER_MODEL,
-    VAD_MODEL,
-    decoder_batch_fn,
-    encoder_audio_batch_fn,
-    spec_from_config,
-)
 from services.common import (
     FailedPreconditionError,
     InvalidArgumentError,
@@ -38,6 +38,7 @@ from services.common import (
     options_to,
 )
 from services.common.errors import first_error
+from services.common.stage import Scheduler, announce, model_repository
 
 log = logging.getLogger(__name__)
 _END = object()
@@ -157,8 +158,7 @@ class AsrStage(Stage):
 
     def __init__(self, settings: StageSettings, config: AsrConfig | None = None) -> None:
         self.config = config or options_to(AsrConfig, settings.options, "asr")
-        self.repo = ModelRepository(settings.models_dir)
-        self.device = settings.device
+        self.repo = model_repository(settings)
         self._recognizer: SpeechRecognizer | None = None
 
     @property
@@ -168,41 +168,39 @@ class AsrStage(Stage):
         return self._recognizer
 
     def load(self) -> None:
-        """Load and warm the three models and build their batchers (runs in a worker thread)."""
-        enc_cfg, dec_cfg, vad_cfg = (self.repo.config(n) for n in (ENCODER_MODEL, DECODER_MODEL, VAD_MODEL))
-        encoders = self.repo.load(ENCODER_MODEL, device=self.device, instances=self.config.encoder_instances)
-        decoders = self.repo.load(DECODER_MODEL, device=self.device, instances=self.config.decoder_instances)
-        vads = self.repo.load(VAD_MODEL, device=self.device)
-        spec = spec_from_config(dec_cfg)
-        tokenizer = WhisperTokenizer(self.repo.folder(DECODER_MODEL) / dec_cfg.metadata.get("tokenizer", "tokenizer.json"))
-        enc_fns = [encoder_audio_batch_fn(e) for e in encoders]
-        dec_fns = [decoder_batch_fn(e) for e in decoders]
+        """Load and warm the three models and build their schedulers (runs in a worker thread)."""
+        enc_model, dec_model, vad_model = (self.repo.resolve(n) for n in (ENCODER_MODEL, DECODER_MODEL, VAD_MODEL))
+        encoders, vads = create_engines(enc_model), create_engines(vad_model)
+        generators = create_generators(dec_model)
+        tokenizer = WhisperTokenizer(dec_model.folder / dec_model.config.metadata.get("tokenizer", "tokenizer.json"))
+        for engine in (*encoders, *vads):
+            engine.warmup()
+        for generator in generators:
+            generator.warmup()
+        enc_fns = [encoder_batch_fn(e) for e in encoders]
         vad_fns = [vad_batch_fn(e) for e in vads]
-        # Warm-up: one real pass through each path so first requests skip lazy initialisation.
+        # One real pass through each path, so first requests skip lazy initialisation.
         silence = np.zeros(RATE // 2, np.float32)
         for fn in vad_fns:
             fn([VadJob(frames_of(silence), VadState.initial())])
+        mel = log_mel(silence)
         for enc_fn in enc_fns:
-            out = enc_fn([silence])[0]
-            from services.asr.decoding import Hypothesis
-
-            for dec_fn in dec_fns:
-                hyp = Hypothesis(spec, out.cross_key, out.cross_value)
+            encoded = enc_fn([mel])[0]
+            for generator in generators:
+                generator.prefill([(0, encoded)])
                 for _ in range(3):
-                    if hyp.done:
+                    if generator.step([0]):
                         break
-                    hyp.advance(dec_fn([hyp.step_input()])[0])
-        enc_batching = enc_cfg.batching
-        if self.config.encoder_max_batch_size:
-            enc_batching = replace(enc_batching, max_batch_size=self.config.encoder_max_batch_size)
+                generator.release(0)
+        for model in (enc_model, dec_model, vad_model):
+            announce(self.name, model)
         self._recognizer = SpeechRecognizer(
-            encoder=DynamicBatcher("whisper-encoder", enc_fns, enc_batching, stage="asr"),
-            decoder=DynamicBatcher("whisper-decoder", dec_fns, dec_cfg.batching, stage="asr"),
-            vad=DynamicBatcher("silero-vad", vad_fns, vad_cfg.batching, stage="asr"),
-            tokenizer=tokenizer, spec=spec, config=self.config)
-        log.info("asr loaded: encoder x%d, decoder x%d, vad x%d", len(encoders), len(decoders), len(vads))
+            encoder=DynamicBatcher("whisper-encoder", enc_fns, enc_model.serving.batching, stage=self.name),
+            decoder=GenerationScheduler("whisper-decoder", generators, dec_model.serving.batching, stage=self.name),
+            vad=DynamicBatcher("silero-vad", vad_fns, vad_model.serving.batching, stage=self.name),
+            tokenizer=tokenizer, config=self.config)
 
-    def batchers(self) -> Sequence[DynamicBatcher]:
+    def batchers(self) -> Sequence[Scheduler]:
         r = self._recognizer
         return () if r is None else (r.vad_batcher, r.encoder, r.decoder)
 

@@ -1,9 +1,10 @@
-"""Sentence embeddings: ``tokenizers`` word pieces -> the MiniLM ONNX engine, padded to the batch's longest.
+"""Sentence embeddings: ``tokenizers`` word pieces -> the MiniLM engine.
 
-Tokenisation happens inside the batch function, i.e. on the engine instance's worker thread, so the event
-loop never runs it. Sequences longer than ``max_seq_tokens`` word pieces (256, recorded by the build) are
-truncated: the embedding then describes the first ~200 words, which the normalised-text limit of 2000
-characters makes rare.
+Tokenisation never runs on the event loop (it is part of the batch function on a CPU, of the batcher's
+host work on a GPU). Sequences longer than ``max_seq_tokens`` word pieces (256, recorded by the build)
+are truncated: the embedding then describes the first ~200 words, which the normalised-text limit of 2000
+characters makes rare. On a CPU a batch runs as length groups (cost is proportional to padded tokens);
+on a GPU as one batch, which the engine pads to its length bucket.
 """
 
 from __future__ import annotations
@@ -25,9 +26,14 @@ def load_tokenizer(folder: Path, max_seq_tokens: int) -> Tokenizer:
     return tokenizer
 
 
+def tokenize(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
+    """Word-piece ids of each text (with [CLS] and [SEP], truncated)."""
+    return [e.ids for e in tokenizer.encode_batch(texts)]
+
+
 def collate(tokenizer: Tokenizer, texts: list[str]) -> dict[str, np.ndarray]:
     """Token ids and attention mask, right-padded with 0 to the longest sequence of the batch."""
-    return _pad([e.ids for e in tokenizer.encode_batch(texts)])
+    return _pad(tokenize(tokenizer, texts))
 
 
 def _pad(sequences: list[list[int]]) -> dict[str, np.ndarray]:
@@ -63,17 +69,20 @@ def length_groups(lengths: list[int], *, max_waste: float = 0.25, min_group: int
     return groups
 
 
-def embed_batch(engine: Engine, tokenizer: Tokenizer, texts: list[str]) -> list[np.ndarray]:
-    """Batch function for the ``DynamicBatcher``: one L2-normalised float32 [384] vector per text.
-
-    The batch is run as one or more length groups (see :func:`length_groups`); results keep input order.
-    """
-    encodings = tokenizer.encode_batch(texts)
-    out: list[np.ndarray | None] = [None] * len(texts)
-    for group in length_groups([len(e.ids) for e in encodings]):
-        emb = engine.run(_pad([encodings[i].ids for i in group]))["embedding"]
+def embed_ids(engine: Engine, ids: list[list[int]]) -> list[np.ndarray]:
+    """One L2-normalised float32 [384] vector per id sequence; CPU engines run length groups
+    (see :func:`length_groups`), GPU engines one batch. Results keep input order."""
+    groups = [list(range(len(ids)))] if engine.device == "cuda" else length_groups([len(s) for s in ids])
+    out: list[np.ndarray | None] = [None] * len(ids)
+    for group in groups:
+        emb = engine.run(_pad([ids[i] for i in group]))["embedding"]
         if emb.shape[0] != len(group):
             raise BatchShapeError(f"{engine.name}: {emb.shape[0]} embeddings for {len(group)} texts")
         for row, i in enumerate(group):
             out[i] = emb[row]
     return out  # type: ignore[return-value]
+
+
+def embed_batch(engine: Engine, tokenizer: Tokenizer, texts: list[str]) -> list[np.ndarray]:
+    """Batch function over texts: tokenise, then :func:`embed_ids`."""
+    return embed_ids(engine, tokenize(tokenizer, texts))

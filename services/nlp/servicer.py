@@ -11,18 +11,24 @@ import grpc
 import numpy as np
 
 from engines.batcher import DynamicBatcher
-from engines.config import BatchingConfig, ModelConfig
-from engines.repository import ModelRepository
+from engines.repository import create_engines
 from protos import nlp_pb2, nlp_pb2_grpc
 from services.common import Stage, StageSettings, deadline_of, options_to
 from services.common.calls import CallServer
+from services.common.stage import announce, model_repository
 from services.nlp.config import NlpConfig
-from services.nlp.encoder import embed_batch, load_tokenizer
+from services.nlp.encoder import embed_ids, load_tokenizer, tokenize
 from services.nlp.entities import DATA_DIR
 from services.nlp.extract import EntityExtractor
 from services.nlp.intents import IntentClassifier, IntentData
 from services.nlp.text import normalize_text, validate_session_id
-from services.nlp.understand import Understanding, intent_text, understand_batch
+from services.nlp.understand import (
+    Understanding,
+    intent_text,
+    prepare,
+    understand_batch,
+    understand_prepared,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +70,7 @@ class NlpStage(Stage):
 
     def __init__(self, settings: StageSettings, config: NlpConfig | None = None) -> None:
         self.config = config or options_to(NlpConfig, settings.options, "nlp")
-        self.repo = ModelRepository(settings.models_dir)
-        self.device = settings.device
+        self.repo = model_repository(settings)
         self._batcher: DynamicBatcher[str, Understanding] | None = None
 
     @property
@@ -76,26 +81,27 @@ class NlpStage(Stage):
 
     def load(self) -> None:
         """Load and warm the engine(s), build entity matchers, fit the intent head, create the batcher."""
-        folder = self.repo.folder(self.config.model)
-        max_seq_tokens = int(ModelConfig.load(folder).metadata.get("max_seq_tokens", 256))
-        engines = self.repo.load(self.config.model, device=self.device, instances=self.config.instances,
-                                 intra_op_threads=self.config.intra_op_threads)
-        tokenizers = [load_tokenizer(folder, max_seq_tokens) for _ in engines]
-        for engine, tokenizer in zip(engines, tokenizers, strict=True):
-            embed_batch(engine, tokenizer, ["warm up the encoder", "hi"])
-        extractor = EntityExtractor(folder / "catalog.tsv", title_min_score=self.config.title_min_score,
+        model = self.repo.resolve(self.config.model)
+        max_seq_tokens = int(model.config.metadata.get("max_seq_tokens", 256))
+        engines = create_engines(model)
+        tokenizer = load_tokenizer(model.folder, max_seq_tokens)  # Rust: thread-safe, releases the GIL
+        tok = partial(tokenize, tokenizer)
+        for engine in engines:
+            engine.warmup()
+            embed_ids(engine, tok(["warm up the encoder", "hi"]))
+        extractor = EntityExtractor(model.folder / "catalog.tsv", title_min_score=self.config.title_min_score,
                                     max_words=self.config.max_entity_words)
         classifier = fit_classifier(self._intents_path(), extractor,
-                                    partial(embed_batch, engines[0], tokenizers[0]))
+                                    lambda texts: embed_ids(engines[0], tok(texts)))
         log.info("nlp: intent head fitted; unknown gate %s", classifier.calibration)
-        batching = BatchingConfig(max_batch_size=self.config.max_batch_size,
-                                  max_queue_delay_us=self.config.max_queue_delay_us,
-                                  max_queue_size=self.config.max_queue_size)
-        self._batcher = DynamicBatcher(
-            self.config.model,
-            [partial(understand_batch, extractor, classifier, partial(embed_batch, e, t))
-             for e, t in zip(engines, tokenizers, strict=True)],
-            batching, stage=self.name)
+        announce(self.name, model)
+        if model.serving.device == "cuda":  # string work in the batcher's host threads, the GPU thread runs MiniLM
+            fns = [partial(understand_prepared, classifier, partial(embed_ids, e)) for e in engines]
+            self._batcher = DynamicBatcher(model.name, fns, model.serving.batching, stage=self.name,
+                                           prepare=lambda text: prepare(extractor, tok, [text])[0])
+        else:
+            fns = [partial(understand_batch, extractor, classifier, tok, partial(embed_ids, e)) for e in engines]
+            self._batcher = DynamicBatcher(model.name, fns, model.serving.batching, stage=self.name)
 
     def _intents_path(self) -> Path:
         return Path(self.config.intents_path) if self.config.intents_path else DATA_DIR / "intents.json"

@@ -1,9 +1,11 @@
 """Utterances -> intent, entities and embedding, independent of gRPC (the servicer is a thin edge).
 
-The whole of it is the dynamic batcher's batch function and runs on the engine instance's worker thread:
-entity rules and fuzzy titles, the title-free text, one MiniLM pass, the intent head. The event loop only
-validates, submits and answers, and a request crosses to a worker thread once, in its batch (a thread
-hand-off costs ~0.2 ms of CPU on the 2-core VM).
+Three steps: :func:`prepare` (entity rules and fuzzy titles, the title-free text, its word pieces), one
+MiniLM pass over a batch, and :func:`finish` (the intent head). On a CPU all three are the dynamic
+batcher's batch function on the engine instance's worker thread (:func:`understand_batch`): a request
+crosses to a worker thread once, in its batch (a thread hand-off costs ~0.2 ms of CPU on the 2-core VM).
+On a GPU, :func:`prepare` runs per request in the batcher's host threads and the batch function is
+MiniLM plus the intent head, so the GPU instance's thread does no string work.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from services.nlp.intents import IntentClassifier, IntentResult
 # What a title is replaced by in the text that is embedded (see services.nlp.intents).
 TITLE_PLACEHOLDER = "a movie"
 
-# Texts -> one L2-normalised embedding each (a synchronous batch function, services.nlp.encoder).
-EmbedMany = Callable[[list[str]], list[np.ndarray]]
+# Token ids -> one L2-normalised embedding each (a synchronous batch function, services.nlp.encoder).
+EmbedIds = Callable[[list[list[int]]], list[np.ndarray]]
+Tokenize = Callable[[list[str]], list[list[int]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,15 +45,41 @@ def intent_text(text: str, entities: list[Found]) -> str:
     return out
 
 
-def understand_batch(extractor: EntityExtractor, classifier: IntentClassifier, embed_many: EmbedMany,
-                     texts: list[str]) -> list[Understanding]:
-    """Batch function: understand already-validated, normalised texts.
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """An utterance ready for the encoder: its entities and the word pieces of its title-free text."""
+
+    text: str
+    entities: list[Found]
+    ids: list[int]
+
+
+def prepare(extractor: EntityExtractor, tokenize: Tokenize, texts: list[str]) -> list[Prepared]:
+    """Entities, and the word pieces of the text the encoder sees (titles replaced by a placeholder).
 
     One encoder pass over the title-free text: the intent head reads it (titles would dominate a short
     utterance's embedding) and the recommender gets it as the query; titles reach it as item ids.
     """
     entities = [extractor.extract(t) for t in texts]
-    embeddings = embed_many([intent_text(t, e) for t, e in zip(texts, entities, strict=True)])
+    ids = tokenize([intent_text(t, e) for t, e in zip(texts, entities, strict=True)])
+    return [Prepared(t, e, i) for t, e, i in zip(texts, entities, ids, strict=True)]
+
+
+def finish(classifier: IntentClassifier, prepared: list[Prepared], embeddings: list[np.ndarray]) -> list[Understanding]:
+    """The intent head over the embeddings, and the results."""
     intents = classifier.classify(np.stack(embeddings))
-    return [Understanding(intent=i, entities=e, embedding=emb, normalized_text=t)
-            for i, e, emb, t in zip(intents, entities, embeddings, texts, strict=True)]
+    return [Understanding(intent=i, entities=p.entities, embedding=emb, normalized_text=p.text)
+            for i, p, emb in zip(intents, prepared, embeddings, strict=True)]
+
+
+def understand_batch(extractor: EntityExtractor, classifier: IntentClassifier, tokenize: Tokenize,
+                     embed_ids: EmbedIds, texts: list[str]) -> list[Understanding]:
+    """Batch function (CPU): understand already-validated, normalised texts, all on this thread."""
+    prepared = prepare(extractor, tokenize, texts)
+    return finish(classifier, prepared, embed_ids([p.ids for p in prepared]))
+
+
+def understand_prepared(classifier: IntentClassifier, embed_ids: EmbedIds,
+                        prepared: list[Prepared]) -> list[Understanding]:
+    """Batch function (GPU): the encoder and the intent head over prepared utterances."""
+    return finish(classifier, prepared, embed_ids([p.ids for p in prepared]))

@@ -12,11 +12,11 @@ import grpc
 import numpy as np
 
 from engines.batcher import DynamicBatcher
-from engines.config import BatchingConfig, ModelConfig
-from engines.repository import ModelRepository
+from engines.repository import create_engines
 from protos import recommender_pb2, recommender_pb2_grpc
 from services.common import InvalidArgumentError, Stage, StageSettings, deadline_of, options_to
 from services.common.calls import CallServer
+from services.common.stage import announce, model_repository
 from services.recommender import ranking
 from services.recommender.catalog import Catalog
 from services.recommender.config import RecommenderConfig
@@ -177,8 +177,7 @@ class RecommenderStage(Stage):
 
     def __init__(self, settings: StageSettings, config: RecommenderConfig | None = None) -> None:
         self.config = config or options_to(RecommenderConfig, settings.options, "recommender")
-        self.repo = ModelRepository(settings.models_dir)
-        self.device = settings.device
+        self.repo = model_repository(settings)
         self.sessions = SessionStore(ttl_s=self.config.session_ttl_s, max_sessions=self.config.max_sessions,
                                      max_ratings=self.config.max_ratings_per_session,
                                      max_shown=self.config.max_shown_per_session)
@@ -199,23 +198,21 @@ class RecommenderStage(Stage):
 
     def load(self) -> None:
         """Load the graph (one engine per instance), the catalogue and vectors; warm up; build the batcher."""
-        folder = self.repo.folder(self.config.model)
-        meta = ModelConfig.load(folder).metadata
+        model = self.repo.resolve(self.config.model)
+        meta = model.config.metadata
         if int(meta["top_k"]) < self.config.max_k:
             raise ValueError(f"max_k={self.config.max_k} exceeds the graph's TopK {meta['top_k']}")
         self.blocks = ranking.Blocks.from_metadata(meta)
         self.blend = dict(meta["blend"])
-        self._catalog = Catalog(folder)
-        engines = self.repo.load(self.config.model, device=self.device, instances=self.config.instances,
-                                 intra_op_threads=self.config.intra_op_threads)
+        self._catalog = Catalog(model.folder)
+        engines = create_engines(model)
         warm = (np.zeros(self.blocks.dim, dtype=np.float32), self._catalog.servable)
         for engine in engines:
+            engine.warmup()
             ranking.score_batch(engine, [warm])
-        batching = BatchingConfig(max_batch_size=self.config.max_batch_size,
-                                  max_queue_delay_us=self.config.max_queue_delay_us,
-                                  max_queue_size=self.config.max_queue_size)
-        self._batcher = DynamicBatcher(self.config.model, [partial(ranking.score_batch, e) for e in engines],
-                                       batching, stage=self.name)
+        announce(self.name, model)
+        self._batcher = DynamicBatcher(model.name, [partial(ranking.score_batch, e) for e in engines],
+                                       model.serving.batching, stage=self.name)
         log.info("recommender: %d items, query dim %d, %d instance(s)", len(self._catalog), self.blocks.dim,
                  len(engines))
 

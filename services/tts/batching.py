@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -63,22 +64,38 @@ def _pad_ids(ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def encode_group(engine: Engine, ids: Sequence[Sequence[int]], scales: tuple[float, float, float],
-                 hop_length: int) -> list[np.ndarray]:
-    """Sentences that share scales as one padded encoder batch; each item's own latents [192, frames]."""
+                 hop_length: int) -> list[Any]:
+    """Sentences that share scales as one padded encoder batch; each item's own latents [192, frames]
+    (a host array, or a device tensor on a GPU engine: latents never leave the device between the two)."""
     batch, lengths = _pad_ids(ids)
-    out = engine.run({"input": batch, "input_lengths": lengths, "scales": np.array(scales, dtype=np.float32)})
+    out = engine.run({"input": batch, "input_lengths": lengths, "scales": np.array(scales, dtype=np.float32)},
+                     device_outputs=("z",))
     z, samples = out["z"], out["output_lengths"]
-    return [z[row, :, : int(samples[row]) // hop_length].copy() for row in range(len(ids))]
+    return [_own(z[row, :, : int(samples[row]) // hop_length]) for row in range(len(ids))]
 
 
-def decode_group(engine: Engine, latents: Sequence[np.ndarray], hop_length: int) -> list[np.ndarray]:
+def decode_group(engine: Engine, latents: Sequence[Any], hop_length: int) -> list[np.ndarray]:
     """Latent windows [192, n] as one zero-padded decoder batch; each item's own audio (n * hop samples)."""
     frames = [int(z.shape[-1]) for z in latents]
-    batch = np.zeros((len(latents), latents[0].shape[0], max(frames)), dtype=np.float32)
-    for row, z in enumerate(latents):
-        batch[row, :, : frames[row]] = z
-    audio = engine.run({"z": batch})["output"]
+    audio = engine.run({"z": _stack_padded(latents, max(frames))})["output"]
     return [audio[row, 0, 0, : n * hop_length].copy() for row, n in enumerate(frames)]
+
+
+def _own(view: Any) -> Any:
+    """A copy that does not keep the whole batch alive (numpy or torch)."""
+    return view.clone() if hasattr(view, "clone") else view.copy()
+
+
+def _stack_padded(latents: Sequence[Any], frames: int) -> Any:
+    """[B, C, frames], each item zero-padded on the right (numpy, or torch on the items' device)."""
+    first = latents[0]
+    if isinstance(first, np.ndarray):
+        batch = np.zeros((len(latents), first.shape[0], frames), dtype=np.float32)
+    else:
+        batch = first.new_zeros((len(latents), first.shape[0], frames))
+    for row, z in enumerate(latents):
+        batch[row, :, : z.shape[-1]] = z
+    return batch
 
 
 def run_group(engine: Engine, ids: Sequence[Sequence[int]], scales: tuple[float, float, float]) -> list[np.ndarray]:

@@ -11,12 +11,11 @@ MAX_SAMPLE_RATE_HZ = 48_000
 MIN_LENGTH_SCALE = 0.25
 MAX_LENGTH_SCALE = 4.0
 RESAMPLE_QUALITIES = ("QQ", "LQ", "MQ", "HQ", "VHQ")
-GPU_MAX_BATCH_SIZE = 8
 
 
 @dataclass(frozen=True, kw_only=True)
 class TtsConfig:
-    """How the TTS stage synthesises, batches and streams."""
+    """How the TTS stage synthesises and streams (serving settings are the models': ``[models.<name>]``)."""
 
     voice: str = DEFAULT_VOICE  # default voice; requests may name another loaded one
     max_text_chars: int = 2_000
@@ -26,13 +25,6 @@ class TtsConfig:
     lookahead_sentences: int = 1
     # Audio per response message; a sentence is sent as one or more chunks of at most this length.
     max_chunk_ms: int = 1_000
-    # Batching across requests; 0 = by device: 1 on "cpu" (on 2 cores a padded batch is slower than
-    # the same sentences one by one, docs/bench/tts.md), GPU_MAX_BATCH_SIZE otherwise.
-    max_batch_size: int = 0
-    max_queue_delay_us: int = 2_000
-    max_queue_size: int = 64
-    instances: int = 1
-    intra_op_threads: int = 2
     # VITS sampling noise; negative = the voice's own default (0.667 / 0.8 for Piper voices).
     noise_scale: float = -1.0
     noise_w_scale: float = -1.0
@@ -45,26 +37,15 @@ class TtsConfig:
     resample_quality: str = "HQ"
 
     def __post_init__(self) -> None:
-        positive = ("max_text_chars", "max_sentence_chars", "max_chunk_ms", "max_queue_size", "instances",
-                    "intra_op_threads")
+        positive = ("max_text_chars", "max_sentence_chars", "max_chunk_ms")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_batch_size < 0:
-            raise ValueError(f"max_batch_size must be >= 0 (0 = by device), got {self.max_batch_size}")
         if self.lookahead_sentences < 0:
             raise ValueError(f"lookahead_sentences must be >= 0, got {self.lookahead_sentences}")
         if self.first_audio_frames < 0:
             raise ValueError(f"first_audio_frames must be >= 0 (0 = no split), got {self.first_audio_frames}")
         if not -40.0 <= self.gain_db <= 20.0:
             raise ValueError(f"gain_db must be within -40..20, got {self.gain_db}")
-        if self.max_queue_delay_us < 0:
-            raise ValueError(f"max_queue_delay_us must be >= 0, got {self.max_queue_delay_us}")
         if self.resample_quality not in RESAMPLE_QUALITIES:
             raise ValueError(f"resample_quality {self.resample_quality!r} not one of {RESAMPLE_QUALITIES}")
-
-    def batch_size_for(self, device: str) -> int:
-        """The batch limit to use on ``device`` ("cpu" or "cuda")."""
-        if self.max_batch_size:
-            return self.max_batch_size
-        return 1 if device == "cpu" else GPU_MAX_BATCH_SIZE

@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator, Sequence
 import grpc
 
 from engines.batcher import DynamicBatcher
-from engines.config import BatchingConfig
-from engines.repository import ModelRepository
+from engines.repository import create_engines
 from protos import common_pb2, tts_pb2, tts_pb2_grpc
 from services.common import Stage, StageSettings, deadline_of, options_to
 from services.common.calls import CallServer
+from services.common.stage import announce, model_repository
 from services.tts.batching import decode_group, encode_group, make_decoder_fn, make_encoder_fn
 from services.tts.config import TtsConfig
 from services.tts.synthesis import SpeechSynthesizer, VoiceRuntime, chunk_pcm
@@ -79,8 +79,7 @@ class TtsStage(Stage):
 
     def __init__(self, settings: StageSettings, config: TtsConfig | None = None) -> None:
         self.config = config or options_to(TtsConfig, settings.options, "tts")
-        self.repo = ModelRepository(settings.models_dir)
-        self.device = settings.device
+        self.repo = model_repository(settings)
         self._synthesizer: SpeechSynthesizer | None = None
         self._batchers: list[DynamicBatcher] = []
 
@@ -92,30 +91,29 @@ class TtsStage(Stage):
 
     def load(self) -> None:
         """Load the voice's encoder and decoder instances, warm them on a real sentence, build the batchers."""
-        folder = self.repo.folder(f"tts-{self.config.voice}")
-        voice = load_voice(folder)
+        voice = load_voice(self.repo.folder(f"tts-{self.config.voice}"))
         names = {part: f"tts-{self.config.voice}-{part}" for part in ("encoder", "decoder")}
-        meta = self.repo.config(names["decoder"]).metadata
+        models = {part: self.repo.resolve(name) for part, name in names.items()}
+        meta = models["decoder"].config.metadata
         hop, context = int(meta["hop_length"]), int(meta["decoder_context_frames"])
-        engines = {part: self.repo.load(name, device=self.device, instances=self.config.instances,
-                                        intra_op_threads=self.config.intra_op_threads)
-                   for part, name in names.items()}
+        engines = {part: create_engines(model) for part, model in models.items()}
         warm_ids = voice.id_map.to_ids(voice.phonemizer.phonemize(_WARMUP_TEXT)).ids
-        for encoder, decoder in zip(engines["encoder"], engines["decoder"], strict=True):
+        for engine in (*engines["encoder"], *engines["decoder"]):
+            engine.warmup()
+        for encoder in engines["encoder"]:
             [z] = encode_group(encoder, [warm_ids], voice.scales.as_tuple(), hop)
+        for decoder in engines["decoder"]:
             decode_group(decoder, [z, z[:, : z.shape[-1] // 2]], hop)
-        batching = BatchingConfig(max_batch_size=self.config.batch_size_for(self.device),
-                                  max_queue_delay_us=self.config.max_queue_delay_us,
-                                  max_queue_size=self.config.max_queue_size)
-        encoder = DynamicBatcher(names["encoder"], [make_encoder_fn(e, hop) for e in engines["encoder"]], batching,
-                                 stage=self.name)
-        decoder = DynamicBatcher(names["decoder"], [make_decoder_fn(e, hop) for e in engines["decoder"]], batching,
-                                 stage=self.name)
+        for model in models.values():
+            announce(self.name, model)
+        encoder = DynamicBatcher(names["encoder"], [make_encoder_fn(e, hop) for e in engines["encoder"]],
+                                 models["encoder"].serving.batching, stage=self.name)
+        decoder = DynamicBatcher(names["decoder"], [make_decoder_fn(e, hop) for e in engines["decoder"]],
+                                 models["decoder"].serving.batching, stage=self.name)
         self._batchers = [encoder, decoder]
         runtime = VoiceRuntime(voice=voice, encoder=encoder, decoder=decoder, hop_length=hop, context_frames=context)
         self._synthesizer = SpeechSynthesizer({voice.name: runtime}, self.config)
-        log.info("tts: voice %s loaded (%d instance(s), batch <= %d, first audio after %d frames)", voice.name,
-                 self.config.instances, batching.max_batch_size, self.config.first_audio_frames)
+        log.info("tts: voice %s loaded, first audio after %d frames", voice.name, self.config.first_audio_frames)
 
     def batchers(self) -> Sequence[DynamicBatcher]:
         return tuple(self._batchers)

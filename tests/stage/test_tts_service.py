@@ -199,7 +199,8 @@ async def test_concurrent_requests_batch_and_each_gets_only_its_own_audio(tts_mo
     async with running_stage(create_stage(tts_settings(tts_models, **quiet))) as (_, channel):
         stub = tts_pb2_grpc.SynthesizerStub(channel)
         alone = [pcm_of(await _collect(stub, text=t)) for t in texts]
-    batched_stage = create_stage(tts_settings(tts_models, max_batch_size=4, max_queue_delay_us=200_000, **quiet))
+    batched_stage = create_stage(tts_settings(tts_models, serving={"max_batch_size": 4, "max_queue_delay_us": 200_000},
+                                                **quiet))
     single_before, all_before = _batch_count("1.0"), _batch_count("+Inf")
     async with running_stage(batched_stage) as (_, channel):
         stub = tts_pb2_grpc.SynthesizerStub(channel)
@@ -212,7 +213,7 @@ async def test_concurrent_requests_batch_and_each_gets_only_its_own_audio(tts_mo
 
 
 async def test_a_full_queue_is_resource_exhausted_and_the_service_recovers(tts_models):
-    stage = create_stage(tts_settings(tts_models, max_queue_size=1))
+    stage = create_stage(tts_settings(tts_models, serving={"max_queue_size": 1}))
     async with running_stage(stage) as (_, channel):
         stub = tts_pb2_grpc.SynthesizerStub(channel)
         results = await asyncio.gather(*(_collect(stub, text="Here is a sentence to keep the queue busy.")

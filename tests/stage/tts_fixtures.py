@@ -45,9 +45,12 @@ def downloads_dir() -> Path:
     return cache_root() / "downloads"
 
 
-def tts_settings(models: Path, **options: Any) -> StageSettings:
-    """Stage settings for the TTS stage with ``options`` as its ``[tts]`` section."""
-    return StageSettings(name="tts", models_dir=models, options=options)
+def tts_settings(models: Path, *, serving: dict[str, Any] | None = None, **options: Any) -> StageSettings:
+    """Stage settings for the TTS stage with ``options`` as its ``[tts]`` section and ``serving`` keys applied
+    to both of the voice's models (``[models.<name>]``)."""
+    parts = (f"tts-{VOICE}-encoder", f"tts-{VOICE}-decoder")
+    return StageSettings(name="tts", models_dir=models, options=options,
+                         models={name: serving for name in parts} if serving else {})
 
 
 def pcm_of(responses) -> np.ndarray:

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from engines.models.whisper_spec import GreedyRule
 from protos import asr_pb2, common_pb2
 from services.asr.audio import StreamResampler, pcm16_to_float, strip_wav_header
 from services.asr.config import AsrConfig, settings_from_proto
-from services.asr.decoding import DecodingSpec, Hypothesis, StepInput, StepOutput, collate_steps
+from services.asr.decoding import SlotState
 from services.common import InvalidArgumentError
 
 
@@ -72,58 +73,47 @@ def test_defaults_fill_zeros():
     assert settings_from_proto(_cfg(), AsrConfig()).language_code == "en-US"
 
 
-SPEC = DecodingSpec(sot=5, eot=4, no_timestamps=6, no_speech=7, vocab_size=10, n_layers=1, n_state=2,
-                    suppress_ids=(8,), suppress_ids_begin=(1, 4), max_new_tokens=5)
+RULE = GreedyRule(sot=5, no_timestamps=6, eot=4, no_speech=7, suppress_ids=(8,), suppress_ids_begin=(1, 4),
+                  max_new_tokens=5)
 
 
-def _out(best: list[int]) -> StepOutput:
-    """Logits preferring ``best`` in order (the first one not suppressed wins)."""
-    logits = np.zeros(10, np.float32)
+def _pick(best: list[int], position: int):
+    """The decoder graph's greedy pick for logits preferring ``best`` in order, after feeding ``position``."""
+    torch = pytest.importorskip("torch")
+    from engines.models.whisper import WhisperDecoder
+    from engines.models.whisper_spec import WhisperDims
+
+    dims = WhisperDims(n_mels=4, n_audio_ctx=3, n_state=2, n_head=1, n_audio_layer=1, n_text_ctx=8, n_vocab=10,
+                       n_text_layer=1)
+    logits = torch.zeros(1, 10)
     for rank, token in enumerate(best):
-        logits[token] = 10.0 - rank
-    return StepOutput(logits, np.ones((1, 1, 2), np.float32), np.ones((1, 1, 2), np.float32))
+        logits[0, token] = 10.0 - rank
+    next_token, token, prob, no_speech = WhisperDecoder(dims, RULE).pick(logits, torch.tensor([position]))
+    return int(next_token), int(token), float(prob), float(no_speech)
 
 
-def test_greedy_rules():
-    hyp = Hypothesis(SPEC, np.zeros((1, 3, 2), np.float32), np.zeros((1, 3, 2), np.float32))
-    assert hyp.step_input().token == 5 and hyp.step_input().position == 0
-    hyp.advance(_out([7]))                 # <|sot|> step: only the no-speech probability is read
-    assert hyp.no_speech_prob > 0.9 and not hyp.tokens
-    assert hyp.step_input().token == 6     # <|notimestamps|>
-    hyp.advance(_out([4, 1, 8, 2]))        # first token: eot, 1 (begin-suppressed) and 8 (suppressed) skipped
-    assert hyp.tokens == [2]
-    hyp.advance(_out([8, 1]))              # later: 1 is allowed, 8 never
-    assert hyp.tokens == [2, 1]
-    step = hyp.step_input()
-    assert step.token == 1 and step.position == 3 and step.past_key.shape == (1, 3, 2)
-    hyp.advance(_out([4]))
-    assert hyp.done and hyp.result().tokens == (2, 1)
+def test_greedy_rules_in_the_graph():
+    nxt, _, _, no_speech = _pick([7], 0)        # <|sot|> step: the no-speech probability; next input from the prompt
+    assert nxt == 6 and no_speech > 0.9
+    nxt, token, _, _ = _pick([4, 1, 8, 2], 1)    # first token: eot, 1 (begin-suppressed) and 8 (suppressed) skipped
+    assert nxt == token == 2
+    assert _pick([8, 1], 2)[1] == 1              # later: 1 is allowed, 8 never
+    assert _pick([4], 3)[1] == 4
+
+
+def test_slot_state_collects_tokens_after_the_prompt():
+    state = SlotState(RULE)
+    assert not state.advance(6, 0.5, 0.9)        # position 0: only the no-speech probability counts
+    assert state.no_speech_prob == 0.9 and not state.tokens
+    assert not state.advance(2, 0.8, 0.0)
+    assert not state.advance(1, 0.7, 0.0)
+    assert state.advance(RULE.eot, 0.6, 0.0)
+    result = state.result()
+    assert result.tokens == (2, 1) and result.token_probs == (0.8, 0.7) and result.eot_prob == 0.6
 
 
 def test_max_new_tokens_stops():
-    hyp = Hypothesis(SPEC, np.zeros((1, 3, 2), np.float32), np.zeros((1, 3, 2), np.float32))
-    while not hyp.done:
-        hyp.advance(_out([3]))
-    assert hyp.result().tokens == (3,) * 5
-
-
-def test_collate_pads_caches_to_the_longest_row():
-    # Cross K/V of one layer, one head of width 2, 3 source frames: keys [L, H, D/H, S], values [L, H, S, D/H].
-    a = Hypothesis(SPEC, np.zeros((1, 1, 2, 3), np.float32), np.zeros((1, 1, 3, 2), np.float32))
-    b = Hypothesis(SPEC, np.ones((1, 1, 2, 3), np.float32), np.ones((1, 1, 3, 2), np.float32))
-    for _ in range(3):
-        a.advance(_out([3]))
-    feed = collate_steps([a.step_input(), b.step_input()])
-    assert feed["past_key"].shape == (2, 1, 3, 2)
-    np.testing.assert_array_equal(feed["positions"], [3, 0])
-    assert feed["cross_key_0"].shape == (2, 1, 2, 3) and feed["cross_key_0"][1].max() == 1
-    assert feed["cross_value_0"].shape == (2, 1, 3, 2)
-
-
-def test_collate_of_one_row_passes_its_cross_kv_without_a_copy():
-    keys, values = np.ones((2, 1, 2, 3), np.float32), np.ones((2, 1, 3, 2), np.float32)
-    feed = collate_steps([StepInput(7, 0, np.zeros((2, 0, 2), np.float32), np.zeros((2, 0, 2), np.float32),
-                                    keys, values)])
-    assert sorted(k for k in feed if k.startswith("cross")) == [
-        "cross_key_0", "cross_key_1", "cross_value_0", "cross_value_1"]
-    assert np.shares_memory(feed["cross_key_1"], keys) and feed["cross_key_1"].flags.c_contiguous
+    state = SlotState(RULE)
+    while not state.advance(3, 0.5, 0.0):
+        pass
+    assert state.result().tokens == (3,) * 5

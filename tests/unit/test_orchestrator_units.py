@@ -46,6 +46,8 @@ def test_budget_records_spend_against_shares():
 
 def test_profiles_and_explicit_overrides():
     assert OrchestratorConfig(profile="gpu").budget() == PROFILES["gpu"]
+    assert OrchestratorConfig().budget("cuda") == PROFILES["gpu"]  # "auto" follows the stack's device
+    assert OrchestratorConfig().budget("cpu") == PROFILES["cpu"]
     cfg = OrchestratorConfig(budget_ms=2000, tts_share_ms=800).budget()
     assert (cfg.total_ms, cfg.tts_ms, cfg.nlp_ms) == (2000, 800, PROFILES["cpu"].nlp_ms)
     with pytest.raises(SettingsError, match="profile"):

@@ -1,0 +1,247 @@
+"""Whisper in PyTorch: the encoder (with every decoder layer's cross-attention K/V) and a decoder step.
+
+The module holds the model and the greedy choice of the next token; serving concerns (batching, slots,
+devices, precision, CUDA graphs) live in the engine layer. Two forms of the decoder step share the layers:
+
+* :meth:`WhisperDecoder.forward` — the graph exported to ONNX for the CPU: a padded self-attention cache
+  of dynamic length goes in, only the new token's K/V comes out, and the caller keeps the cache;
+* :meth:`WhisperDecoder.step` — the GPU form: the self-attention cache and the cross K/V are
+  preallocated per slot and written in place, so the step has static shapes per batch bucket and is
+  captured once in a CUDA graph, and the next input token is computed on the device.
+
+Both end in :meth:`WhisperDecoder.pick`, the one owner of the greedy rule (as CTranslate2 applies it for
+faster-whisper with an English-only model, ``without_timestamps``, beam 1, temperature 0): the model's
+``suppress_ids`` are masked at every step and ``suppress_ids_begin`` as well at the first generated token;
+the token is the argmax, its probability the softmax of the masked logits; the no-speech probability is
+read at the ``<|startoftranscript|>`` step from the unmasked logits; while the prompt
+(``<|startoftranscript|><|notimestamps|>``) is being fed, the next input is the prompt's next token.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from engines.models.whisper_spec import GreedyRule, WhisperDims
+
+_NEG = -1e9  # additive mask: exp underflows to exactly 0 in float32 (and fp16 after the max is subtracted)
+
+
+def _heads(x: torch.Tensor, n_head: int) -> torch.Tensor:
+    b, t, d = x.shape
+    return x.reshape(b, t, n_head, d // n_head).transpose(1, 2)
+
+
+def _merge(x: torch.Tensor) -> torch.Tensor:
+    b, h, t, dh = x.shape
+    return x.transpose(1, 2).reshape(b, t, h * dh)
+
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_head: int,
+            bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Scaled dot-product attention on [B, T, D] tensors; ``bias`` is additive [B, 1, T, S] or None."""
+    qh, kh, vh = _heads(q, n_head), _heads(k, n_head), _heads(v, n_head)
+    scores = torch.matmul(qh, kh.transpose(-1, -2)) * (1.0 / math.sqrt(qh.shape[-1]))
+    if bias is not None:
+        scores = scores + bias
+    return _merge(torch.matmul(torch.softmax(scores, dim=-1), vh))
+
+
+def _attend_heads(q: torch.Tensor, keys_t: torch.Tensor, values: torch.Tensor, n_head: int) -> torch.Tensor:
+    """Attention of [B, T, D] queries over keys [B, H, D/H, S] (transposed) and values [B, H, S, D/H]."""
+    qh = _heads(q, n_head)
+    scores = torch.matmul(qh, keys_t) * (1.0 / math.sqrt(qh.shape[-1]))
+    return _merge(torch.matmul(torch.softmax(scores, dim=-1), values))
+
+
+class _Mlp(nn.Module):
+    def __init__(self, n_state: int) -> None:
+        super().__init__()
+        self.ln = nn.LayerNorm(n_state)
+        self.fc1 = nn.Linear(n_state, 4 * n_state)
+        self.fc2 = nn.Linear(4 * n_state, n_state)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(self.ln(x))))
+
+
+class _EncoderLayer(nn.Module):
+    def __init__(self, dims: WhisperDims) -> None:
+        super().__init__()
+        d = dims.n_state
+        self.n_head = dims.n_head
+        self.ln = nn.LayerNorm(d)
+        self.q, self.k, self.v, self.out = (nn.Linear(d, d) for _ in range(4))
+        self.mlp = _Mlp(d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.ln(x)
+        x = x + self.out(_attend(self.q(h), self.k(h), self.v(h), self.n_head))
+        return x + self.mlp(x)
+
+
+class WhisperEncoder(nn.Module):
+    """mel [B, n_mels, 2*n_audio_ctx] -> every decoder layer's cross K/V, split into heads:
+    keys [B, L, H, D/H, S] (transposed) and values [B, L, H, S, D/H]."""
+
+    def __init__(self, dims: WhisperDims) -> None:
+        super().__init__()
+        d = dims.n_state
+        self.dims = dims
+        self.conv1 = nn.Conv1d(dims.n_mels, d, 3, padding=1)
+        self.conv2 = nn.Conv1d(d, d, 3, stride=2, padding=1)
+        self.register_buffer("pos", torch.zeros(dims.n_audio_ctx, d))
+        self.layers = nn.ModuleList(_EncoderLayer(dims) for _ in range(dims.n_audio_layer))
+        self.ln_post = nn.LayerNorm(d)
+        # The decoder's cross-attention K/V projections, applied once per utterance to the encoder output.
+        self.cross_k = nn.ModuleList(nn.Linear(d, d) for _ in range(dims.n_text_layer))
+        self.cross_v = nn.ModuleList(nn.Linear(d, d) for _ in range(dims.n_text_layer))
+
+    def forward(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = F.gelu(self.conv1(mel))
+        x = F.gelu(self.conv2(x)).transpose(1, 2)
+        x = x + self.pos
+        for layer in self.layers:
+            x = layer(x)
+        hidden = self.ln_post(x)
+        b, s, d = hidden.shape
+        h = self.dims.n_head
+        keys = torch.stack([p(hidden) for p in self.cross_k], dim=1)  # [B, L, S, D]
+        values = torch.stack([p(hidden) for p in self.cross_v], dim=1)
+        keys = keys.reshape(b, -1, s, h, d // h).permute(0, 1, 3, 4, 2)  # [B, L, H, D/H, S]
+        values = values.reshape(b, -1, s, h, d // h).permute(0, 1, 3, 2, 4)  # [B, L, H, S, D/H]
+        return keys.contiguous(), values.contiguous()
+
+
+class _DecoderLayer(nn.Module):
+    def __init__(self, dims: WhisperDims) -> None:
+        super().__init__()
+        d = dims.n_state
+        self.n_head = dims.n_head
+        self.ln_self = nn.LayerNorm(d)
+        self.q, self.k, self.v, self.out = (nn.Linear(d, d) for _ in range(4))
+        self.ln_cross = nn.LayerNorm(d)
+        self.cross_q = nn.Linear(d, d)
+        self.cross_out = nn.Linear(d, d)
+        self.mlp = _Mlp(d)
+
+    def cross_and_mlp(self, x: torch.Tensor, cross_k: torch.Tensor, cross_v: torch.Tensor) -> torch.Tensor:
+        x = x + self.cross_out(_attend_heads(self.cross_q(self.ln_cross(x)), cross_k, cross_v, self.n_head))
+        return x + self.mlp(x)
+
+
+class WhisperDecoder(nn.Module):
+    """One greedy decoder step; see the module docstring for its two forms."""
+
+    def __init__(self, dims: WhisperDims, rule: GreedyRule) -> None:
+        super().__init__()
+        d = dims.n_state
+        self.dims = dims
+        self.rule = rule
+        self.register_buffer("embedding", torch.zeros(dims.n_vocab, d))  # tied with the output projection
+        self.register_buffer("pos", torch.zeros(dims.n_text_ctx, d))
+        self.layers = nn.ModuleList(_DecoderLayer(dims) for _ in range(dims.n_text_layer))
+        self.ln = nn.LayerNorm(d)
+        always = torch.zeros(dims.n_vocab, dtype=torch.bool)
+        always[list(rule.suppress_ids)] = True
+        first = always.clone()
+        first[list(rule.suppress_ids_begin)] = True
+        # Not part of the weights: rebuilt from the rule, kept out of the state dict.
+        self.register_buffer("mask_always", always, persistent=False)
+        self.register_buffer("mask_first", first, persistent=False)
+        self.register_buffer("prompt", torch.tensor(rule.prompt, dtype=torch.int64), persistent=False)
+
+    # -- the greedy rule ---------------------------------------------------------------------------
+
+    def on_precision(self) -> None:
+        """Called by the engine once the module is on its device and dtype: keep a float32 copy of the
+        output projection, so an FP16 decoder computes its logits in float32 without a cast per step."""
+        self._projection = self.embedding.float().t().contiguous()
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Float32 logits [B, V] of the last position of ``x`` [B, T, D] (the projection in float32, so an
+        FP16 decoder picks the same token as FP32 on near ties)."""
+        projection = getattr(self, "_projection", None)
+        if projection is None:
+            projection = self.embedding.float().t()
+        return torch.matmul(self.ln(x)[:, -1].float(), projection)
+
+    def pick(self, logits: torch.Tensor, positions: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The greedy choice after feeding the token at ``positions`` [B].
+
+        Returns:
+            next_token [B] (what to feed next: the prompt's next token, or the picked token),
+            token [B] (the picked token; meaningful once the prompt is consumed), prob [B] (its
+            probability), no_speech_prob [B] (meaningful at position 0).
+        """
+        n_prompt = self.prompt.shape[0]
+        first = (positions == n_prompt - 1).unsqueeze(1)
+        mask = self.mask_always.unsqueeze(0) | (first & self.mask_first.unsqueeze(0))  # mask_first covers mask_always
+        masked = logits.masked_fill(mask, float("-inf"))
+        token = torch.argmax(masked, dim=-1)
+        prob = torch.softmax(masked, dim=-1).gather(1, token.unsqueeze(1)).squeeze(1)
+        no_speech = torch.softmax(logits, dim=-1)[:, self.rule.no_speech]
+        following = positions + 1
+        from_prompt = self.prompt[torch.clamp(following, max=n_prompt - 1)]
+        next_token = torch.where(following < n_prompt, from_prompt, token)
+        return next_token, token, prob, no_speech
+
+    # -- the ONNX form: dynamic cache owned by the caller ------------------------------------------
+
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor, past_key: torch.Tensor,
+                past_value: torch.Tensor, *cross: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """tokens [B,1] int64, positions [B] int64, past_* [B,L,P,D]; ``cross`` is key, value per layer:
+        [B,H,D/H,S] and [B,H,S,D/H]. Rows may sit at different positions: cache slots at or beyond a
+        row's position are padding and masked out.
+
+        Returns next_token, token, prob, no_speech_prob ([B] each, see :meth:`pick`) and the new
+        token's K/V per layer, new_key and new_value [B,L,1,D].
+        """
+        x = self.embedding[tokens] + self.pos[positions].unsqueeze(1)
+        past_len = past_key.shape[2]
+        slots = torch.arange(past_len, device=tokens.device).unsqueeze(0)
+        pad = (slots >= positions.unsqueeze(1)).to(x.dtype) * _NEG
+        new = positions.unsqueeze(1).to(x.dtype) * 0.0  # [B, 1] zeros, also when the cache is empty
+        bias = torch.cat([pad, new], dim=1)[:, None, None, :]
+        new_keys, new_values = [], []
+        for i, layer in enumerate(self.layers):
+            h = layer.ln_self(x)
+            k, v = layer.k(h), layer.v(h)
+            keys = torch.cat([past_key[:, i], k], dim=1)
+            values = torch.cat([past_value[:, i], v], dim=1)
+            x = x + layer.out(_attend(layer.q(h), keys, values, layer.n_head, bias))
+            x = layer.cross_and_mlp(x, cross[2 * i], cross[2 * i + 1])
+            new_keys.append(k)
+            new_values.append(v)
+        picked = self.pick(self.logits(x), positions)
+        return (*picked, torch.stack(new_keys, dim=1), torch.stack(new_values, dim=1))
+
+    # -- the GPU form: static per-slot buffers, written in place -----------------------------------
+
+    def step(self, tokens: torch.Tensor, positions: torch.Tensor, self_k: list[torch.Tensor],
+             self_v: list[torch.Tensor], cross_k: list[torch.Tensor], cross_v: list[torch.Tensor]
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One step for rows 0..B-1 of the slot buffers. tokens, positions [B]; per layer ``self_k``,
+        ``self_v`` [B, C, D] (C = capacity), ``cross_k`` [B, H, D/H, S], ``cross_v`` [B, H, S, D/H].
+
+        The new token's K/V are written into ``self_k``/``self_v`` at each row's position; rows attend
+        to cache entries 0..position. Returns :meth:`pick`'s four tensors. Static shapes: no host sync.
+        """
+        capacity = self_k[0].shape[1]
+        where = torch.clamp(positions, max=capacity - 1)  # rows past their end (idle slots) stay in bounds
+        rows = torch.arange(tokens.shape[0], device=tokens.device)
+        x = (self.embedding[tokens] + self.pos[where]).unsqueeze(1)
+        visible = torch.arange(capacity, device=tokens.device).unsqueeze(0) <= where.unsqueeze(1)
+        bias = torch.zeros(visible.shape, dtype=x.dtype, device=x.device).masked_fill(~visible, float("-inf"))
+        bias = bias[:, None, None, :]
+        for i, layer in enumerate(self.layers):
+            h = layer.ln_self(x)
+            self_k[i][rows, where] = layer.k(h)[:, 0]
+            self_v[i][rows, where] = layer.v(h)[:, 0]
+            x = x + layer.out(_attend(layer.q(h), self_k[i], self_v[i], layer.n_head, bias))
+            x = layer.cross_and_mlp(x, cross_k[i], cross_v[i])
+        return self.pick(self.logits(x), positions)
