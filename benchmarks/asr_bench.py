@@ -139,25 +139,17 @@ def _offline(root: Path, clips: list[np.ndarray]) -> dict:
     """faster-whisper int8 vs our unbatched pipeline on each clip, alternating, plus component timings."""
     from faster_whisper import WhisperModel
 
-    from engines.config import ModelConfig
-    from engines.onnx import OnnxEngine
-    from services.asr.decoding import Hypothesis
+    from engines.repository import ModelRepository, create_engines
     from services.asr.features import log_mel
+    from services.asr.generation import DECODER_MODEL, ENCODER_MODEL, create_generators, encoder_batch_fn
     from services.asr.tokenizer import WhisperTokenizer
-    from services.asr.whisper import (
-        DECODER_MODEL,
-        ENCODER_MODEL,
-        decoder_batch_fn,
-        encoder_batch_fn,
-        spec_from_config,
-    )
 
     fw = WhisperModel(str(root / "whisper-tiny-en-ct2"), device="cpu", compute_type="int8", cpu_threads=2)
-    enc_dir, dec_dir = root / ENCODER_MODEL, root / DECODER_MODEL
-    dec_cfg = ModelConfig.load(dec_dir)
-    encoder, decoder = OnnxEngine(ModelConfig.load(enc_dir), enc_dir), OnnxEngine(dec_cfg, dec_dir)
-    spec, tok = spec_from_config(dec_cfg), WhisperTokenizer(dec_dir / "tokenizer.json")
-    enc_fn, dec_fn = encoder_batch_fn(encoder), decoder_batch_fn(decoder)
+    repo = ModelRepository(root)
+    (encoder,) = create_engines(repo.resolve(ENCODER_MODEL))[:1]
+    (generator,) = create_generators(repo.resolve(DECODER_MODEL))[:1]
+    tok = WhisperTokenizer(root / DECODER_MODEL / "tokenizer.json")
+    enc_fn = encoder_batch_fn(encoder)
     _fw_reference(fw, clips[0])  # warm both
     enc_fn([log_mel(clips[0])])
     fw_texts, fw_ms, our_ms, enc_ms, step_ms, our_texts = [], [], [], [], [], []
@@ -167,32 +159,29 @@ def _offline(root: Path, clips: list[np.ndarray]) -> dict:
         t1 = time.perf_counter()
         out = enc_fn([log_mel(clip)])[0]
         t2 = time.perf_counter()
-        hyp = Hypothesis(spec, out.cross_key, out.cross_value)
-        steps = 0
-        while not hyp.done:
-            hyp.advance(dec_fn([hyp.step_input()])[0])
+        generator.prefill([(0, out)])
+        steps = 1
+        while not (finished := generator.step([0])):
             steps += 1
+        generator.release(0)
         t3 = time.perf_counter()
-        our_texts.append(tok.decode(hyp.result().tokens))
+        our_texts.append(tok.decode(finished[0].tokens))
         fw_ms.append((t1 - t0) * 1e3)
         our_ms.append((t3 - t1) * 1e3)
         enc_ms.append((t2 - t1) * 1e3)
         step_ms.append((t3 - t2) * 1e3 / steps)
-    # Decoder batching: 4 hypotheses stepping together vs one.
+    # Decoder batching: 4 sequences stepping together vs one (12 steps each).
     outs = [enc_fn([log_mel(c)])[0] for c in clips[:4]]
     batch_ms = {}
     for b in (1, 4):
-        hyps = [Hypothesis(spec, o.cross_key, o.cross_value) for o in outs[:b]]
+        slots = list(range(b))
+        generator.prefill([(s, outs[s]) for s in slots])
         t = time.perf_counter()
-        n = 0
         for _ in range(12):
-            live = [h for h in hyps if not h.done]
-            if not live:
-                break
-            for h, o in zip(live, dec_fn([h.step_input() for h in live]), strict=True):
-                h.advance(o)
-            n += 1
-        batch_ms[b] = (time.perf_counter() - t) * 1e3 / n
+            generator.step(slots)
+        batch_ms[b] = (time.perf_counter() - t) * 1e3 / 12
+        for s in slots:
+            generator.release(s)
     return {"fw_texts": fw_texts, "fw_ms": fw_ms, "our_ms": our_ms, "enc_ms": enc_ms, "step_ms": step_ms,
             "our_offline_texts": our_texts, "batch_ms": batch_ms}
 

@@ -69,7 +69,7 @@ async def main() -> None:
         write_matmul_model(Path(tmp) / "matmul", in_dim=args.dim, out_dim=args.dim)
         repo = ModelRepository(Path(tmp))
         (engine,) = repo.load("matmul")
-        engine.warmup()
+        engine.run_dummy()
         rng = np.random.default_rng(0)
         row = rng.standard_normal(args.dim).astype(np.float32)
 

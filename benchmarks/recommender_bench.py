@@ -136,7 +136,7 @@ def main() -> None:
     servers = {}
     try:
         for name, options in configs.items():
-            servers[name] = start_server("recommender", options, args.models_dir)
+            servers[name] = start_server("recommender", {}, args.models_dir, models={"recommender": options})
         rss_loaded = {n: s.rss_mb()[0] for n, s in servers.items()}
         measured, feedback, strategies = asyncio.run(run(servers, requests, args))
         rss_peak = {n: s.rss_mb()[1] for n, s in servers.items()}

@@ -57,8 +57,11 @@ def _models() -> Path:
     return Path(os.environ.get("VOXPIPE_MODELS_DIR", cache_root() / "models"))
 
 
-def _settings(**options) -> StageSettings:
-    return StageSettings(name="tts", models_dir=_models(), options=options)
+def _settings(*, serving: dict | None = None, **options) -> StageSettings:
+    """The TTS stage's settings; ``serving`` keys apply to both of the voice's models."""
+    parts = (f"{MODEL_NAME}-encoder", f"{MODEL_NAME}-decoder")
+    return StageSettings(name="tts", models_dir=_models(), options=options,
+                         models={p: serving for p in parts} if serving else {})
 
 
 def _piper_voice():
@@ -189,7 +192,7 @@ async def ttfa_and_rtf(runs: int, rtf_runs: int) -> dict:
 
 async def batching(seconds: float, concurrency: int, max_batch_size: int) -> dict:
     """Closed loop: ``concurrency`` clients send replies back to back over gRPC for ``seconds``."""
-    stage = create_stage(_settings(max_batch_size=max_batch_size, max_queue_delay_us=5_000))
+    stage = create_stage(_settings(serving={"max_batch_size": max_batch_size, "max_queue_delay_us": 5_000}))
     first, total, audio_s = [], [], []
     async with running_stage(stage) as (_, channel):
         stub = tts_pb2_grpc.SynthesizerStub(channel)

@@ -28,16 +28,33 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "the stage's grace_s and exit 0.")
     p.add_argument("stage", choices=STAGE_ORDER)
     p.add_argument("--port", type=int, help="override the configured port (0 = any free port)")
+    _device_option(p)
     p.set_defaults(handler=_serve)
 
     p = sub.add_parser("up", help="start every available stage locally and wait until all are SERVING",
-                       description="Start each stage as a local process (CPU default), wait for "
-                                   "grpc.health.v1 SERVING, print the addresses, stop cleanly on Ctrl-C.")
+                       description="Start each stage as a local process, wait for grpc.health.v1 SERVING, "
+                                   "print the addresses, stop cleanly on Ctrl-C. Each stage logs where each of "
+                                   "its models runs (device, precision, backend).")
+    _device_option(p)
     p.set_defaults(handler=_up)
 
-    p = sub.add_parser("health", help="check grpc.health.v1 of the configured stages")
+    p = sub.add_parser("health", help="check grpc.health.v1 of the configured stages, and where their models run",
+                       description="SERVING or not per stage; for stages with a metrics port, the device, "
+                                   "precision and backend of each loaded model (voxpipe_model_info).")
     p.add_argument("--timeout-s", type=float, default=2.0)
     p.set_defaults(handler=_health)
+
+
+def _device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", choices=("cpu", "cuda", "auto"),
+                        help="where the models run (default: [stack] device / VOXPIPE_DEVICE): cpu (ONNX Runtime), "
+                             "cuda (PyTorch on the GPU; fails at start without a usable GPU) or auto")
+
+
+def _with_device(args: argparse.Namespace, settings: StackSettings) -> StackSettings:
+    from dataclasses import replace
+
+    return replace(settings, device=args.device) if args.device else settings
 
 
 def _build(args: argparse.Namespace, settings: StackSettings) -> int:
@@ -74,6 +91,7 @@ def _serve(args: argparse.Namespace, settings: StackSettings) -> int:
     from services.common.context import configure_logging
     from services.common.tracing import configure_tracing
 
+    settings = _with_device(args, settings)
     configure_logging(settings.log_level)
     # OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set (e.g. Jaeger), else a JSON-lines file per stage.
     configure_tracing(args.stage, otlp_endpoint=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
@@ -106,7 +124,7 @@ def _up(args: argparse.Namespace, settings: StackSettings) -> int:
 
     configure_logging(settings.log_level)
     try:
-        return run_async(up(settings))
+        return run_async(up(_with_device(args, settings)))
     except LaunchError as e:
         print(f"voxpipe up: {e}", file=sys.stderr)
         return 1
@@ -114,18 +132,22 @@ def _up(args: argparse.Namespace, settings: StackSettings) -> int:
 
 def _health(args: argparse.Namespace, settings: StackSettings) -> int:
     from services import available_stages
-    from services.launcher import wait_serving
+    from services.launcher import model_lines, wait_serving
 
     async def check() -> int:
         bad = 0
         for name in available_stages():
-            address = settings.stage(name).server.address
+            stage = settings.stage(name)
+            address = stage.server.address
             try:
                 await wait_serving(address, args.timeout_s)
                 print(f"{name:<13} {address:<22} SERVING")
             except TimeoutError:
                 print(f"{name:<13} {address:<22} NOT SERVING")
                 bad += 1
+                continue
+            for line in await asyncio.to_thread(model_lines, stage.server.host, stage.server.metrics_port):
+                print(f"{'':<13} {line}")
         return 1 if bad else 0
 
     return asyncio.run(check())

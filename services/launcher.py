@@ -1,8 +1,9 @@
-"""``voxpipe up``: every available stage as a local process, on the embedded CPU default.
+"""``voxpipe up``: every available stage as a local process, on the CPU or a GPU.
 
 Each stage runs as ``python -m clients.cli serve <stage>`` with the same settings the TOML and
-``VOXPIPE_*`` variables give. The launcher waits until every stage reports SERVING over
-``grpc.health.v1``, prints where each listens, and forwards SIGINT/SIGTERM so each drains and exits.
+``VOXPIPE_*`` variables give (the stack's device is passed on as ``VOXPIPE_DEVICE``). The launcher waits
+until every stage reports SERVING over ``grpc.health.v1``, prints where each listens, and forwards
+SIGINT/SIGTERM so each drains and exits.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ async def launch(settings: StackSettings, *, stages: list[str] | None = None,
         for name in names:
             stage = settings.stage(name)
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "clients.cli", "serve", name, env=os.environ.copy())
+                sys.executable, "-m", "clients.cli", "serve", name,
+                env={**os.environ, "VOXPIPE_DEVICE": settings.device})
             launched.append(LaunchedStage(name=name, address=stage.server.address,
                                           metrics_port=stage.server.metrics_port, process=process))
         waits = [asyncio.create_task(_wait_or_exit(s, ready_timeout_s)) for s in launched]
@@ -101,6 +103,26 @@ async def shutdown(launched: list[LaunchedStage], timeout_s: float = 20.0) -> No
             log.warning("%s did not stop within %.0f s; killing it", stage.name, timeout_s)
             stage.process.kill()
             await stage.process.wait()
+
+
+def model_lines(host: str, metrics_port: int, timeout_s: float = 2.0) -> list[str]:
+    """Where a stage's models run, from its Prometheus endpoint (``voxpipe_model_info``); [] without one."""
+    import re
+    import urllib.request
+
+    if not metrics_port:
+        return []
+    try:
+        with urllib.request.urlopen(f"http://{host}:{metrics_port}/metrics", timeout=timeout_s) as response:
+            text = response.read().decode()
+    except OSError as e:
+        return [f"(models: metrics endpoint :{metrics_port} not readable: {e})"]
+    lines = []
+    for labels in re.findall(r"^voxpipe_model_info\{([^}]*)\} 1\.0$", text, flags=re.MULTILINE):
+        info = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        lines.append(f"{info['model']}: {info['device']} {info['precision']} {info['backend']}, "
+                     f"{info['instances']} instance(s)")
+    return lines
 
 
 def format_table(launched: list[LaunchedStage]) -> str:
