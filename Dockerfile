@@ -1,11 +1,12 @@
 # syntax=docker/dockerfile:1
 # voxpipe: one image for every stage (asr, nlp, recommender, tts, orchestrator); the compose file picks
 # the stage with `voxpipe serve <stage>`. Two stages (see docs/DOCKER.md, "Why models are built into the
-# image"): `builder` installs the build extras (torch CPU, onnx) and runs `voxpipe build` into /models;
-# `runtime` installs voxpipe without them and copies /models, so no running service can import torch.
+# image"): `builder` installs the build extras (torch CPU, onnx) and runs `voxpipe build` into /models
+# (ONNX graphs for the CPU, PyTorch weights for the GPU); `runtime` installs voxpipe without them and copies
+# /models: the CPU image has no torch at all; the GPU image adds the `gpu` extra (PyTorch with CUDA).
 #
-#   docker build -t voxpipe:local .                          # CPU (onnxruntime)
-#   docker build -t voxpipe:gpu --build-arg ONNXRUNTIME_PACKAGE='onnxruntime-gpu[cuda,cudnn]' .
+#   docker build -t voxpipe:local .                                   # CPU (ONNX Runtime)
+#   docker build -t voxpipe:gpu --build-arg VOXPIPE_EXTRAS=otlp,gpu .  # GPU (PyTorch CUDA)
 
 FROM python:3.11.14-slim-bookworm AS base
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -37,9 +38,10 @@ RUN python -m clients.cli build \
 
 # ---------------------------------------------------------------------------------------------------
 FROM base AS runtime
-# Which onnxruntime distribution the services use: `onnxruntime` (CPU) or `onnxruntime-gpu[cuda,cudnn]`
-# (CUDA and cuDNN from NVIDIA's pip wheels; the driver comes from the host through the NVIDIA runtime).
-ARG ONNXRUNTIME_PACKAGE=onnxruntime
+# voxpipe's extras in the image: `otlp` (every stage exports its spans to Jaeger when
+# OTEL_EXPORTER_OTLP_ENDPOINT is set); add `gpu` for the PyTorch CUDA backend (the driver comes from the
+# host through the NVIDIA runtime; CUDA and cuDNN from PyTorch's wheels).
+ARG VOXPIPE_EXTRAS=otlp
 # One fixed UID (10001) for every voxpipe container and the MPS daemon: MPS only serves clients of its
 # own UID, and docker-compose.yml runs every service as 10001:10001.
 RUN groupadd --system --gid 10001 voxpipe \
@@ -47,23 +49,11 @@ RUN groupadd --system --gid 10001 voxpipe \
        --shell /usr/sbin/nologin voxpipe
 ENV PATH=/opt/venv/bin:$PATH
 COPY --from=builder /wheels /wheels
-# The onnxruntime-gpu swap keeps the version voxpipe resolved; both distributions ship the same
-# `onnxruntime` module, so the CPU one is removed first. The CUDA/cuDNN libraries of NVIDIA's pip
-# wheels go on the loader path so the CUDA execution provider finds them without preloading.
-# The `otlp` extra: every stage exports its spans to Jaeger when OTEL_EXPORTER_OTLP_ENDPOINT is set.
 # DL3013: the wheel file fixes voxpipe's version and voxpipe pins or bounds its own dependencies.
 # hadolint ignore=DL3013
 RUN python -m venv /opt/venv \
     && wheel="$(ls /wheels/voxpipe-*.whl)" \
-    && pip install "${wheel}[otlp]" \
-    && if [ "${ONNXRUNTIME_PACKAGE}" != "onnxruntime" ]; then \
-         ort_version="$(python -c 'import importlib.metadata as m; print(m.version("onnxruntime"))')" \
-         && pip uninstall -y onnxruntime \
-         && pip install "${ONNXRUNTIME_PACKAGE}==${ort_version}" \
-         && find /opt/venv/lib -path '*/site-packages/nvidia/*' -name lib -type d \
-              > /etc/ld.so.conf.d/nvidia-pip.conf \
-         && ldconfig; \
-       fi \
+    && pip install "${wheel}[${VOXPIPE_EXTRAS}]" \
     && rm -rf /wheels
 COPY --from=builder /models /models
 COPY services/common/voxpipe.toml /etc/voxpipe/voxpipe.toml

@@ -32,6 +32,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.tts_replies import REPLIES, TWO_SENTENCES  # noqa: E402
 from engines.batcher import DynamicBatcher  # noqa: E402
+from engines.generation import GenerationScheduler  # noqa: E402
 from engines.repository import ModelRepository, create_engines  # noqa: E402
 from services.common.settings import StageSettings  # noqa: E402
 
@@ -63,6 +65,17 @@ def repo(args, **overrides) -> ModelRepository:
 def settings(args, name: str, models: dict | None = None, **options) -> StageSettings:
     return StageSettings(name=name, models_dir=args.root / "models", device=args.target, options=options,
                          models=models or {})
+
+
+def _free() -> None:
+    """Drop what the last configuration held on the GPU (graph pools, caches) before the next one."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def timed(fn: Callable[[], object], runs: int, warmup: int = 3) -> list[float]:
@@ -104,7 +117,8 @@ def section_parity(args) -> dict:
     from benchmarks import gpu_parity
 
     reference = json.loads((args.root / "data" / "cpu_reference.json").read_text())
-    got = gpu_parity.collect(args.root / "models", args.target, args.root / "data")
+    got = gpu_parity.collect(args.root / "models", args.target, args.root / "data",
+                             query_embeddings=reference["nlp"]["embeddings"])
     return gpu_parity.compare(reference, got)
 
 
@@ -203,16 +217,22 @@ async def _asr_streaming(args, clips) -> dict:
 # -- TTS ---------------------------------------------------------------------------------------------
 
 def section_tts(args) -> dict:
+    decoder, encoder = "tts-en_US-joe-medium-decoder", "tts-en_US-joe-medium-encoder"
     return {"default": asyncio.run(_tts(args, {})),
-            "decoder eager": asyncio.run(_tts(args, {"tts-en_US-joe-medium-decoder": {"cuda_graphs": False}},
-                                              rtf=False))}
+            "decoder eager": asyncio.run(_tts(args, {decoder: {"cuda_graphs": False}}, rtf=False)),
+            "decoder fp32": asyncio.run(_tts(args, {decoder: {"precision": "fp32"}}, rtf=False)),
+            "encoder eager": asyncio.run(_tts(args, {encoder: {"cuda_graphs": False, "batch_buckets": "",
+                                                               "length_buckets": ""}}, rtf=False))}
 
 
 async def _tts(args, models: dict, rtf: bool = True) -> dict:
     import grpc
 
     from protos import tts_pb2, tts_pb2_grpc
+    from services.tts.batching import SentenceItem
     from services.tts.servicer import TtsStage
+    from services.tts.synthesis import _prepare
+    from services.tts.text import split_sentences
     from tests.helpers import running_stage
 
     stage = TtsStage(settings(args, "tts", models))
@@ -220,6 +240,21 @@ async def _tts(args, models: dict, rtf: bool = True) -> dict:
     out = {}
     async with running_stage(stage) as (_, channel):
         stub = tts_pb2_grpc.SynthesizerStub(channel)
+        runtime = next(iter(stage.synthesizer.voices.values()))
+        first = split_sentences(TWO_SENTENCES, max_sentence_chars=400)[0].text
+        parts: dict[str, list[float]] = {"phonemize": [], "encoder": [], "first_window": []}
+        for i in range(n(33, 3)):
+            t0 = time.perf_counter()
+            ids, _ = await asyncio.to_thread(_prepare, runtime.voice, first)
+            t1 = time.perf_counter()
+            z = await runtime.encoder.submit(SentenceItem(ids, (0.667, 1.0, 0.8)))
+            t2 = time.perf_counter()
+            await runtime.decoder.submit(z[:, :stage.config.first_audio_frames + runtime.context_frames])
+            t3 = time.perf_counter()
+            if i >= n(3, 1):
+                for key, value in zip(parts, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+                    parts[key].append(value * 1e3)
+        out["first_audio_parts_ms_p50"] = {k: p(v, 50) for k, v in parts.items()}
         firsts = []
         for i in range(n(33, 4)):
             t0 = time.perf_counter()
@@ -257,8 +292,6 @@ def section_nlp(args) -> dict:
 
 
 async def _nlp(args) -> dict:
-    from functools import partial
-
     from protos import nlp_pb2, nlp_pb2_grpc
     from services.common.context import SERVER_TIME_HEADER
     from services.nlp.encoder import embed_ids, load_tokenizer, tokenize
@@ -297,7 +330,8 @@ async def _nlp(args) -> dict:
         minilm[f"{label}, {instances} instance(s)"] = await load(batcher.submit, ids, 256, 3.0)
         minilm[f"{label}, {instances} instance(s), batch 1"] = await load(batcher.submit, ids, 1, 1.0)
         await batcher.close()
-        del engines
+        del engines, batcher
+        _free()
     out["minilm_through_batcher"] = minilm
     return out
 
@@ -341,27 +375,68 @@ def section_instances(args) -> dict:
 
 
 async def _instances(args) -> dict:
+    """Throughput of 1, 2 and 4 instances (each its own CUDA stream) of each model under load."""
+    from benchmarks.tts_replies import REPLIES
     from services.asr.features import log_mel
-    from services.asr.generation import ENCODER_MODEL, encoder_batch_fn
-    from services.tts.batching import make_decoder_fn
+    from services.asr.generation import DECODER_MODEL, ENCODER_MODEL, create_generators, encoder_batch_fn
+    from services.recommender import ranking
+    from services.tts.batching import SentenceItem, make_decoder_fn, make_encoder_fn, voice_encoder
+    from services.tts.voice import load_voice
 
     mels = [log_mel(a) for _, a in _clips(args, 8)]
     rng = np.random.default_rng(0)
     windows = [rng.standard_normal((192, 256)).astype(np.float32) for _ in range(8)]
+    voice = load_voice(args.root / "models" / "tts-en_US-joe-medium")
+    sentences = [SentenceItem(voice.id_map.to_ids(voice.phonemizer.phonemize(t)).ids, (0.667, 1.0, 0.8))
+                 for t in REPLIES[:16]]
+    rec = repo(args).resolve("recommender")
+    blocks = ranking.Blocks.from_metadata(rec.config.metadata)
+    queries = [(ranking.text_query(blocks, dict(rec.config.metadata["blend"]), q / np.linalg.norm(q)),
+                np.ones(int(rec.config.metadata["n_items"]), bool))
+               for q in rng.standard_normal((16, 384)).astype(np.float32)]
     conc = n(128, 4)
     out: dict = {}
-    for name, make_fn, items in ((ENCODER_MODEL, encoder_batch_fn, mels),
-                                 ("tts-en_US-joe-medium-decoder", lambda e: make_decoder_fn(e, 256), windows)):
+    # (model, what runs an engine (its warmup captures the graphs the batch function replays), batch fn, items)
+    plain = ((ENCODER_MODEL, lambda e: e, encoder_batch_fn, mels),
+             ("recommender", lambda e: e, lambda e: partial(ranking.score_batch, e), queries),
+             ("tts-en_US-joe-medium-encoder", voice_encoder, lambda r: make_encoder_fn(r, 256), sentences),
+             ("tts-en_US-joe-medium-decoder", lambda e: e, lambda e: make_decoder_fn(e, 256), windows))
+    for name, runner_of, make_fn, items in plain:
         for instances in (1, 2, 4):
-            engines = create_engines(repo(args, **{name: {"instances": instances}}).resolve(name))
-            for e in engines:
-                e.warmup()
-            batcher = DynamicBatcher(name, [make_fn(e) for e in engines], engines[0].serving.batching)
-            await batcher.start()
-            await load(batcher.submit, items, conc, 0.5)
-            out[f"{name}, {instances} instance(s), c={conc}"] = await load(batcher.submit, items, conc, 3.0)
-            await batcher.close()
-            del engines
+            label = f"{name}, {instances} instance(s), c={conc}"
+            try:
+                engines = create_engines(repo(args, **{name: {"instances": instances}}).resolve(name))
+                runners = [runner_of(e) for e in engines]
+                for r in runners:
+                    r.warmup()
+                fns = [make_fn(r) for r in runners]
+                batcher = DynamicBatcher(name, fns, engines[0].serving.batching)
+                await batcher.start()
+                await load(batcher.submit, items, conc, 0.5)
+                out[label] = await load(batcher.submit, items, conc, 3.0)
+                await batcher.close()
+                del engines, runners, batcher, fns
+            except Exception as e:  # one configuration's failure must not cost the others
+                out[label] = {"error": f"{type(e).__name__}: {e}"}
+            _free()
+    # The decoder's generation engine: whole transcripts (prefill + steps to the end) per second.
+    (encoder,) = create_engines(repo(args).resolve(ENCODER_MODEL))[:1]
+    encoded = encoder_batch_fn(encoder)(mels)
+    for instances in (1, 2, 4):
+        label = f"{DECODER_MODEL}, {instances} instance(s), c={conc} transcripts"
+        try:
+            generators = create_generators(repo(args, **{DECODER_MODEL: {"instances": instances}}).resolve(DECODER_MODEL))
+            for g in generators:
+                g.warmup()
+            scheduler = GenerationScheduler(DECODER_MODEL, generators, generators[0].engine.serving.batching)
+            await scheduler.start()
+            await load(scheduler.generate, encoded, conc, 0.5)
+            out[label] = await load(scheduler.generate, encoded, conc, 3.0)
+            await scheduler.close()
+            del generators, scheduler
+        except Exception as e:
+            out[label] = {"error": f"{type(e).__name__}: {e}"}
+        _free()
     return out
 
 

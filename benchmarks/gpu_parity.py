@@ -97,12 +97,14 @@ def tts(repo: ModelRepository, asr_repo: ModelRepository, replies: list[str]) ->
     """Each reply spoken whole (noise off), resampled to 16 kHz and transcribed by our ASR."""
     import soxr
 
-    from services.tts.batching import decode_group, encode_group
+    from services.tts.batching import decode_group, encode_group, voice_encoder
     from services.tts.voice import load_voice
 
     voice = load_voice(repo.folder("tts-en_US-joe-medium"))
-    encoder = create_engines(repo.resolve("tts-en_US-joe-medium-encoder"))[0]
+    encoder = voice_encoder(create_engines(repo.resolve("tts-en_US-joe-medium-encoder"))[0])
     decoder = create_engines(repo.resolve("tts-en_US-joe-medium-decoder"))[0]
+    encoder.warmup()
+    decoder.warmup()
     hop = int(decoder.config.metadata["hop_length"])
     clips = []
     for i, text in enumerate(replies):
@@ -116,8 +118,13 @@ def tts(repo: ModelRepository, asr_repo: ModelRepository, replies: list[str]) ->
             "samples": [int(len(a)) for _, a in clips]}
 
 
-def collect(models_dir: Path, target: str, data_dir: Path, *, models_overrides: dict | None = None) -> dict:
-    """Every stage's outputs on ``target`` for the carried data (see the module docstring)."""
+def collect(models_dir: Path, target: str, data_dir: Path, *, models_overrides: dict | None = None,
+            query_embeddings: list[list[float]] | None = None) -> dict:
+    """Every stage's outputs on ``target`` for the carried data (see the module docstring).
+
+    ``query_embeddings``: the recommender's text queries (default: this run's NLP embeddings). Give a GPU run
+    the CPU run's, so the recommender is compared on its own inputs, not on the NLP stage's rounding.
+    """
     from services.common.settings import StageSettings
 
     repo = ModelRepository(models_dir, target=target, overrides=models_overrides)
@@ -126,7 +133,7 @@ def collect(models_dir: Path, target: str, data_dir: Path, *, models_overrides: 
     texts = [json.loads(line)["text"] for line in (data_dir / "nlp_heldout.jsonl").read_text().splitlines()]
     settings = StageSettings(name="nlp", models_dir=models_dir, device=target, models=models_overrides or {})
     out = {"target": target, "asr": asr(repo, clips), "nlp": nlp(settings, texts)}
-    out["recommender"] = recommender(repo, out["nlp"]["embeddings"])
+    out["recommender"] = recommender(repo, query_embeddings or out["nlp"]["embeddings"])
     out["tts"] = tts(repo, repo, TTS_REPLIES)
     out["asr_references"] = {r["id"]: r["text"] for r in refs}
     return out

@@ -104,7 +104,7 @@ def _serve(args: argparse.Namespace, settings: StackSettings) -> int:
     except ImportError as e:
         print(f"voxpipe serve: stage {args.stage!r} is not available: {e}", file=sys.stderr)
         return 2
-    from engines.errors import EngineError
+    from engines.errors import EngineError, ModelNotFoundError
     from services.common import ServeError
     from services.common.settings import SettingsError
 
@@ -112,7 +112,7 @@ def _serve(args: argparse.Namespace, settings: StackSettings) -> int:
         stage = module.create_stage(stage_settings)
         return run_async(StageServer(stage, stage_settings.server).serve_until_signal())
     except (ServeError, EngineError, SettingsError) as e:
-        hint = " (run `voxpipe build`)" if isinstance(e, EngineError) and "voxpipe build" not in str(e) else ""
+        hint = " (run `voxpipe build`)" if isinstance(e, ModelNotFoundError) and "voxpipe build" not in str(e) else ""
         print(f"voxpipe serve {args.stage}: {e}{hint}", file=sys.stderr)
         return 1
 

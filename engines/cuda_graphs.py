@@ -43,7 +43,8 @@ class GraphCache:
         return list(self._graphs)
 
     def capture(self, key: Hashable, fn: Callable[[], Sequence[Any]], *, warmup_runs: int = 2) -> tuple[Any, ...]:
-        """Capture ``fn`` (which reads and writes only static tensors) under ``key``; return its outputs.
+        """Capture ``fn`` (which reads and writes only static tensors) under ``key``; return its outputs,
+        computed: the new graph is replayed once, since a capture records kernels without running them.
 
         ``fn`` runs ``warmup_runs`` times eagerly first (lazy initialisation must not happen inside a
         capture). Errors inside a capture are raised for this thread only (``thread_local``), so other
@@ -58,6 +59,8 @@ class GraphCache:
         with torch.cuda.graph(graph, pool=self._pool, stream=self._stream, capture_error_mode="thread_local"):
             outputs = tuple(fn())
         self._graphs[key] = _Graph(graph, outputs)
+        with torch.cuda.stream(self._stream):
+            graph.replay()
         return outputs
 
     def replay(self, key: Hashable) -> tuple[Any, ...]:

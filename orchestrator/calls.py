@@ -20,6 +20,7 @@ import grpc
 from protos import common_pb2
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
+_END = object()  # ends a connection's request iterator
 
 
 def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
@@ -37,8 +38,8 @@ class _Connection:
         self.call = open_stream(self._requests())
 
     async def _requests(self) -> AsyncIterator[Any]:
-        while True:
-            yield await self.outgoing.get()
+        while (item := await self.outgoing.get()) is not _END:
+            yield item
 
     async def read(self, name: str) -> None:
         """Route replies to their calls until the stream ends; then fail every open call with UNAVAILABLE."""
@@ -60,6 +61,10 @@ class _Connection:
 
     def close(self) -> None:
         self.closed = True
+        try:  # gRPC's task that consumes the request iterator ends with it, not left pending at shutdown
+            self.outgoing.put_nowait(_END)
+        except asyncio.QueueFull:
+            pass
         self.call.cancel()
 
 

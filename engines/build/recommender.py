@@ -48,12 +48,14 @@ from engines.errors import BuildError
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "recommender"
-BUILD_VERSION = "recommender-4"  # 4: PyTorch weights and serving entries per device
+BUILD_VERSION = "recommender-6"  # 4: PyTorch weights and serving entries per device; 5, 6: tie-broken ranking
 TOP_K = 50
 OPSET = 17
 MIN_HR_RATIO = 1.5
 EMBEDDING_DIM = nlp_build.EMBEDDING_DIM
 NEG = -1e30
+# Ranking key (see export_graph): scores in steps of SCORE_QUANTUM, ties broken by the lower catalogue row.
+SCORE_QUANTUM = 1e-5
 _ML = "recbole/dataset_example/ml-100k/"
 # How the service fills the query blocks for each strategy (recorded in config.json metadata).
 BLEND = {
@@ -112,8 +114,8 @@ def config(metadata: dict) -> ModelConfig:
         serving={"cpu": cpu_serving(max_batch_size=32, max_queue_delay_us=0, max_queue_size=1024),
                  "cuda": gpu_serving(max_batch_size=64, max_queue_delay_us=0, max_queue_size=4096,
                                      precision="fp32")},
-        metadata={**metadata, "torch_module": {"kind": "item_scorer",
-                                                "args": {"n_items": n_items, "dim": dim, "top_k": TOP_K}}},
+        metadata={**metadata, "torch_module": {"kind": "item_scorer", "args": {
+            "n_items": n_items, "dim": dim, "top_k": TOP_K, "score_quantum": SCORE_QUANTUM}}},
     )
 
 
@@ -225,7 +227,12 @@ def save_scorer(matrix: np.ndarray, path: Path) -> None:
 
 
 def export_graph(matrix: np.ndarray, path: Path) -> None:
-    """Write the serving graph: MatMul with the item matrix, mask with Where, TopK."""
+    """Write the serving graph: MatMul with the item matrix, mask with Where, TopK on a quantised key.
+
+    The key is ``round(score / SCORE_QUANTUM)`` (float32): scores that differ only by float32 rounding get
+    the same key, and TopK breaks ties by the lower row (ONNX's rule), so any backend or device ranks them
+    in catalogue order (``engines.models.scorer`` computes the same key and tie-break).
+    """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -233,7 +240,10 @@ def export_graph(matrix: np.ndarray, path: Path) -> None:
     nodes = [
         helper.make_node("MatMul", ["query", "items_t"], ["all_scores"]),
         helper.make_node("Where", ["allowed", "all_scores", "neg"], ["masked"]),
-        helper.make_node("TopK", ["masked", "k"], ["scores", "item_index"], axis=-1, largest=1, sorted=1),
+        helper.make_node("Div", ["masked", "quantum"], ["steps"]),
+        helper.make_node("Round", ["steps"], ["key"]),
+        helper.make_node("TopK", ["key", "k"], ["top_key", "item_index"], axis=-1, largest=1, sorted=1),
+        helper.make_node("GatherElements", ["masked", "item_index"], ["scores"], axis=-1),
     ]
     graph = helper.make_graph(
         nodes, "recommender",
@@ -243,6 +253,7 @@ def export_graph(matrix: np.ndarray, path: Path) -> None:
                  helper.make_tensor_value_info("item_index", TensorProto.INT64, ["batch", TOP_K])],
         initializer=[numpy_helper.from_array(np.ascontiguousarray(matrix.T), "items_t"),
                      numpy_helper.from_array(np.array(NEG, dtype=np.float32), "neg"),
+                     numpy_helper.from_array(np.array(SCORE_QUANTUM, dtype=np.float32), "quantum"),
                      numpy_helper.from_array(np.array([TOP_K], dtype=np.int64), "k")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],

@@ -62,10 +62,11 @@ TORCH_GOLDEN_MAX_ABS_DIFF = 2e-3
 # Frames of latent context each side of a decoder window: beyond the decoder's receptive field, so a
 # windowed decode matches the whole one (checked by the golden check, recorded in the metadata).
 DECODER_CONTEXT_FRAMES = 16
-BUILD_VERSION = 3  # 3: PyTorch weights and serving entries per device
+BUILD_VERSION = 5  # 3: PyTorch weights and serving entries per device; 4: GPU encoder graphs; 5: instances
 # Frame windows a GPU decoder batch is padded to (one CUDA graph per batch and frame bucket); longer
 # windows run eagerly. The first window of a reply is first_audio_frames plus context on each side.
 DECODER_FRAME_BUCKETS = (64, 128, 256, 512, 1024)
+ENCODER_ID_BUCKETS = (32, 64, 128, 256)  # phoneme ids a GPU encoder batch is padded to (sentences <= 400 chars)
 
 
 def build(ctx: BuildContext) -> list[Path]:
@@ -116,19 +117,21 @@ def build(ctx: BuildContext) -> list[Path]:
         ModelConfig(name=ENCODER_NAME, artifacts=both, inputs=ids_in,
                     outputs=(TensorSpec(name="z", dtype="float32", dims=(-1, LATENT_CHANNELS, -1)), *lengths_out),
                     # Durations come from ceil(exp(.)): the encoder stays FP32 on a GPU (a small share of the
-                    # compute) so FP16 rounding never moves a phoneme by a frame. Shapes depend on the
-                    # durations, so no graphs.
-                    serving={"cpu": cpu, "cuda": gpu_serving(max_batch_size=16, max_queue_delay_us=1_000,
-                                                             max_queue_size=512, cuda_graphs=False,
-                                                             precision="fp32")},
+                    # compute) so FP16 rounding never moves a phoneme by a frame. Its output length depends
+                    # on the durations: services/tts/encoder_torch.py runs it as two graphs per bucket
+                    # (length buckets: phoneme ids).
+                    serving={"cpu": cpu, "cuda": gpu_serving(max_batch_size=16, max_queue_delay_us=0,
+                                                             max_queue_size=512, precision="fp32",
+                                                             length_buckets=ENCODER_ID_BUCKETS)},
                     metadata=common | {"artifact_sha256": sha256_file(part_staging[0] / "model.onnx"),
                                        "part_of": MODEL_NAME,
                                        "torch_module": {"kind": "vits_encoder", "args": hyper_meta}}),
         ModelConfig(name=DECODER_NAME, artifacts=both,
                     inputs=(TensorSpec(name="z", dtype="float32", dims=(-1, LATENT_CHANNELS, -1)),),
                     outputs=(audio_out,),
-                    serving={"cpu": cpu, "cuda": gpu_serving(max_batch_size=64, max_queue_delay_us=1_000,
-                                                             max_queue_size=1024,
+                    # Four instances (CUDA streams): 1.27x one under load on the H200 (docs/bench/gpu.md).
+                    serving={"cpu": cpu, "cuda": gpu_serving(max_batch_size=32, max_queue_delay_us=0,
+                                                             max_queue_size=1024, instances=4,
                                                              length_buckets=DECODER_FRAME_BUCKETS)},
                     metadata=common | {"artifact_sha256": sha256_file(part_staging[1] / "model.onnx"),
                                        "part_of": MODEL_NAME,

@@ -1,7 +1,9 @@
 """The recommender's serving graph in PyTorch: ``query · item`` over the catalogue, a mask, top-k.
 
-The same computation as the ONNX graph the build writes (MatMul, Where, TopK): disallowed items score
-``-1e30``, and the top ``k`` of each row come back sorted, with their row indexes.
+The same computation as the ONNX graph the build writes: disallowed items score ``-1e30``, and the top
+``k`` of each row come back sorted, with their row indexes, ranked by ``round(score / score_quantum)`` in
+float32 with ties broken by the lower row (ONNX TopK's rule; ``torch.topk`` promises no order among equal
+values, so the row goes into a float64 key), so near-equal scores order the same on any device.
 """
 
 from __future__ import annotations
@@ -15,13 +17,17 @@ NEG = -1e30
 class ItemScorer(nn.Module):
     """(query [B, D], allowed [B, N] bool) -> (scores [B, k], item_index [B, k])."""
 
-    def __init__(self, n_items: int, dim: int, top_k: int) -> None:
+    def __init__(self, n_items: int, dim: int, top_k: int, score_quantum: float) -> None:
         super().__init__()
         self.top_k = top_k
+        self.quantum = score_quantum
         self.register_buffer("items_t", torch.zeros(dim, n_items))
 
     def forward(self, query: torch.Tensor, allowed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         scores = torch.matmul(query.float(), self.items_t.float())  # scores in float32 at any precision
         masked = torch.where(allowed, scores, torch.full_like(scores, NEG))
-        top = torch.topk(masked, self.top_k, dim=-1, largest=True, sorted=True)
-        return top.values, top.indices
+        steps = torch.round(masked / torch.tensor(self.quantum, dtype=torch.float32, device=masked.device))
+        rows = torch.arange(masked.shape[-1], device=masked.device, dtype=torch.float64)
+        key = steps.double() - rows / masked.shape[-1]  # whole steps apart; within a step, lower rows first
+        index = torch.topk(key, self.top_k, dim=-1, largest=True, sorted=True).indices
+        return masked.gather(-1, index), index

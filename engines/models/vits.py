@@ -360,6 +360,8 @@ class VitsEncoder(nn.Module):
     """(input [B,T] int64, input_lengths [B] int64, scales [3] = noise, length, noise_w) ->
     z [B, 192, F], durations [B, 1, T], output_lengths [B] (samples)."""
 
+    capturable = False  # forward syncs with the host between its phases (see durations / latents)
+
     def __init__(self, h: VitsHyper) -> None:
         super().__init__()
         self.hop_length = h.hop_length
@@ -367,27 +369,49 @@ class VitsEncoder(nn.Module):
         self.dp = _DurationPredictor(h)
         self.flow = _Flow(h)
 
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, scales: torch.Tensor):
+    def durations(self, ids: torch.Tensor, lengths: torch.Tensor, scales: torch.Tensor):
+        """Phase 1 (static shapes per batch and phoneme count): the text encoder and the duration predictor.
+
+        Returns the prior's mean and log-scale [B, 192, T], the phoneme mask [B, 1, T] and the frames per
+        phoneme ``w_ceil`` [B, 1, T]. Padded phonemes get no frames.
+        """
         scales = scales.to(self.enc_p.proj.weight.dtype)
-        noise_scale, length_scale, noise_w = scales[0], scales[1], scales[2]
         x, m_p, logs_p, x_mask = self.enc_p(ids, lengths)
         mask = x_mask.to(x.dtype)
-        logw = self.dp(x, mask, noise_w)
-        w_ceil = torch.ceil(torch.exp(logw) * mask * length_scale)
-        y_lengths = torch.clamp_min(torch.sum(w_ceil, [1, 2]), 1).long()
-        frames = int(y_lengths.max())  # data-dependent: a host sync, which is why this part runs eagerly
-        y_mask = _sequence_mask(y_lengths, frames).unsqueeze(1).to(x.dtype)
+        logw = self.dp(x, mask, scales[2])
+        w_ceil = torch.ceil(torch.exp(logw) * mask * scales[1])
+        return m_p, logs_p, mask, w_ceil
+
+    def latents(self, m_p: torch.Tensor, logs_p: torch.Tensor, mask: torch.Tensor, w_ceil: torch.Tensor,
+                scales: torch.Tensor, frames: int) -> torch.Tensor:
+        """Phase 2 (static shapes per batch, phoneme count and ``frames``, at least the longest item's):
+        expand the prior along the durations, sample it, and run the flow in reverse. z [B, 192, frames],
+        zero beyond each item's own frames."""
+        noise_scale = scales.to(m_p.dtype)[0]
+        y_lengths = torch.clamp_min(torch.sum(w_ceil, [1, 2]), 1)
+        f = torch.arange(frames, device=m_p.device, dtype=w_ceil.dtype)
+        y_mask = (f.unsqueeze(0) < y_lengths.unsqueeze(1)).unsqueeze(1).to(m_p.dtype)  # [B, 1, F]
         # The monotonic alignment: frame f belongs to phoneme p while cumsum(w)[p-1] <= f < cumsum(w)[p].
         ends = torch.cumsum(w_ceil, -1).squeeze(1)  # [B, T]
         starts = ends - w_ceil.squeeze(1)
-        f = torch.arange(frames, device=ids.device, dtype=ends.dtype).view(1, -1, 1)
-        path = ((f >= starts.unsqueeze(1)) & (f < ends.unsqueeze(1))).to(x.dtype)  # [B, F, T]
+        f = f.view(1, -1, 1)
+        path = ((f >= starts.unsqueeze(1)) & (f < ends.unsqueeze(1))).to(m_p.dtype)  # [B, F, T]
         path = path * y_mask.transpose(1, 2) * mask
         m_p = torch.matmul(path, m_p.transpose(1, 2)).transpose(1, 2)
         logs_p = torch.matmul(path, logs_p.transpose(1, 2)).transpose(1, 2)
         z_p = m_p + torch.randn_like(m_p) * torch.exp(logs_p) * noise_scale
-        z = self.flow.reverse(z_p, y_mask) * y_mask
-        return z, w_ceil, y_lengths * self.hop_length
+        return self.flow.reverse(z_p, y_mask) * y_mask
+
+    @staticmethod
+    def samples(w_ceil: torch.Tensor, hop_length: int) -> torch.Tensor:
+        """Each item's audio length in samples (frames, at least one, times the hop) [B]."""
+        return torch.clamp_min(torch.sum(w_ceil, [1, 2]), 1).long() * hop_length
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, scales: torch.Tensor):
+        m_p, logs_p, mask, w_ceil = self.durations(ids, lengths, scales)
+        samples = self.samples(w_ceil, self.hop_length)
+        frames = int(samples.max()) // self.hop_length  # data-dependent: a host sync between the phases
+        return self.latents(m_p, logs_p, mask, w_ceil, scales, frames), w_ceil, samples
 
 
 # -- decoder ---------------------------------------------------------------------------------------

@@ -40,14 +40,24 @@ def _merge(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(b, t, h * dh)
 
 
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_head: int,
-            bias: torch.Tensor | None = None) -> torch.Tensor:
-    """Scaled dot-product attention on [B, T, D] tensors; ``bias`` is additive [B, 1, T, S] or None."""
-    qh, kh, vh = _heads(q, n_head), _heads(k, n_head), _heads(v, n_head)
+def _attention(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Attention on heads [B, H, T, D/H]; ``mask`` is additive, or boolean (True: attend), or None.
+
+    Running, this is PyTorch's fused kernel (flash or memory-efficient attention: no [T, S] score matrix in
+    memory); exported to ONNX, the plain matmul-softmax-matmul the CPU graphs have always had.
+    """
+    if not torch.onnx.is_in_onnx_export():
+        return F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask)
     scores = torch.matmul(qh, kh.transpose(-1, -2)) * (1.0 / math.sqrt(qh.shape[-1]))
-    if bias is not None:
-        scores = scores + bias
-    return _merge(torch.matmul(torch.softmax(scores, dim=-1), vh))
+    if mask is not None:
+        scores = scores + mask
+    return torch.matmul(torch.softmax(scores, dim=-1), vh)
+
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_head: int,
+            mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Attention on [B, T, D] tensors split into ``n_head`` heads (see :func:`_attention` for ``mask``)."""
+    return _merge(_attention(_heads(q, n_head), _heads(k, n_head), _heads(v, n_head), mask))
 
 
 def _attend_heads(q: torch.Tensor, keys_t: torch.Tensor, values: torch.Tensor, n_head: int) -> torch.Tensor:
@@ -128,8 +138,15 @@ class _DecoderLayer(nn.Module):
         self.cross_out = nn.Linear(d, d)
         self.mlp = _Mlp(d)
 
-    def cross_and_mlp(self, x: torch.Tensor, cross_k: torch.Tensor, cross_v: torch.Tensor) -> torch.Tensor:
-        x = x + self.cross_out(_attend_heads(self.cross_q(self.ln_cross(x)), cross_k, cross_v, self.n_head))
+    def cross_and_mlp(self, x: torch.Tensor, cross_k: torch.Tensor, cross_v: torch.Tensor, *,
+                      keys_transposed: bool = True) -> torch.Tensor:
+        """Cross-attention over keys [B, H, D/H, S] (transposed: the ONNX layout) or [B, H, S, D/H], then the MLP."""
+        q = self.cross_q(self.ln_cross(x))
+        if keys_transposed:
+            attended = _attend_heads(q, cross_k, cross_v, self.n_head)
+        else:
+            attended = _merge(_attention(_heads(q, self.n_head), cross_k, cross_v))
+        x = x + self.cross_out(attended)
         return x + self.mlp(x)
 
 
@@ -213,7 +230,7 @@ class WhisperDecoder(nn.Module):
             k, v = layer.k(h), layer.v(h)
             keys = torch.cat([past_key[:, i], k], dim=1)
             values = torch.cat([past_value[:, i], v], dim=1)
-            x = x + layer.out(_attend(layer.q(h), keys, values, layer.n_head, bias))
+            x = x + layer.out(_attend(layer.q(h), keys, values, layer.n_head, bias))  # additive: exported
             x = layer.cross_and_mlp(x, cross[2 * i], cross[2 * i + 1])
             new_keys.append(k)
             new_values.append(v)
@@ -226,7 +243,8 @@ class WhisperDecoder(nn.Module):
              self_v: list[torch.Tensor], cross_k: list[torch.Tensor], cross_v: list[torch.Tensor]
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """One step for rows 0..B-1 of the slot buffers. tokens, positions [B]; per layer ``self_k``,
-        ``self_v`` [B, C, D] (C = capacity), ``cross_k`` [B, H, D/H, S], ``cross_v`` [B, H, S, D/H].
+        ``self_v`` [B, C, D] (C = capacity), ``cross_k`` and ``cross_v`` [B, H, S, D/H] (the layout the fused
+        attention kernels read; the encoder's keys are transposed into it once, when a slot is filled).
 
         The new token's K/V are written into ``self_k``/``self_v`` at each row's position; rows attend
         to cache entries 0..position. Returns :meth:`pick`'s four tensors. Static shapes: no host sync.
@@ -236,12 +254,11 @@ class WhisperDecoder(nn.Module):
         rows = torch.arange(tokens.shape[0], device=tokens.device)
         x = (self.embedding[tokens] + self.pos[where]).unsqueeze(1)
         visible = torch.arange(capacity, device=tokens.device).unsqueeze(0) <= where.unsqueeze(1)
-        bias = torch.zeros(visible.shape, dtype=x.dtype, device=x.device).masked_fill(~visible, float("-inf"))
-        bias = bias[:, None, None, :]
+        visible = visible[:, None, None, :]
         for i, layer in enumerate(self.layers):
             h = layer.ln_self(x)
             self_k[i][rows, where] = layer.k(h)[:, 0]
             self_v[i][rows, where] = layer.v(h)[:, 0]
-            x = x + layer.out(_attend(layer.q(h), self_k[i], self_v[i], layer.n_head, bias))
-            x = layer.cross_and_mlp(x, cross_k[i], cross_v[i])
+            x = x + layer.out(_attend(layer.q(h), self_k[i], self_v[i], layer.n_head, visible))
+            x = layer.cross_and_mlp(x, cross_k[i], cross_v[i], keys_transposed=False)
         return self.pick(self.logits(x), positions)

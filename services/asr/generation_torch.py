@@ -42,7 +42,7 @@ class TorchWhisperGenerator(GenerationEngine[EncodedUtterance, DecodeResult]):
         n, d, h, dh, s = dims.n_text_layer, dims.n_state, dims.n_head, dims.head_dim, dims.n_audio_ctx
         self.self_k = [zeros(slots, rule.capacity, d) for _ in range(n)]
         self.self_v = [zeros(slots, rule.capacity, d) for _ in range(n)]
-        self.cross_k = [zeros(slots, h, dh, s) for _ in range(n)]
+        self.cross_k = [zeros(slots, h, s, dh) for _ in range(n)]  # keys untransposed: the fused kernels' layout
         self.cross_v = [zeros(slots, h, s, dh) for _ in range(n)]
         self.tokens = torch.full((slots,), rule.sot, dtype=torch.int64, device=dev)
         self.positions = torch.zeros(slots, dtype=torch.int64, device=dev)
@@ -83,7 +83,7 @@ class TorchWhisperGenerator(GenerationEngine[EncodedUtterance, DecodeResult]):
         with torch.inference_mode(), self.engine.stream_context():
             for slot, encoded in batch:
                 for layer in range(len(self.cross_k)):
-                    self.cross_k[layer][slot].copy_(encoded.cross_key[layer], non_blocking=True)
+                    self.cross_k[layer][slot].copy_(encoded.cross_key[layer].transpose(-1, -2), non_blocking=True)
                     self.cross_v[layer][slot].copy_(encoded.cross_value[layer], non_blocking=True)
                 if stream is not None:  # the encoder's memory must outlive this copy on our stream
                     encoded.cross_key.record_stream(stream)

@@ -29,6 +29,16 @@ class SentenceItem:
     scales: tuple[float, float, float]
 
 
+def voice_encoder(engine: Engine) -> Any:
+    """What runs the voice's encoder: on the PyTorch backend with shape buckets, the two-phase runner (CUDA
+    graphs on a GPU); else the engine itself."""
+    if engine.serving.backend == "torch" and engine.serving.batch_buckets and engine.serving.length_buckets:
+        from services.tts.encoder_torch import TorchVoiceEncoder
+
+        return TorchVoiceEncoder(engine)  # type: ignore[arg-type]
+    return engine
+
+
 def make_encoder_fn(engine: Engine, hop_length: int) -> Callable[[list[SentenceItem]], list[np.ndarray]]:
     """The encoder batcher's ``batch_fn``: latents [192, frames] per item, trimmed."""
 

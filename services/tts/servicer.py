@@ -13,7 +13,7 @@ from protos import common_pb2, tts_pb2, tts_pb2_grpc
 from services.common import Stage, StageSettings, deadline_of, options_to
 from services.common.calls import CallServer
 from services.common.stage import announce, model_repository
-from services.tts.batching import decode_group, encode_group, make_decoder_fn, make_encoder_fn
+from services.tts.batching import decode_group, encode_group, make_decoder_fn, make_encoder_fn, voice_encoder
 from services.tts.config import TtsConfig
 from services.tts.synthesis import SpeechSynthesizer, VoiceRuntime, chunk_pcm
 from services.tts.voice import load_voice
@@ -97,6 +97,7 @@ class TtsStage(Stage):
         meta = models["decoder"].config.metadata
         hop, context = int(meta["hop_length"]), int(meta["decoder_context_frames"])
         engines = {part: create_engines(model) for part, model in models.items()}
+        engines["encoder"] = [voice_encoder(e) for e in engines["encoder"]]
         warm_ids = voice.id_map.to_ids(voice.phonemizer.phonemize(_WARMUP_TEXT)).ids
         for engine in (*engines["encoder"], *engines["decoder"]):
             engine.warmup()

@@ -155,3 +155,33 @@ def test_items_with_different_scales_are_run_apart(split, voice):
     slow, normal = make_encoder_fn(encoder, HOP)([SentenceItem(ids, (0.0, 1.5, 0.0)), SentenceItem(ids, NO_NOISE)])
     assert slow.shape[-1] > normal.shape[-1] * 1.3
     assert np.array_equal(normal, encode_group(encoder, [ids], NO_NOISE, HOP)[0])
+
+
+def test_pytorch_voice_padded_to_buckets_matches_the_onnx_voice(tts_models):
+    """The GPU path's shapes on the CPU: the PyTorch voice with its sentences padded to batch and phoneme-id
+    buckets (the encoder in two phases, frames padded to a power of two) gives the ONNX voice's latents,
+    durations and audio (noise off)."""
+    pytest.importorskip("torch")
+    from services.tts.batching import voice_encoder
+    from services.tts.encoder_torch import TorchVoiceEncoder
+
+    torch_repo = ModelRepository(tts_models, overrides={name: {
+        "backend": "torch", "batch_buckets": "1,2,4", "length_buckets": "32,64,128", "max_batch_size": 4}
+        for name in (tts_build.ENCODER_NAME, tts_build.DECODER_NAME)})
+    encoder = voice_encoder(torch_repo.load(tts_build.ENCODER_NAME)[0])
+    assert isinstance(encoder, TorchVoiceEncoder)
+    [decoder] = torch_repo.load(tts_build.DECODER_NAME)
+    onnx_encoder, onnx_decoder = ModelRepository(tts_models).load(tts_build.ENCODER_NAME)[0], \
+        ModelRepository(tts_models).load(tts_build.DECODER_NAME)[0]
+    voice = load_voice(tts_models / tts_build.MODEL_NAME)
+    ids = [voice.id_map.to_ids(voice.phonemizer.phonemize(normalize(t))).ids for t in PARITY_TEXTS]
+    got = encode_group(encoder, ids, NO_NOISE, HOP)  # 3 sentences: a batch bucket of 4
+    want = encode_group(onnx_encoder, ids, NO_NOISE, HOP)
+    for z, ref in zip(got, want, strict=True):
+        assert tuple(z.shape) == ref.shape
+        np.testing.assert_allclose(z.numpy(), ref, rtol=1e-3, atol=1e-3)
+    audio = decode_group(decoder, got, HOP)  # windows of different lengths, padded to a frame bucket
+    reference = decode_group(onnx_decoder, want, HOP)
+    for a, ref in zip(audio, reference, strict=True):
+        assert a.shape == ref.shape
+        assert np.abs(a - ref).max() < 2e-3

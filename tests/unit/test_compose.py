@@ -328,13 +328,14 @@ def test_gpu_stages_reserve_gpus_and_share_them_through_mps(gpu):
         assert f"uid={uid}" in gpu["volumes"][volume]["driver_opts"]["o"], volume
 
 
-def test_gpu_overlay_builds_the_onnxruntime_gpu_image(gpu):
+def test_gpu_overlay_builds_the_pytorch_gpu_image(gpu):
     images = {gpu["services"][s]["image"] for s in (*stack_settings.STAGE_ORDER, "mps")}
     assert len(images) == 1, "one image for every voxpipe service, MPS included (same UID)"
     args = gpu["services"]["asr"]["build"]["args"]
-    assert args["ONNXRUNTIME_PACKAGE"].startswith("onnxruntime-gpu")
+    assert "gpu" in args["VOXPIPE_EXTRAS"].split(",")
+    assert "gpu" in ds.pyproject()["project"]["optional-dependencies"]
     declared = [i.args.split("=")[0] for i in ds.dockerfile_instructions() if i.keyword == "ARG"]
-    assert "ONNXRUNTIME_PACKAGE" in declared
+    assert "VOXPIPE_EXTRAS" in declared
 
 
 def test_drift_check_notices_a_changed_port(base):

@@ -107,8 +107,10 @@ def test_torch_only_in_the_builder_pinned_as_in_pyproject(instructions):
         pins = [r for group in extras.values() for r in group if r.startswith(name)]
         assert f"{name}=={_pin(pins, name)}" in builder_text, name
     for ins in runs:
-        if ins.stage == final:
+        if ins.stage == final:  # the CPU image: torch only through the `gpu` extra, never by default
             assert "torch" not in ins.args and "[build]" not in ins.args and "[dev]" not in ins.args, ins.line
+    default_extras = next(i.args for i in instructions if i.keyword == "ARG" and i.args.startswith("VOXPIPE_EXTRAS"))
+    assert "gpu" not in default_extras.split("=")[1].split(",")
 
 
 def test_runtime_env_names_only_variables_voxpipe_reads(instructions):

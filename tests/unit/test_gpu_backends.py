@@ -33,7 +33,8 @@ def write_scorer(folder, *, n_items=40, dim=8, top_k=5, seed=0):
                          TensorSpec(name="item_index", dtype="int64", dims=(-1, top_k))),
                 serving={"cpu": replace(cuda, device="cpu", cuda_graphs=False), "cuda": cuda},
                 metadata={"torch_module": {"kind": "item_scorer",
-                                           "args": {"n_items": n_items, "dim": dim, "top_k": top_k}}}).save(folder)
+                                           "args": {"n_items": n_items, "dim": dim, "top_k": top_k,
+                                                    "score_quantum": 1e-5}}}).save(folder)
     return items
 
 
@@ -109,7 +110,7 @@ def test_whisper_static_step_matches_the_exported_form():
     past_v = torch.zeros_like(past_k)
     with torch.inference_mode():
         for _ in range(5):
-            static = decoder.step(tokens, positions, self_k, self_v, cross_k, cross_v)
+            static = decoder.step(tokens, positions, self_k, self_v, [k.transpose(-1, -2) for k in cross_k], cross_v)
             exported = decoder(tokens.unsqueeze(1), positions, past_k, past_v, *cross)
             for a, b in zip(static, exported[:4], strict=True):
                 torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

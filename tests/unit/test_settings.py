@@ -49,3 +49,15 @@ def test_first_error_prefers_client_facing_errors_in_nested_groups():
     assert first_error(group) is bad
     plain = RuntimeError("only")
     assert first_error(BaseExceptionGroup("g", [plain])) is plain
+
+
+def test_model_serving_overrides_from_the_environment_reach_every_stage():
+    stack = settings.load(env={"VOXPIPE_MODELS__WHISPER_TINY_EN_DECODER__MAX_BATCH_SIZE": "32",
+                               "VOXPIPE_MODELS__MINILM__INSTANCES": "2", "VOXPIPE_DEVICE": "auto"})
+    assert stack.device == "auto"
+    for stage in ("asr", "nlp"):
+        models = stack.stage(stage).models
+        assert models["whisper_tiny_en_decoder"] == {"max_batch_size": "32"}  # typed by the model's config
+        assert models["minilm"] == {"instances": "2"}
+    with pytest.raises(SettingsError, match="VOXPIPE_MODELS__<MODEL>__<KEY>"):
+        settings.load(env={"VOXPIPE_MODELS__MINILM": "2"})

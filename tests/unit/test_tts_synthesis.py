@@ -197,10 +197,7 @@ def test_chunks_cover_the_sentence():
     assert [c.size for c in chunk_pcm(np.zeros(0, np.int16), 22050, 1000)] == [0]
 
 
-def test_batch_size_defaults_by_device_and_options_are_checked():
-    assert TtsConfig().batch_size_for("cpu") == 1
-    assert TtsConfig().batch_size_for("cuda") > 1
-    assert TtsConfig(max_batch_size=4).batch_size_for("cpu") == 4
+def test_options_are_checked():
     with pytest.raises(ValueError, match="max_text_chars"):
         TtsConfig(max_text_chars=0)
     with pytest.raises(ValueError, match="resample_quality"):
