@@ -53,18 +53,25 @@ class _Connection:
             error = rpc_error(grpc.StatusCode.UNAVAILABLE, f"{name}: the call stream failed "
                                                            f"({e.code().name}): {e.details()}")
         finally:
-            self.closed = True
+            self._end_requests()
             for queue in self.calls.values():
                 if queue.full():
                     queue.get_nowait()  # the call fails anyway: make room for its error
                 queue.put_nowait(error)
 
-    def close(self) -> None:
+    def _end_requests(self) -> None:
+        """Mark the connection closed and end its request iterator, so gRPC's task consuming it finishes
+        (left waiting, it is destroyed pending when the dropped call is garbage-collected)."""
         self.closed = True
-        try:  # gRPC's task that consumes the request iterator ends with it, not left pending at shutdown
-            self.outgoing.put_nowait(_END)
-        except asyncio.QueueFull:
-            pass
+        while True:
+            try:
+                self.outgoing.put_nowait(_END)
+                return
+            except asyncio.QueueFull:
+                self.outgoing.get_nowait()  # nobody will send these any more
+
+    def close(self) -> None:
+        self._end_requests()
         self.call.cancel()
 
 

@@ -103,6 +103,35 @@ async def test_stage_down_is_unavailable_and_the_next_call_tries_again():
         await calls.close()
 
 
+async def test_a_refused_stream_ends_its_request_iterator():
+    """A stream the stage refused (still loading: UNAVAILABLE before reading any call) ends its request
+    iterator, so gRPC's task consuming it finishes instead of waiting forever, to be destroyed pending when the
+    dropped call is garbage-collected (seen in a GPU stack whose orchestrator started before its stages)."""
+    from services.common.server import build_server
+
+    def consumers() -> list[asyncio.Task]:
+        return [t for t in asyncio.all_tasks() if "_consume_request_iterator" in repr(t.get_coro())]
+
+    handle = build_server(ProbeStage(), "127.0.0.1:0")
+    await handle.set_serving(False)
+    await handle.server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
+            calls = calls_of(channel)
+            for _ in range(3):
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await calls.unary(ask(1), timeout_s=5, metadata=METADATA)
+                assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            for _ in range(100):
+                if not consumers():
+                    break
+                await asyncio.sleep(0.01)
+            assert not consumers(), consumers()
+            await calls.close()
+    finally:
+        await handle.server.stop(0)
+
+
 async def test_bad_headers_and_too_many_open_calls_are_answered_per_call():
     async with running_stage(ProbeStage()) as (_, channel):
         stub = recommender_pb2_grpc.RecommenderStub(channel)
