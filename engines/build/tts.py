@@ -62,7 +62,7 @@ TORCH_GOLDEN_MAX_ABS_DIFF = 2e-3
 # Frames of latent context each side of a decoder window: beyond the decoder's receptive field, so a
 # windowed decode matches the whole one (checked by the golden check, recorded in the metadata).
 DECODER_CONTEXT_FRAMES = 16
-BUILD_VERSION = 5  # 3: PyTorch weights and serving entries per device; 4: GPU encoder graphs; 5: instances
+BUILD_VERSION = 6  # 3: PyTorch weights and serving entries per device; 4: GPU encoder graphs; 5, 6: instances
 # Frame windows a GPU decoder batch is padded to (one CUDA graph per batch and frame bucket); longer
 # windows run eagerly. The first window of a reply is first_audio_frames plus context on each side.
 DECODER_FRAME_BUCKETS = (64, 128, 256, 512, 1024)
@@ -120,8 +120,9 @@ def build(ctx: BuildContext) -> list[Path]:
                     # compute) so FP16 rounding never moves a phoneme by a frame. Its output length depends
                     # on the durations: services/tts/encoder_torch.py runs it as two graphs per bucket
                     # (length buckets: phoneme ids).
+                    # Two instances: 1.23x one under load on the H200, four 1.25x (docs/bench/gpu.md).
                     serving={"cpu": cpu, "cuda": gpu_serving(max_batch_size=16, max_queue_delay_us=0,
-                                                             max_queue_size=512, precision="fp32",
+                                                             max_queue_size=512, precision="fp32", instances=2,
                                                              length_buckets=ENCODER_ID_BUCKETS)},
                     metadata=common | {"artifact_sha256": sha256_file(part_staging[0] / "model.onnx"),
                                        "part_of": MODEL_NAME,
@@ -129,7 +130,7 @@ def build(ctx: BuildContext) -> list[Path]:
         ModelConfig(name=DECODER_NAME, artifacts=both,
                     inputs=(TensorSpec(name="z", dtype="float32", dims=(-1, LATENT_CHANNELS, -1)),),
                     outputs=(audio_out,),
-                    # Four instances (CUDA streams): 1.27x one under load on the H200 (docs/bench/gpu.md).
+                    # Four instances (CUDA streams): 1.38x one under load on the H200, two 1.11x (docs/bench/gpu.md).
                     serving={"cpu": cpu, "cuda": gpu_serving(max_batch_size=32, max_queue_delay_us=0,
                                                              max_queue_size=1024, instances=4,
                                                              length_buckets=DECODER_FRAME_BUCKETS)},
