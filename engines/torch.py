@@ -136,7 +136,7 @@ class TorchEngine(Engine):
     # -- the generic run -----------------------------------------------------------------------------
 
     def warmup(self) -> None:
-        """Capture every (batch, length) bucket's graph (largest first), or run one eager batch."""
+        """Capture every (batch, length) bucket's graph, largest first (nothing to do without whole-model graphs)."""
         if not self._whole_graphs:
             return
         serving = self.serving
