@@ -30,8 +30,6 @@ tracer = trace.get_tracer("voxpipe.orchestrator")
 
 Emit = Callable[[assistant_pb2.ConverseResponse], Awaitable[None]]
 RECOMMENDING_INTENTS = ("recommend", "more", "similar_to")
-_SENTIMENT_STARS = (("hated", 1.0), ("loved", 5.0), ("didn't like", 2.0), ("did not like", 2.0),
-                    ("liked", 4.0), ("enjoyed", 4.0), ("boring", 2.0), ("great", 5.0), ("terrible", 1.0))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,14 +73,12 @@ def _entity(understanding: nlp_pb2.UnderstandResponse | None, kind: str) -> nlp_
 
 
 def _stars(understanding: nlp_pb2.UnderstandResponse) -> float | None:
+    """The rating NLP found (said, or implied by a negation-aware opinion); NLP owns what an opinion is worth."""
     rating = _entity(understanding, "rating")
-    if rating is not None:
-        try:
-            return float(rating.value)
-        except ValueError:
-            pass
-    text = understanding.normalized_text.lower()
-    return next((stars for word, stars in _SENTIMENT_STARS if word in text), None)
+    try:
+        return float(rating.value) if rating is not None else None
+    except ValueError:
+        return None
 
 
 def _movie(item: recommender_pb2.Item) -> replies.Movie:

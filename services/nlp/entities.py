@@ -27,15 +27,24 @@ DECADE_WORDS = {"twenties": 1920, "thirties": 1930, "forties": 1940, "fifties": 
 MIN_YEAR, MAX_YEAR = 1900, 2030
 _ANAPHORS = frozenset({"it", "that", "this", "one"})
 # Sentiment words that imply a rating when no number is said ("I loved Fargo" -> 5), only in a sentence
-# that names a movie or points at one ("that one", "it"). Score 0.6 marks them as inferred.
+# that names a movie or points at one ("that one", "it"). Score 0.6 marks them as inferred. This module is
+# the one owner of what a spoken opinion is worth: the orchestrator stores NLP's rating entity as it is.
 SENTIMENT = {
     "loved": 5, "love": 5, "adored": 5, "fantastic": 5, "amazing": 5, "brilliant": 5, "masterpiece": 5,
     "favorite": 5, "favourite": 5, "great": 5, "awesome": 5, "excellent": 5, "perfect": 5,
     "liked": 4, "enjoyed": 4, "really good": 4, "pretty good": 4,
     "okay": 3, "alright": 3, "average": 3, "meh": 3, "decent": 3, "so so": 3,
-    "didnt like": 2, "didnt enjoy": 2, "bad": 2, "boring": 2, "disappointing": 2, "dull": 2, "weak": 2,
+    "didnt like": 2, "didnt enjoy": 2, "dont like": 2, "doesnt like": 2, "did not like": 2, "do not like": 2,
+    "did not enjoy": 2, "disliked": 2, "dislike": 2, "not a fan": 2,
+    "bad": 2, "boring": 2, "disappointing": 2, "dull": 2, "weak": 2,
     "hated": 1, "hate": 1, "awful": 1, "terrible": 1, "horrible": 1, "worst": 1, "garbage": 1, "trash": 1,
 }
+# A negation right before a sentiment word turns it around: "not great" / "never liked" -> 2,
+# "not bad" / "never hated" -> 3.
+NEGATIONS = frozenset({"not", "never", "isnt", "wasnt", "arent", "werent", "didnt", "dont", "doesnt", "hardly",
+                       "nt"})
+_LONGEST_SENTIMENT = max(len(k.split()) for k in SENTIMENT)
+_NEGATIVE_PHRASES = frozenset(k for k in SENTIMENT if NEGATIONS & set(k.split()))  # negated already
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,13 +234,13 @@ class EntityRules:
 
     def _sentiment(self, tokens: list[Token], norms: list[str], claimed: set[int]) -> list[Found]:
         for i in range(len(tokens)):
-            for n in (2, 1):
+            for n in range(_LONGEST_SENTIMENT, 0, -1):
                 key = " ".join(norms[i:i + n])
                 if len(norms[i:i + n]) == n and key in SENTIMENT and self._take(claimed, i, n):
-                    # "not good" flips to a low rating.
                     value = SENTIMENT[key]
-                    if i > 0 and norms[i - 1] in ("not", "never", "isnt", "wasnt") and value >= 4:
-                        value = 2
+                    negated = any(w in NEGATIONS for w in norms[max(0, i - 2):i])  # "not great", "never really liked"
+                    if negated and key not in _NEGATIVE_PHRASES:
+                        value = 2 if value >= 3 else 3
                     return [Found("rating", str(value), tokens[i].start, tokens[i + n - 1].end, score=0.6)]
         return []
 

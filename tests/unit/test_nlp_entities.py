@@ -9,7 +9,7 @@ import string
 import pytest
 from rapidfuzz import fuzz, process
 
-from services.nlp.entities import EntityRules, load_genres
+from services.nlp.entities import _NEGATIVE_PHRASES, SENTIMENT, EntityRules, load_genres
 from services.nlp.text import words
 from services.nlp.titles import CatalogItem, TitleMatcher, title_aliases
 
@@ -167,3 +167,25 @@ def test_batched_fuzzy_search_equals_one_search_per_window():
     want = [_extract_one_reference(matcher, k) for k in keys]
     assert got == want
     assert sum(1 for _, key in want if key) > len(keys) // 3  # the floor is actually exercised
+
+
+_VERBS = {"loved", "love", "adored", "liked", "enjoyed", "hated", "hate", "disliked", "dislike"}
+
+
+@pytest.mark.parametrize("word", sorted(w for w in SENTIMENT if w not in _NEGATIVE_PHRASES))
+def test_every_sentiment_word_plain_and_negated(rules, word):
+    """The opinion's own value, and turned around by a negation: never the plain value of a strong opinion
+    (the orchestrator used to find 'liked' inside 'disliked' and store 4 stars)."""
+    plain = f"i {word} fargo" if word in _VERBS else f"fargo was {word}"
+    negated = f"i never {word} fargo" if word in _VERBS else f"fargo was not {word}"
+    assert rules.sentiment(words(plain), set(), refers_to_movie=True)[0].value == str(SENTIMENT[word])
+    got = int(rules.sentiment(words(negated), set(), refers_to_movie=True)[0].value)
+    assert got == (2 if SENTIMENT[word] >= 3 else 3), negated
+
+
+@pytest.mark.parametrize(("text", "stars"), [
+    ("i disliked fargo", 2), ("i did not like fargo", 2), ("i didn't like fargo", 2), ("i don't like it", 2),
+    ("i am not a fan of it", 2), ("i really liked it", 4), ("i didn't enjoy heat", 2),
+])
+def test_negative_phrases(rules, text, stars):
+    assert rules.sentiment(words(text), set(), refers_to_movie=True)[0].value == str(stars)

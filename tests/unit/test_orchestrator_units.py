@@ -169,3 +169,15 @@ def test_unknown_stage_calls_transport_is_a_settings_error():
     settings = StageSettings(name="orchestrator", models_dir=Path("/nonexistent"), options={"stage_calls": "carrier-pigeon"})
     with pytest.raises(SettingsError, match="stage_calls='carrier-pigeon'"):
         OrchestratorStage(settings)
+
+
+def test_stars_are_nlps_rating_not_a_second_reading_of_the_text():
+    from orchestrator.turn import _stars
+    from protos import nlp_pb2
+
+    # "disliked" contains "liked": the old substring table stored 4 stars for it.
+    said = nlp_pb2.UnderstandResponse(normalized_text="i disliked fargo")
+    assert _stars(said) is None
+    rated = nlp_pb2.UnderstandResponse(normalized_text="i disliked fargo",
+                                       entities=[nlp_pb2.Entity(type="rating", value="2")])
+    assert _stars(rated) == 2.0
