@@ -11,43 +11,68 @@ from asyncio_throttle import Throttler
 from services.common import ResourceExhaustedError
 
 
+class Slots:
+    """A counted limit that is taken without awaiting, so no two callers can both see the last free slot."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.taken = 0
+
+    def try_take(self) -> bool:
+        if self.taken >= self.limit:
+            return False
+        self.taken += 1
+        return True
+
+    def release(self) -> None:
+        self.taken -= 1
+
+
 class Admission:
     """Caps concurrent streams, concurrent turns and new turns per second."""
 
     def __init__(self, *, max_streams: int, max_concurrent_turns: int, max_turns_per_s: float,
                  max_admission_wait_ms: float = 20.0) -> None:
-        self.max_streams = max_streams
-        self.max_concurrent_turns = max_concurrent_turns
         self.max_turns_per_s = max_turns_per_s
+        self._streams = Slots(max_streams)
+        self._turns = Slots(max_concurrent_turns)
         self._throttler = Throttler(rate_limit=max(int(max_turns_per_s), 1), period=1.0, retry_interval=0.002)
         self._wait_s = max_admission_wait_ms / 1e3
-        self.streams = 0
-        self.turns = 0
+
+    @property
+    def streams(self) -> int:
+        return self._streams.taken
+
+    @property
+    def turns(self) -> int:
+        return self._turns.taken
 
     @asynccontextmanager
     async def stream(self) -> AsyncIterator[None]:
         """Hold one stream slot for the life of a Converse call."""
-        if self.streams >= self.max_streams:
-            raise ResourceExhaustedError(f"{self.streams} conversations open (max_streams={self.max_streams}); retry later")
-        self.streams += 1
+        if not self._streams.try_take():
+            raise ResourceExhaustedError(
+                f"{self.streams} conversations open (max_streams={self._streams.limit}); retry later")
         try:
             yield
         finally:
-            self.streams -= 1
+            self._streams.release()
 
     @asynccontextmanager
     async def turn(self) -> AsyncIterator[None]:
-        """Hold one turn slot; refuses when too many turns run or start, waiting at most a few ms for the rate."""
-        if self.turns >= self.max_concurrent_turns:
+        """Hold one turn slot; refuses when too many turns run or start, waiting at most a few ms for the rate.
+
+        The slot is reserved before the wait for the rate, so turns waiting there count against the cap.
+        """
+        if not self._turns.try_take():
             raise ResourceExhaustedError(
-                f"{self.turns} turns in flight (max_concurrent_turns={self.max_concurrent_turns}); retry later")
+                f"{self.turns} turns in flight (max_concurrent_turns={self._turns.limit}); retry later")
         try:
-            await asyncio.wait_for(self._throttler.acquire(), self._wait_s)
-        except TimeoutError as e:
-            raise ResourceExhaustedError(
-                f"more than max_turns_per_s={self.max_turns_per_s:g} new turns per second; retry later") from e
-        self.turns += 1
-        try:
+            try:
+                await asyncio.wait_for(self._throttler.acquire(), self._wait_s)
+            except TimeoutError as e:
+                raise ResourceExhaustedError(
+                    f"more than max_turns_per_s={self.max_turns_per_s:g} new turns per second; retry later") from e
             yield
         finally:
-            self.turns -= 1
+            self._turns.release()

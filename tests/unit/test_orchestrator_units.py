@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from orchestrator.admission import Admission
@@ -181,3 +183,31 @@ def test_stars_are_nlps_rating_not_a_second_reading_of_the_text():
     rated = nlp_pb2.UnderstandResponse(normalized_text="i disliked fargo",
                                        entities=[nlp_pb2.Entity(type="rating", value="2")])
     assert _stars(rated) == 2.0
+
+
+async def test_turns_waiting_for_the_rate_count_against_the_concurrency_cap():
+    # Two turns fill this second's rate; two more arrive together and both wait for the next second.
+    # Checking the count before that wait and taking the slot after it let both in (2 turns, cap 1).
+    admission = Admission(max_streams=4, max_concurrent_turns=1, max_turns_per_s=2, max_admission_wait_ms=1500)
+    for _ in range(2):
+        async with admission.turn():
+            pass
+    inside, peak = 0, 0
+
+    async def one_turn() -> str:
+        nonlocal inside, peak
+        try:
+            async with admission.turn():
+                inside += 1
+                peak = max(peak, inside)
+                await asyncio.sleep(0.05)
+                inside -= 1
+                return "admitted"
+        except ResourceExhaustedError as e:
+            return str(e)
+
+    outcomes = await asyncio.gather(one_turn(), one_turn())
+    assert peak == 1
+    assert outcomes.count("admitted") == 1
+    assert any("max_concurrent_turns=1" in o for o in outcomes)
+    assert admission.turns == 0
