@@ -63,6 +63,9 @@ class GenerationEngine(ABC, Generic[P, R]):
     def warmup(self) -> None:
         """Prepare for serving (capture graphs, allocate buffers). Default: nothing."""
 
+    def close(self) -> None:
+        """Release the backend's resources. Default: nothing to release."""
+
     def describe(self) -> str:
         """One line for logs."""
         return f"{type(self).__name__} with {self.slots} slots"

@@ -2,7 +2,8 @@
 
 from services.asr.config import AsrConfig, StreamSettings
 from services.asr.recognizer import SpeechRecognizer, Transcript
-from services.asr.servicer import AsrStage, RecognizerServicer
+from services.asr.servicer import RecognizerServicer
+from services.asr.stage import AsrStage
 from services.common import StageSettings
 
 

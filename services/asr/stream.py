@@ -115,10 +115,16 @@ class StreamSession:
     # -- requests ----------------------------------------------------------------------------------
 
     async def audio(self, data: bytes) -> None:
-        """One audio message: validate, resample, run the VAD, act on endpoint events."""
+        """One audio message (the first may start with a WAV header): validate, resample, run the VAD, act on
+        endpoint events."""
         if self._first_audio and data:
             data = strip_wav_header(data, self.settings.sample_rate_hz)
             self._first_audio = False
+        await self.pcm(data)
+
+    async def pcm(self, data: bytes) -> None:
+        """LINEAR16 samples with no header (``Recognize`` strips a whole clip's header once, then feeds it here)."""
+        self._first_audio = False
         samples = pcm16_to_float(data, what=f"audio chunk at {self._input_samples / self.settings.sample_rate_hz:.2f} s")
         if not len(samples):
             return  # an empty chunk is allowed and changes nothing

@@ -25,19 +25,37 @@ class Scheduler(Protocol):
     async def close(self, timeout_s: float = 5.0) -> None: ...
 
 
+class Warmable(Protocol):
+    """What the scaffold warms after loading and closes on stop: an ``Engine`` or a ``GenerationEngine``."""
+
+    def warmup(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class Stage(ABC):
     """One service process's unit of work (ASR, NLP, recommender, TTS or the orchestrator).
 
     Subclasses set ``name`` and ``service_names`` (full gRPC service names, for health and reflection),
     implement :meth:`register`, and load their engines in :meth:`load` (runs in a worker thread, so it
-    may block). Schedulers returned by :meth:`batchers` are started after loading and closed on stop.
+    may block). The scaffold then calls every engine's ``warmup`` (:meth:`engines`), the stage's
+    :meth:`warm`, and starts the schedulers of :meth:`batchers`; on stop it closes the schedulers, then
+    every engine.
     """
 
     name: str = ""
     service_names: tuple[str, ...] = ()
 
     def load(self) -> None:
-        """Load and warm up engines (blocking; called off the event loop). Default: nothing to load."""
+        """Load engines and build the schedulers (blocking; called off the event loop). Default: nothing."""
+
+    def engines(self) -> Sequence[Warmable]:
+        """Every engine (and generation engine) :meth:`load` created. Default: none."""
+        return ()
+
+    def warm(self) -> None:
+        """After every engine's ``warmup``: one real input through each path, so first requests skip lazy
+        initialisation (blocking, off the event loop). Default: nothing."""
 
     def batchers(self) -> Sequence[Scheduler]:
         """The batchers and generation schedulers this stage owns. Default: none."""
@@ -48,15 +66,24 @@ class Stage(ABC):
         """Add this stage's servicers to ``server``."""
 
     async def start(self) -> None:
-        """Load engines off the loop, then start the batchers."""
-        await asyncio.to_thread(self.load)
+        """Load and warm off the loop, then start the batchers."""
+        await asyncio.to_thread(self._load_and_warm)
         for batcher in self.batchers():
             await batcher.start()
 
+    def _load_and_warm(self) -> None:
+        self.load()
+        for engine in self.engines():
+            engine.warmup()
+        self.warm()
+
     async def stop(self) -> None:
-        """Close batchers (queued work fails with UNAVAILABLE) after the server has drained."""
+        """Close batchers (queued work fails with UNAVAILABLE) after the server has drained, then the engines."""
         for batcher in self.batchers():
             await batcher.close()
+        engines = self.engines()
+        if engines:
+            await asyncio.to_thread(lambda: [engine.close() for engine in engines])
 
 
 def model_repository(settings: StageSettings) -> ModelRepository:

@@ -130,6 +130,45 @@ async def test_recognize_at_other_sample_rates(asr_root):
             assert [r.utterance_index for r in response.results] == [0, 1]
 
 
+async def test_a_long_recognize_shares_the_event_loop_with_streams(asr_root, monkeypatch):
+    # Recognize parsed, converted and segmented a whole clip (up to 600 s) inside one step of the event loop,
+    # stalling every stream on the process. Now it is fed to a stream session piece by piece: between two
+    # pieces the loop serves everyone else, and a stream beside it gets its interims and finals as usual.
+    from services.asr import endpointing
+
+    loop_turns, turns_at_push = 0, []
+
+    async def count_loop_turns() -> None:
+        nonlocal loop_turns
+        while True:
+            loop_turns += 1
+            await asyncio.sleep(0)
+
+    push = endpointing.Endpointer.push
+    monkeypatch.setattr(endpointing.Endpointer, "push", lambda self, prob: turns_at_push.append(loop_turns)
+                        or push(self, prob))
+    noise = np.random.default_rng(0).normal(0, 30, 16_000 * 300).astype("<i2").tobytes()  # 300 s, no speech
+    pcm = _pcm(MULTI["file"])
+    async with running_stage(_stage(asr_root)) as (_, channel):
+        stub = asr_pb2_grpc.RecognizerStub(channel)
+        counter = asyncio.create_task(count_loop_turns())
+        long = await stub.Recognize(asr_pb2.RecognizeRequest(config=_config(), audio=noise))
+        turns_during_recognize = turns_at_push[-1] - turns_at_push[0]
+        recognize = stub.Recognize(asr_pb2.RecognizeRequest(config=_config(), audio=noise))  # runs from here
+        calls = stub.StreamingRecognize(_requests(_config(interim_results=True, interim_interval_ms=300),
+                                                  _chunks(pcm), delay_s=0.1))
+        results = [r.result async for r in calls]
+        await recognize
+        counter.cancel()
+    assert [(r.is_final, r.text) for r in long.results] == [(True, "")]
+    assert turns_during_recognize >= 100, turns_during_recognize  # 150 pieces of 2 s; 0 when done in one step
+    finals = [r for r in results if r.is_final]
+    assert [f.utterance_index for f in finals] == [0, 1]
+    assert any(not r.is_final for r in results), "no interim results beside the long Recognize"
+    for final, reference in zip(finals, MULTI["texts"], strict=True):
+        assert _similar(final.text, reference) >= 60, (final.text, reference)
+
+
 def _stereo_wav() -> bytes:
     buf = io.BytesIO()
     sf.write(buf, np.zeros((1600, 2), np.float32), 16_000, format="WAV", subtype="PCM_16")

@@ -137,3 +137,51 @@ async def test_ports_in_use_give_a_clear_serve_error():
             await StageServer(ProbeStage(), ServerSettings(port=0, metrics_port=port)).start()
         with pytest.raises(ServeError, match=f"cannot listen on 127.0.0.1:{port}.*VOXPIPE_PROBE__PORT"):
             await StageServer(ProbeStage(), ServerSettings(port=port)).start()
+
+
+async def test_the_scaffold_warms_every_engine_after_load_and_closes_it_after_the_batchers():
+    from engines.batcher import DynamicBatcher
+    from engines.config import BatchingConfig
+    from services.common import Stage
+
+    events: list[str] = []
+
+    class Engine:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def warmup(self) -> None:
+            events.append(f"warmup {self.name}")
+
+        def close(self) -> None:
+            events.append(f"close {self.name}")
+
+    class Batcher(DynamicBatcher):
+        async def close(self, timeout_s: float = 5.0) -> None:
+            events.append("close batcher")
+            await super().close(timeout_s)
+
+    class TwoEngineStage(Stage):
+        name = "two-engines"
+        service_names = (SERVICE,)
+
+        def load(self) -> None:
+            events.append("load")
+            self._engines = [Engine("a"), Engine("b")]
+            self._batcher = Batcher("echo", [lambda items: items], BatchingConfig())
+
+        def engines(self):
+            return self._engines
+
+        def warm(self) -> None:
+            events.append("warm")
+
+        def batchers(self):
+            return (self._batcher,)
+
+        def register(self, server) -> None:
+            recommender_pb2_grpc.add_RecommenderServicer_to_server(recommender_pb2_grpc.RecommenderServicer(), server)
+
+    async with running_stage(TwoEngineStage()):
+        assert events == ["load", "warmup a", "warmup b", "warm"]
+    assert events[4:] == ["close batcher", "close a", "close b"]

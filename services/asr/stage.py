@@ -1,0 +1,97 @@
+"""The ASR stage's wiring: loads Whisper tiny.en and Silero VAD through the model repository, builds the
+schedulers and registers the servicer (``servicer.py``); the model logic lives in the other modules here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+import numpy as np
+
+from engines.batcher import DynamicBatcher
+from engines.generation import GenerationScheduler
+from engines.repository import create_engines
+from protos import asr_pb2, asr_pb2_grpc
+from services.asr.config import AsrConfig
+from services.asr.features import log_mel
+from services.asr.generation import (
+    DECODER_MODEL,
+    ENCODER_MODEL,
+    VAD_MODEL,
+    create_generators,
+    encoder_batch_fn,
+)
+from services.asr.recognizer import SpeechRecognizer
+from services.asr.servicer import RecognizerServicer
+from services.asr.stream import RATE
+from services.asr.tokenizer import WhisperTokenizer
+from services.asr.vad import VadJob, VadState, frames_of, vad_batch_fn
+from services.common import (
+    FailedPreconditionError,
+    Stage,
+    StageSettings,
+    options_to,
+)
+from services.common.stage import Scheduler, Warmable, announce, model_repository
+
+
+class AsrStage(Stage):
+    """Whisper tiny.en + Silero VAD behind ``voxpipe.v1.Recognizer``."""
+
+    name = "asr"
+    service_names = (asr_pb2.DESCRIPTOR.services_by_name["Recognizer"].full_name,)
+
+    def __init__(self, settings: StageSettings, config: AsrConfig | None = None) -> None:
+        self.config = config or options_to(AsrConfig, settings.options, "asr")
+        self.repo = model_repository(settings)
+        self._recognizer: SpeechRecognizer | None = None
+        self._engines: list[Warmable] = []
+
+    @property
+    def recognizer(self) -> SpeechRecognizer:
+        if self._recognizer is None:
+            raise FailedPreconditionError("the ASR stage is not started")
+        return self._recognizer
+
+    def load(self) -> None:
+        """Load the three models and build their schedulers (runs in a worker thread)."""
+        enc_model, dec_model, vad_model = (self.repo.resolve(n) for n in (ENCODER_MODEL, DECODER_MODEL, VAD_MODEL))
+        encoders, vads = create_engines(enc_model), create_engines(vad_model)
+        generators = create_generators(dec_model)
+        self._engines = [*encoders, *vads, *generators]
+        tokenizer = WhisperTokenizer(dec_model.folder / dec_model.config.metadata.get("tokenizer", "tokenizer.json"))
+        self._enc_fns = [encoder_batch_fn(e) for e in encoders]
+        self._vad_fns = [vad_batch_fn(e) for e in vads]
+        self._generators = generators
+        for model in (enc_model, dec_model, vad_model):
+            announce(self.name, model)
+        self._recognizer = SpeechRecognizer(
+            encoder=DynamicBatcher("whisper-encoder", self._enc_fns, enc_model.serving.batching, stage=self.name),
+            decoder=GenerationScheduler("whisper-decoder", generators, dec_model.serving.batching, stage=self.name),
+            vad=DynamicBatcher("silero-vad", self._vad_fns, vad_model.serving.batching, stage=self.name),
+            tokenizer=tokenizer, config=self.config)
+
+    def engines(self) -> Sequence[Warmable]:
+        return self._engines
+
+    def warm(self) -> None:
+        """Half a second of silence through the VAD, each encoder and each decoder (a few steps)."""
+        silence = np.zeros(RATE // 2, np.float32)
+        for fn in self._vad_fns:
+            fn([VadJob(frames_of(silence), VadState.initial())])
+        mel = log_mel(silence)
+        for enc_fn in self._enc_fns:
+            encoded = enc_fn([mel])[0]
+            for generator in self._generators:
+                generator.prefill([(0, encoded)])
+                for _ in range(3):
+                    if generator.step([0]):
+                        break
+                generator.release(0)
+
+    def batchers(self) -> Sequence[Scheduler]:
+        r = self._recognizer
+        return () if r is None else (r.vad_batcher, r.encoder, r.decoder)
+
+    def register(self, server: grpc.aio.Server) -> None:
+        asr_pb2_grpc.add_RecognizerServicer_to_server(RecognizerServicer(self), server)
