@@ -44,8 +44,8 @@ from asr_wer import wer  # noqa: E402
 from make_asr_testset import make_set  # noqa: E402
 
 from engines.build import BuildContext, build_stage  # noqa: E402
-from engines.repository import cache_root  # noqa: E402
 from protos import asr_pb2, asr_pb2_grpc, common_pb2  # noqa: E402
+from services.common.settings import cache_root  # noqa: E402
 
 RATE = 16_000
 CHUNK = 1600  # 100 ms
@@ -192,12 +192,12 @@ def main() -> int:
     parser.add_argument("--per-stream", type=int, default=6)
     args = parser.parse_args()
 
-    testset = cache_root() / "asr-testset"
-    entries = make_set(testset, piper_cache=cache_root())
+    testset = cache_root(os.environ) / "asr-testset"
+    entries = make_set(testset, piper_cache=cache_root(os.environ))
     clips = [sf.read(testset / e["file"], dtype="float32")[0] for e in entries]
     refs = [e["text"] for e in entries]
-    root = cache_root() / "models"
-    build_stage("asr", BuildContext(models_dir=root, downloads_dir=cache_root() / "downloads"))
+    root = cache_root(os.environ) / "models"
+    build_stage("asr", BuildContext(models_dir=root, downloads_dir=cache_root(os.environ) / "downloads"))
 
     port = _free_port()
     address = f"127.0.0.1:{port}"

@@ -183,7 +183,7 @@ def _asr_variant(r: ModelRepository, mels: list[np.ndarray]) -> dict:
 async def _asr_streaming(args, clips) -> dict:
     """Endpoint -> final over a real-time stream (server-measured), and the decode alone (in process)."""
     from protos import asr_pb2, asr_pb2_grpc, common_pb2
-    from services.asr.servicer import AsrStage
+    from services.asr.stage import AsrStage
     from tests.helpers import running_stage
 
     stage = AsrStage(settings(args, "asr"))
@@ -229,10 +229,10 @@ async def _tts(args, models: dict, rtf: bool = True) -> dict:
     import grpc
 
     from protos import tts_pb2, tts_pb2_grpc
+    from services.common.sentences import split_sentences
     from services.tts.batching import SentenceItem
-    from services.tts.servicer import TtsStage
+    from services.tts.stage import TtsStage
     from services.tts.synthesis import _prepare
-    from services.tts.text import split_sentences
     from tests.helpers import running_stage
 
     stage = TtsStage(settings(args, "tts", models))
@@ -295,7 +295,7 @@ async def _nlp(args) -> dict:
     from protos import nlp_pb2, nlp_pb2_grpc
     from services.common.context import SERVER_TIME_HEADER
     from services.nlp.encoder import embed_ids, load_tokenizer, tokenize
-    from services.nlp.servicer import NlpStage
+    from services.nlp.stage import NlpStage
     from tests.helpers import running_stage
 
     texts = [json.loads(line)["text"] for line in (args.root / "data" / "nlp_heldout.jsonl").read_text().splitlines()]
@@ -349,7 +349,7 @@ async def _recommender(args, models: dict) -> dict:
     from protos import recommender_pb2, recommender_pb2_grpc
     from services.common.context import SERVER_TIME_HEADER
     from services.recommender import ranking
-    from services.recommender.servicer import RecommenderStage
+    from services.recommender.stage import RecommenderStage
     from tests.helpers import running_stage
 
     stage = RecommenderStage(settings(args, "recommender", models))

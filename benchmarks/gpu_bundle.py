@@ -18,6 +18,7 @@ import argparse
 import hashlib
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -53,9 +54,9 @@ FP16_FOR_TRANSPORT = ("minilm",)  # served in FP16 there; FP32 runs there use th
 def _models_dir() -> Path:
     import os
 
-    from engines.repository import cache_root
+    from services.common.settings import cache_root
 
-    return Path(os.environ.get("VOXPIPE_MODELS_DIR", cache_root() / "models"))
+    return Path(os.environ.get("VOXPIPE_MODELS_DIR", cache_root(os.environ) / "models"))
 
 
 def _slim_piper(wheel: Path, out: Path) -> None:
@@ -107,10 +108,10 @@ def _models(stage: Path) -> None:
 
 def _data(stage: Path) -> None:
     from benchmarks import gpu_parity
-    from engines.repository import cache_root
+    from services.common.settings import cache_root
 
     data = stage / "data"
-    testset = cache_root() / "asr-testset"
+    testset = cache_root(os.environ) / "asr-testset"
     if not (testset / "references.json").is_file():
         subprocess.run([sys.executable, str(ROOT / "benchmarks" / "make_asr_testset.py"), "--piper"], check=True)
     shutil.copytree(testset, data / "asr-testset")

@@ -56,7 +56,7 @@ def asr(repo: ModelRepository, clips: list[tuple[str, np.ndarray]]) -> dict:
 
 
 async def _nlp(settings, texts: list[str]) -> dict:
-    from services.nlp.servicer import NlpStage
+    from services.nlp.stage import NlpStage
 
     stage = NlpStage(settings)
     await stage.start()

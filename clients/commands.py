@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 
@@ -60,9 +61,9 @@ def _with_device(args: argparse.Namespace, settings: StackSettings) -> StackSett
 def _build(args: argparse.Namespace, settings: StackSettings) -> int:
     from engines.build import STAGES, BuildContext, build_stage
     from engines.errors import EngineError
-    from engines.repository import cache_root
+    from services.common.settings import cache_root
 
-    ctx = BuildContext(models_dir=settings.models_dir, downloads_dir=cache_root() / "downloads", force=args.force)
+    ctx = BuildContext(models_dir=settings.models_dir, downloads_dir=cache_root(os.environ) / "downloads", force=args.force)
     for stage in args.stages or STAGES:
         start = time.perf_counter()
         try:
@@ -85,17 +86,17 @@ def _serve(args: argparse.Namespace, settings: StackSettings) -> int:
     from dataclasses import replace
 
     from clients.cli import run_async
-    from engines.repository import cache_root
     from services import stage_module
     from services.common import StageServer
     from services.common.context import configure_logging
+    from services.common.settings import cache_root
     from services.common.tracing import configure_tracing
 
     settings = _with_device(args, settings)
     configure_logging(settings.log_level)
     # OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set (e.g. Jaeger), else a JSON-lines file per stage.
     configure_tracing(args.stage, otlp_endpoint=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
-                      jsonl_path=cache_root() / "traces" / f"{args.stage}.jsonl")
+                      jsonl_path=cache_root(os.environ) / "traces" / f"{args.stage}.jsonl")
     stage_settings = settings.stage(args.stage)
     if args.port is not None:
         stage_settings = replace(stage_settings, server=replace(stage_settings.server, port=args.port))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,9 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _demo(args: argparse.Namespace, settings: StackSettings) -> int:
     from engines.build import STAGES, BuildContext, build_stage
-    from engines.repository import cache_root
+    from services.common.settings import cache_root
 
-    ctx = BuildContext(models_dir=settings.models_dir, downloads_dir=cache_root() / "downloads")
+    ctx = BuildContext(models_dir=settings.models_dir, downloads_dir=cache_root(os.environ) / "downloads")
     for stage in STAGES:
         start = time.perf_counter()
         build_stage(stage, ctx)

@@ -10,7 +10,6 @@ thread and, on a GPU, their CUDA stream.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +19,6 @@ from engines.base import Engine
 from engines.config import CONFIG_FILE, ModelConfig, ServingConfig
 from engines.device import require_device, resolve_target
 from engines.errors import ModelConfigError, ModelNotFoundError
-
-
-def cache_root() -> Path:
-    """Root of voxpipe's caches (models, downloads, generated test sets): ``VOXPIPE_CACHE_DIR`` or
-    ``~/.cache/voxpipe``."""
-    return Path(os.environ.get("VOXPIPE_CACHE_DIR", Path.home() / ".cache" / "voxpipe"))
 
 
 def override_key(name: str) -> str:

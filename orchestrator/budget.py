@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-STAGES = ("asr", "nlp", "recommender", "tts")
+from services.common.settings import MODEL_STAGES as STAGES  # budget shares, in pipeline order
 
 
 @dataclass(frozen=True, kw_only=True)

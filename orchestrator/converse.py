@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
-import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -34,10 +33,10 @@ from services.common import (
 )
 from services.common.context import REQUEST_ID, new_request_id
 from services.common.errors import UpstreamError, first_error, status_of
+from services.common.ids import validate_session_id
 
 log = logging.getLogger(__name__)
 
-_SESSION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _PASS_THROUGH = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.FAILED_PRECONDITION)
 _END = object()
 
@@ -54,9 +53,7 @@ def validate_config(config: assistant_pb2.ConverseConfig) -> None:
         raise InvalidArgumentError(f"output_sample_rate_hz={config.output_sample_rate_hz} is outside 8000..48000 (0 = voice rate)")
     if config.budget_ms and not 100 <= config.budget_ms <= 60_000:
         raise InvalidArgumentError(f"budget_ms={config.budget_ms} is outside 100..60000 (0 = server default)")
-    if config.session_id and not _SESSION_ID.match(config.session_id):
-        raise InvalidArgumentError(
-            f"session_id={config.session_id[:40]!r} is invalid: 1..128 of letters, digits, '.', '_', ':', '-'")
+    validate_session_id(config.session_id)
 
 
 class AudioClock:

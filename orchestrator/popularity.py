@@ -8,11 +8,13 @@ its genre and year filters.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import grpc
 
 from orchestrator import replies
 from protos import recommender_pb2
+from services.common.catalog import ItemFilter
 
 log = logging.getLogger(__name__)
 
@@ -35,19 +37,12 @@ class PopularityCache:
         self.items = list(reply.items)
         return True
 
-    def answer(self, filters: recommender_pb2.Filters, k: int) -> recommender_pb2.RecommendResponse:
-        """Top ``k`` cached items that pass ``filters``."""
-        excluded = set(filters.exclude_item_ids)
-        genres = set(filters.genres)
-        picked = []
-        for item in self.items:
-            if item.item_id in excluded or (genres and not genres & set(item.genres)):
-                continue
-            if (filters.year_min and item.year < filters.year_min) or (filters.year_max and item.year > filters.year_max):
-                continue
-            picked.append(item)
-            if len(picked) == k:
-                break
+    def answer(self, filters: recommender_pb2.Filters, k: int, *, seen: frozenset[int] = frozenset()
+               ) -> recommender_pb2.RecommendResponse:
+        """Top ``k`` cached items that pass ``filters`` and are not in ``seen``."""
+        rule = ItemFilter.of(filters)
+        rule = replace(rule, excluded=rule.excluded | seen)
+        picked = [i for i in self.items if rule.admits(i.item_id, i.year, i.genres)][:k]
         reason = "" if picked else (replies.UNAVAILABLE_REASON if not self.items
                                     else "no popular movie matches the filters")
         return recommender_pb2.RecommendResponse(items=picked, strategy="popularity", empty_reason=reason)

@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from services.common.catalog import spoken_title
+
 UNAVAILABLE_REASON = "the popularity list is not available"
-_ARTICLE_SUFFIX = re.compile(r"^(?P<body>.+), (?P<article>The|A|An|Les|La|Le|Il|El|Das|Die|Der)$")
-_YEAR_SUFFIX = re.compile(r"\s*\(\d{4}\)\s*$")
-
-
-def spoken_title(title: str) -> str:
-    """MovieLens title as one would say it: "Shawshank Redemption, The (1994)" -> "The Shawshank Redemption"."""
-    title = _YEAR_SUFFIX.sub("", title).strip()
-    # Alternate titles in brackets ("City of Lost Children, The (Cité des enfants perdus, La)") are not spoken.
-    title = re.sub(r"\s*\([^)]*\)\s*$", "", title).strip()
-    m = _ARTICLE_SUFFIX.match(title)
-    return f"{m['article']} {m['body']}" if m else title
 
 
 @dataclass(frozen=True)
@@ -34,12 +24,6 @@ class Movie:
     @property
     def with_year(self) -> str:
         return f"{self.spoken} from {self.year}" if self.year else self.spoken
-
-
-def first_sentence(text: str) -> str:
-    """The first sentence of ``text`` (used when the budget only allows a one-sentence reply)."""
-    m = re.match(r"(.+?[.!?])(\s|$)", text.strip())
-    return m.group(1) if m else text.strip()
 
 
 def recommend(movies: Sequence[Movie], *, empty_reason: str = "") -> str:

@@ -1,4 +1,6 @@
-"""Conversation state the orchestrator keeps per session: what was asked and shown, across turns."""
+"""Dialogue context the orchestrator keeps per session: the last request and the last answer, for "more" and
+"I loved it". Ratings and everything a session has seen are the recommender's (it leaves them out of later
+answers); the orchestrator does not keep a second copy."""
 
 from __future__ import annotations
 
@@ -16,15 +18,13 @@ class SessionState:
     last_filters: recommender_pb2.Filters | None = None
     last_embedding: list[float] = field(default_factory=list)
     last_similar_to: int = 0
-    last_items: list[recommender_pb2.Item] = field(default_factory=list)
-    shown_item_ids: list[int] = field(default_factory=list)
+    last_items: list[recommender_pb2.Item] = field(default_factory=list)  # the last answer's movies
     touched_s: float = field(default_factory=time.monotonic)
 
-    def remember_shown(self, items: list[recommender_pb2.Item], cap: int = 500) -> None:
-        """Items recommended in this session (excluded from later answers); bounded."""
-        self.last_items = list(items)
-        self.shown_item_ids.extend(i.item_id for i in items)
-        del self.shown_item_ids[:-cap]
+    @property
+    def last_item_ids(self) -> frozenset[int]:
+        """What the popularity fallback leaves out when the recommender cannot be asked: the last answer."""
+        return frozenset(i.item_id for i in self.last_items)
 
 
 class SessionStore:

@@ -39,8 +39,7 @@ class OrchestratorConfig:
     max_admission_wait_ms: float = 20.0
     recommendations_k: int = 3
     tts_stream_timeout_s: float = 30.0
-    max_sessions: int = 10_000
-    session_ttl_s: float = 3600.0
+    max_sessions: int = 10_000  # dialogue context kept per session; idle ones go after [stack] session_ttl_s
     # How a turn calls NLP, the recommender and TTS: "stream" (many calls multiplexed over one open stream per
     # stage: about half the cost of a unary RPC per call) or "unary" (one RPC per call, each balanced on its own
     # across a stage's replicas, and with a gRPC deadline of its own).
@@ -95,7 +94,7 @@ class OrchestratorStage(Stage):
                                    max_concurrent_turns=self.config.max_concurrent_turns,
                                    max_turns_per_s=self.config.max_turns_per_s,
                                    max_admission_wait_ms=self.config.max_admission_wait_ms)
-        self.sessions = SessionStore(max_sessions=self.config.max_sessions, ttl_s=self.config.session_ttl_s)
+        self.sessions = SessionStore(max_sessions=self.config.max_sessions, ttl_s=settings.session_ttl_s)
         self.options = ConversationOptions(budget=budget)
         self._refresh: asyncio.Task | None = None
 

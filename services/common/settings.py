@@ -1,7 +1,8 @@
 """Stack settings: one TOML file with documented defaults, overridden by ``VOXPIPE_*`` variables.
 
 Environment variables are read only by the entry point (``from_env``), which passes dataclasses down.
-``VOXPIPE_MODELS_DIR``, ``VOXPIPE_DEVICE``, ``VOXPIPE_HOST`` and ``VOXPIPE_CONFIG`` set stack-wide values;
+``VOXPIPE_MODELS_DIR``, ``VOXPIPE_DEVICE``, ``VOXPIPE_HOST``, ``VOXPIPE_SESSION_TTL_S`` and ``VOXPIPE_CONFIG``
+set stack-wide values;
 ``VOXPIPE_<SECTION>__<KEY>`` sets one key of a section, e.g. ``VOXPIPE_ASR__SILENCE_MS=400``, and
 ``VOXPIPE_MODELS__<MODEL>__<KEY>`` one serving key of a model (``-`` in the model name written ``_``), e.g.
 ``VOXPIPE_MODELS__MINILM__INSTANCES=2``.
@@ -16,7 +17,10 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_CONFIG = Path(__file__).with_name("voxpipe.toml")
-STAGE_ORDER = ("asr", "nlp", "recommender", "tts", "orchestrator")
+# The one list of stages: the four model stages in pipeline order, then the orchestrator that chains them.
+MODEL_STAGES = ("asr", "nlp", "recommender", "tts")
+STAGE_ORDER = (*MODEL_STAGES, "orchestrator")
+DEFAULT_SESSION_TTL_S = 1800.0
 MODELS_SECTION = "models"  # [models.<name>]: serving settings per model, resolved by the model repository
 _SERVER_KEYS = ("port", "metrics_port", "grace_s")
 
@@ -52,6 +56,9 @@ class StageSettings:
     models: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # Addresses of the other stages (the orchestrator dials them).
     peers: Mapping[str, str] = field(default_factory=dict)
+    # Idle time after which a conversation is forgotten: one value for every stage that keeps session state
+    # (the recommender's ratings and shown items, the orchestrator's dialogue context), so neither outlives the other.
+    session_ttl_s: float = DEFAULT_SESSION_TTL_S
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,6 +69,7 @@ class StackSettings:
     device: str = "cpu"
     host: str = "127.0.0.1"
     log_level: str = "INFO"
+    session_ttl_s: float = DEFAULT_SESSION_TTL_S
     sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def stage(self, name: str) -> StageSettings:
@@ -71,7 +79,8 @@ class StackSettings:
         server = ServerSettings(host=self.host, **server_values)
         peers = {s: f"{self.host}:{self.sections.get(s, {}).get('port', 0)}" for s in STAGE_ORDER if s != name}
         return StageSettings(name=name, models_dir=self.models_dir, device=self.device, server=server,
-                             options=section, models=self.sections.get(MODELS_SECTION, {}), peers=peers)
+                             options=section, models=self.sections.get(MODELS_SECTION, {}), peers=peers,
+                             session_ttl_s=self.session_ttl_s)
 
 
 def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> StackSettings:
@@ -105,8 +114,25 @@ def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Stac
         device=env.get("VOXPIPE_DEVICE", stack.get("device", "cpu")),
         host=env.get("VOXPIPE_HOST", stack.get("host", "127.0.0.1")),
         log_level=env.get("VOXPIPE_LOG_LEVEL", stack.get("log_level", "INFO")),
+        session_ttl_s=_session_ttl_s(env.get("VOXPIPE_SESSION_TTL_S", stack.get("session_ttl_s", DEFAULT_SESSION_TTL_S))),
         sections=sections,
     )
+
+
+def _session_ttl_s(value: Any) -> float:
+    try:
+        ttl_s = float(value)
+    except (TypeError, ValueError) as e:
+        raise SettingsError(f"[stack] session_ttl_s={value!r} is not a number of seconds") from e
+    if not ttl_s > 0:
+        raise SettingsError(f"[stack] session_ttl_s={value!r} must be > 0")
+    return ttl_s
+
+
+def cache_root(environ: Mapping[str, str]) -> Path:
+    """Root of voxpipe's caches (models, downloads, traces, generated test sets): ``VOXPIPE_CACHE_DIR`` or
+    ``~/.cache/voxpipe``. Entry points (the CLI, benchmarks, tests) pass their environment."""
+    return Path(environ.get("VOXPIPE_CACHE_DIR") or Path.home() / ".cache" / "voxpipe")
 
 
 def from_env(environ: Mapping[str, str]) -> StackSettings:

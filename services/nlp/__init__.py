@@ -5,8 +5,9 @@ from services.nlp.config import NlpConfig
 from services.nlp.entities import Found
 from services.nlp.extract import EntityExtractor
 from services.nlp.intents import INTENTS, UNKNOWN, IntentClassifier, IntentData, IntentResult
-from services.nlp.servicer import NlpStage, UnderstanderServicer
-from services.nlp.titles import CatalogItem, TitleMatcher, load_catalog
+from services.nlp.servicer import UnderstanderServicer
+from services.nlp.stage import NlpStage
+from services.nlp.titles import TitleMatcher, load_catalog
 from services.nlp.understand import Understanding, understand_batch
 
 
@@ -15,6 +16,6 @@ def create_stage(settings: StageSettings) -> NlpStage:
     return NlpStage(settings)
 
 
-__all__ = ["INTENTS", "UNKNOWN", "CatalogItem", "EntityExtractor", "Found", "IntentClassifier", "IntentData",
+__all__ = ["INTENTS", "UNKNOWN", "EntityExtractor", "Found", "IntentClassifier", "IntentData",
            "IntentResult", "NlpConfig", "NlpStage", "TitleMatcher", "UnderstanderServicer", "Understanding",
            "understand_batch", "create_stage", "load_catalog"]

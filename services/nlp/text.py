@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 from services.common.errors import InvalidArgumentError
 
-SESSION_ID_RE = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _DROP_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "So", "Sk"})
 _WORD_RE = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 _SPACE_RE = re.compile(r"\s+")
@@ -34,15 +33,6 @@ class Token:
 
 def _describe(text: str, limit: int = 40) -> str:
     return repr(text[:limit] + ("…" if len(text) > limit else ""))
-
-
-def validate_session_id(session_id: str) -> str:
-    """Return ``session_id`` if empty or well-formed; raise ``InvalidArgumentError`` naming it otherwise."""
-    if session_id and not SESSION_ID_RE.fullmatch(session_id):
-        raise InvalidArgumentError(
-            f"session_id={_describe(session_id)} is invalid: use 1..128 of letters, digits, '-', '_', '.', ':'"
-        )
-    return session_id
 
 
 def normalize_text(text: str, *, max_text_chars: int) -> str:

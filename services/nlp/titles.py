@@ -18,14 +18,13 @@ longest window, first.
 from __future__ import annotations
 
 import bisect
-import csv
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from rapidfuzz import fuzz, process
 
+from services.common.catalog import CatalogItem, front_article, load_items, title_parts
 from services.nlp.entities import UNITS, Found
 from services.nlp.text import Token, words
 
@@ -69,24 +68,9 @@ watch watched recommend suggest similar about than so very really just also too 
 """.split())
 
 
-@dataclass(frozen=True, slots=True)
-class CatalogItem:
-    """One MovieLens-100K movie."""
-
-    item_id: int
-    title: str
-    year: int
-    genres: tuple[str, ...]
-
-
 def load_catalog(path: Path) -> dict[int, CatalogItem]:
-    """Read ``catalog.tsv`` (written by the NLP build) into item id -> item."""
-    items: dict[int, CatalogItem] = {}
-    with path.open(encoding="utf-8", newline="") as f:
-        for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
-            genres = tuple(g for g in row["genres"].split("|") if g)
-            items[int(row["item_id"])] = CatalogItem(int(row["item_id"]), row["title"], int(row["year"]), genres)
-    return items
+    """``catalog.tsv`` (written by the NLP build) as item id -> item."""
+    return {item.item_id: item for item in load_items(path)}
 
 
 def spoken(word: str) -> str:
@@ -96,17 +80,10 @@ def spoken(word: str) -> str:
 
 def title_aliases(title: str) -> list[tuple[str, ...]]:
     """Spoken-form aliases (tuples of words) of a catalogue title."""
-    title = title.replace("&", " and ")
-    alt = re.findall(r"\(([^)]*)\)", title)
-    main = re.sub(r"\([^)]*\)", " ", title).strip()
-    variants = [main, *alt]
-    # "Usual Suspects, The" / "Blue Angel, The (Blaue Engel, Der)": move the trailing article to the front.
-    fronted = []
-    for v in variants:
-        m = re.fullmatch(r"(.*), (The|A|An|Les|La|Le|Il|Der|Die|Das|Det|El)", v.strip())
-        fronted.append(f"{m.group(2)} {m.group(1)}" if m else v)
+    main, alternatives = title_parts(title.replace("&", " and "))
     out: list[tuple[str, ...]] = []
-    for v in fronted:
+    # "Usual Suspects, The" / "Blue Angel, The (Blaue Engel, Der)": each name with its article in front.
+    for v in (front_article(name) for name in (main, *alternatives)):
         toks = tuple(spoken(t.norm) for t in words(v))
         if not toks:
             continue

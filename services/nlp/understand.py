@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from services.nlp.entities import Found
 from services.nlp.extract import EntityExtractor
-from services.nlp.intents import IntentClassifier, IntentResult
+from services.nlp.intents import IntentClassifier, IntentData, IntentResult
 
 # What a title is replaced by in the text that is embedded (see services.nlp.intents).
 TITLE_PLACEHOLDER = "a movie"
@@ -83,3 +84,16 @@ def understand_prepared(classifier: IntentClassifier, embed_ids: EmbedIds,
                         prepared: list[Prepared]) -> list[Understanding]:
     """Batch function (GPU): the encoder and the intent head over prepared utterances."""
     return finish(classifier, prepared, embed_ids([p.ids for p in prepared]))
+
+
+def fit_classifier(path: Path, extractor: EntityExtractor, embed_many) -> IntentClassifier:
+    """Fit the intent head on ``path``'s examples (titles masked as at run time), in batches of 32."""
+    data = IntentData.load(path)
+
+    def embed(texts: list[str]) -> np.ndarray:
+        masked = [intent_text(t, extractor.extract(t)) for t in texts]
+        return np.concatenate([np.stack(embed_many(masked[i:i + 32])) for i in range(0, len(masked), 32)])
+
+    examples = {intent: embed(texts) for intent, texts in data.examples.items()}
+    ood = embed(data.out_of_domain) if data.out_of_domain else np.zeros((0, 384), dtype=np.float32)
+    return IntentClassifier().fit(examples, ood)

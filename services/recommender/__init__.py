@@ -1,10 +1,11 @@
 """The recommender stage: implicit ALS + MiniLM item texts over MovieLens-100K (``voxpipe.v1.Recommender``)."""
 
 from services.common import StageSettings
-from services.recommender.catalog import GENRES, Catalog, CatalogItem
+from services.recommender.catalog import Catalog
 from services.recommender.config import RecommenderConfig
-from services.recommender.servicer import RecommenderServicer, RecommenderStage
+from services.recommender.servicer import RecommenderServicer
 from services.recommender.sessions import Session, SessionStore
+from services.recommender.stage import RecommenderStage
 
 
 def create_stage(settings: StageSettings) -> RecommenderStage:
@@ -12,5 +13,5 @@ def create_stage(settings: StageSettings) -> RecommenderStage:
     return RecommenderStage(settings)
 
 
-__all__ = ["GENRES", "Catalog", "CatalogItem", "RecommenderConfig", "RecommenderServicer", "RecommenderStage",
+__all__ = ["Catalog", "RecommenderConfig", "RecommenderServicer", "RecommenderStage",
            "Session", "SessionStore", "create_stage"]

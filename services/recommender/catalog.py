@@ -2,39 +2,19 @@
 
 from __future__ import annotations
 
-import csv
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from services.common import InvalidArgumentError, NotFoundError
-
-GENRES = ("Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
-          "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western", "unknown")
-
-
-@dataclass(frozen=True, slots=True)
-class CatalogItem:
-    """One movie as the recommender knows it."""
-
-    item_id: int
-    title: str
-    year: int
-    genres: tuple[str, ...]
-    count: int
-    mean_rating: float
+from services.common.catalog import GENRES, ItemFilter, load_items
 
 
 class Catalog:
     """Items by row (the graph's item index) and by MovieLens id, with precomputed filter masks."""
 
     def __init__(self, folder: Path) -> None:
-        with (folder / "items.tsv").open(encoding="utf-8", newline="") as f:
-            rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-        self.items = [CatalogItem(int(r["item_id"]), r["title"], int(r["year"]),
-                                  tuple(g for g in r["genres"].split("|") if g), int(r["count"]),
-                                  float(r["mean_rating"])) for r in rows]
+        self.items = load_items(folder / "items.tsv")
         self.row_of = {item.item_id: row for row, item in enumerate(self.items)}
         self.item_ids = np.array([i.item_id for i in self.items], dtype=np.int64)
         self.years = np.array([i.year for i in self.items], dtype=np.int64)
@@ -66,20 +46,10 @@ class Catalog:
                                 f"(MovieLens-100K ids {self.items[0].item_id}..{self.items[-1].item_id})")
         return row
 
-    def mask(self, *, genres: list[str], year_min: int, year_max: int, exclude_rows: set[int]) -> np.ndarray:
-        """Allowed items: any of ``genres`` (all if empty), year in range (0 = open), not excluded."""
-        unknown = [g for g in genres if g not in self.genre_masks]
-        if unknown:
-            raise InvalidArgumentError(f"filters.genres has unknown genre(s) {unknown}; use {', '.join(GENRES)}")
-        if year_min and year_max and year_min > year_max:
-            raise InvalidArgumentError(f"filters.year_min={year_min} is after filters.year_max={year_max}")
-        allowed = self.servable.copy()
-        if genres:
-            allowed &= np.logical_or.reduce([self.genre_masks[g] for g in genres])
-        if year_min:
-            allowed &= self.years >= year_min
-        if year_max:
-            allowed &= self.years <= year_max
+    def mask(self, item_filter: ItemFilter, *, exclude_rows: set[int]) -> np.ndarray:
+        """Servable items the filter admits, less ``exclude_rows`` (seen in the session, the "similar to" item)."""
+        allowed = self.servable & item_filter.mask(item_ids=self.item_ids, years=self.years,
+                                                   genre_masks=self.genre_masks)
         if exclude_rows:
             allowed[list(exclude_rows)] = False
         return allowed

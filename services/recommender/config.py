@@ -11,9 +11,8 @@ class RecommenderConfig:
 
     model: str = "recommender"
     max_k: int = 50  # the graph's TopK; requests ask for 1..max_k
-    # Sessions live in memory: dropped after this much idle time, and at most this many are kept; when a new
-    # session would exceed the cap, the least recently used one is evicted (its ratings are forgotten).
-    session_ttl_s: float = 1_800.0
+    # Sessions live in memory: dropped after [stack] session_ttl_s of idle time, and at most this many are kept;
+    # when a new session would exceed the cap, the least recently used one is evicted (its ratings are forgotten).
     max_sessions: int = 10_000
     # Per-session bounds (oldest dropped first), so one long session cannot grow without limit.
     max_ratings_per_session: int = 500
@@ -24,5 +23,3 @@ class RecommenderConfig:
         for name in ("max_k", "max_sessions", "max_ratings_per_session", "max_shown_per_session", "max_get_items"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.session_ttl_s <= 0:
-            raise ValueError(f"session_ttl_s must be > 0, got {self.session_ttl_s}")

@@ -12,15 +12,14 @@ ALS factors, normalised factors, text embedding, popularity. A strategy is just 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from engines.base import Engine
-from engines.build.recommender_train import fold_in  # pure NumPy, shared with the build's evaluation
 from engines.errors import BatchShapeError
-from services.recommender.catalog import Catalog, CatalogItem
+from services.common.catalog import CatalogItem, spoken_title
+from services.recommender.catalog import Catalog
 from services.recommender.sessions import Session
 
 LIKED_MIN_STARS = 3.5  # >= liked (preference 1); <= DISLIKED_MAX_STARS disliked (preference 0); 3 is neutral
@@ -49,6 +48,25 @@ class Blocks:
         b = meta["blocks"]
         return cls(cf=slice(*b["cf"]), cf_normalized=slice(*b["cf_normalized"]), text=slice(*b["text"]),
                    popularity=b["popularity"][0], dim=int(meta["query_dim"]))
+
+
+def fold_in(items: np.ndarray, gram: np.ndarray, liked: np.ndarray, disliked: np.ndarray, *,
+            alpha: float, regularization: float) -> np.ndarray:
+    """A user vector from a handful of items, exactly as one ALS user step would compute it (the build's
+    evaluation folds in held-out users with this same function).
+
+    ``liked`` items get preference 1, ``disliked`` preference 0, both with confidence ``1 + alpha``
+    (a disliked item is strong evidence of "not this"). ``gram`` is ``itemsᵀ items``.
+    """
+    f = items.shape[1]
+    a = gram + regularization * np.eye(f, dtype=np.float64)
+    b = np.zeros(f, dtype=np.float64)
+    for idx, pref in ((liked, 1.0), (disliked, 0.0)):
+        if len(idx):
+            v = items[idx].astype(np.float64)
+            a += alpha * (v.T @ v)
+            b += (1.0 + alpha) * pref * v.sum(axis=0)
+    return np.linalg.solve(a, b).astype(np.float32)
 
 
 def session_vector(catalog: Catalog, session: Session) -> np.ndarray | None:
@@ -125,20 +143,3 @@ def because_you_liked(catalog: Catalog, row: int, liked_rows: list[int]) -> str 
         return None
     sims = catalog.factors_normalized[liked_rows] @ catalog.factors_normalized[row]
     return spoken_title(catalog.items[liked_rows[int(np.argmax(sims))]].title)
-
-
-def spoken_title(title: str) -> str:
-    """Display title without a bracketed alternative: what a reason sentence says aloud."""
-    return re.sub(r"\s*\([^)]*\)\s*$", "", display_title(title)).strip() or display_title(title)
-
-
-def display_title(title: str) -> str:
-    """Catalogue "Godfather, The" as spoken "The Godfather" (also "Usual Suspects, The (1995)" forms)."""
-    for article in ("The", "A", "An"):
-        suffix = f", {article}"
-        if title.endswith(suffix):
-            return f"{article} {title[: -len(suffix)]}"
-        if f"{suffix} (" in title:  # "Blue Angel, The (Blaue Engel, Der)"
-            head, _, rest = title.partition(f"{suffix} (")
-            return f"{article} {head} ({rest}"
-    return title

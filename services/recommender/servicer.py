@@ -4,39 +4,25 @@ from __future__ import annotations
 
 import logging
 import math
-import re
-from collections.abc import AsyncIterator, Sequence
-from functools import partial
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
 
-from engines.batcher import DynamicBatcher
-from engines.repository import create_engines
 from protos import recommender_pb2, recommender_pb2_grpc
-from services.common import InvalidArgumentError, Stage, StageSettings, deadline_of, options_to
+from services.common import InvalidArgumentError, deadline_of
 from services.common.calls import CallServer
-from services.common.stage import announce, model_repository
+from services.common.catalog import ItemFilter, display_title, spoken_title
+from services.common.ids import validate_session_id
 from services.recommender import ranking
-from services.recommender.catalog import Catalog
-from services.recommender.config import RecommenderConfig
-from services.recommender.sessions import Session, SessionStore
+from services.recommender.sessions import Session
+
+if TYPE_CHECKING:
+    from services.recommender.stage import RecommenderStage
+
 
 log = logging.getLogger(__name__)
-
-SESSION_ID_RE = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
-
-
-def _session_id(value: str, *, required: bool) -> str:
-    if not value:
-        if required:
-            raise InvalidArgumentError("session_id is required: 1..128 of letters, digits, '-', '_', '.', ':'")
-        return ""
-    if not SESSION_ID_RE.fullmatch(value):
-        shown = value[:40] + ("…" if len(value) > 40 else "")
-        raise InvalidArgumentError(f"session_id={shown!r} is invalid: use 1..128 of letters, digits, '-', '_', '.', ':'")
-    return value
-
 
 class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
     """Validation at the edge; ranking through the batcher; sessions in memory."""
@@ -54,7 +40,7 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
     async def Recommend(self, request: recommender_pb2.RecommendRequest, context: grpc.aio.ServicerContext
                         ) -> recommender_pb2.RecommendResponse:
         st = self._stage
-        session_id = _session_id(request.session_id, required=False)
+        session_id = validate_session_id(request.session_id)
         if not 1 <= request.k <= st.config.max_k:
             raise InvalidArgumentError(f"k={request.k} is outside 1..{st.config.max_k}")
         query = self._query(request.query_embedding)
@@ -65,6 +51,7 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
         if request.similar_to_item_id > 0:
             similar_row = catalog.row(request.similar_to_item_id, field="similar_to_item_id")
         f = request.filters
+        item_filter = ItemFilter.of(f)
         exclude = {catalog.row(i, field="filters.exclude_item_ids") for i in f.exclude_item_ids}
         session = st.sessions.get_or_create(session_id) if session_id else None
         if f.exclude_seen and session is not None:
@@ -72,7 +59,7 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
         if similar_row is not None:
             exclude.add(similar_row)
         genres = list(f.genres)
-        allowed = catalog.mask(genres=genres, year_min=f.year_min, year_max=f.year_max, exclude_rows=exclude)
+        allowed = catalog.mask(item_filter, exclude_rows=exclude)
         if not allowed.any():
             return recommender_pb2.RecommendResponse(strategy="", empty_reason=_empty_reason(f, exclude))
 
@@ -119,7 +106,7 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
         item = catalog.items[row]
         what = ranking.describe(item, genres)
         if strategy == "similar" and similar_row is not None:
-            reason = f"similar to {ranking.spoken_title(catalog.items[similar_row].title)}"
+            reason = f"similar to {spoken_title(catalog.items[similar_row].title)}"
         elif strategy == "personalised":
             source = ranking.because_you_liked(catalog, row, liked)
             reason = f"because you liked {source}" if source else f"a {what} that fits your ratings"
@@ -127,13 +114,13 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
             reason = f"{what} matching your request"
         else:
             reason = f"popular {what}"
-        return recommender_pb2.Item(item_id=item.item_id, title=ranking.display_title(item.title), year=item.year,
+        return recommender_pb2.Item(item_id=item.item_id, title=display_title(item.title), year=item.year,
                                     genres=list(item.genres), score=score, reason=reason)
 
     async def Feedback(self, request: recommender_pb2.FeedbackRequest, context: grpc.aio.ServicerContext
                        ) -> recommender_pb2.FeedbackResponse:
         st = self._stage
-        session_id = _session_id(request.session_id, required=True)
+        session_id = validate_session_id(request.session_id, required=True)
         row = st.catalog.row(request.item_id)
         rating = request.rating
         if not math.isfinite(rating) or not 1.0 <= rating <= 5.0:
@@ -153,7 +140,7 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
         items = []
         for row in rows:
             item = st.catalog.items[row]
-            items.append(recommender_pb2.Item(item_id=item.item_id, title=ranking.display_title(item.title),
+            items.append(recommender_pb2.Item(item_id=item.item_id, title=display_title(item.title),
                                               year=item.year, genres=list(item.genres)))
         return recommender_pb2.GetItemsResponse(items=items)
 
@@ -167,57 +154,3 @@ def _empty_reason(f: recommender_pb2.Filters, exclude: set[int]) -> str:
     if exclude:
         parts.append(f"{len(exclude)} excluded or already seen")
     return "no movie matches the filters" + (f" ({', '.join(parts)})" if parts else "")
-
-
-class RecommenderStage(Stage):
-    """Loads the graph and catalogue, and serves ``voxpipe.v1.Recommender``."""
-
-    name = "recommender"
-    service_names = (recommender_pb2.DESCRIPTOR.services_by_name["Recommender"].full_name,)
-
-    def __init__(self, settings: StageSettings, config: RecommenderConfig | None = None) -> None:
-        self.config = config or options_to(RecommenderConfig, settings.options, "recommender")
-        self.repo = model_repository(settings)
-        self.sessions = SessionStore(ttl_s=self.config.session_ttl_s, max_sessions=self.config.max_sessions,
-                                     max_ratings=self.config.max_ratings_per_session,
-                                     max_shown=self.config.max_shown_per_session)
-        self._batcher: DynamicBatcher | None = None
-        self._catalog: Catalog | None = None
-
-    @property
-    def catalog(self) -> Catalog:
-        if self._catalog is None:
-            raise RuntimeError("recommender stage used before start()")
-        return self._catalog
-
-    @property
-    def batcher(self) -> DynamicBatcher:
-        if self._batcher is None:
-            raise RuntimeError("recommender stage used before start()")
-        return self._batcher
-
-    def load(self) -> None:
-        """Load the graph (one engine per instance), the catalogue and vectors; warm up; build the batcher."""
-        model = self.repo.resolve(self.config.model)
-        meta = model.config.metadata
-        if int(meta["top_k"]) < self.config.max_k:
-            raise ValueError(f"max_k={self.config.max_k} exceeds the graph's TopK {meta['top_k']}")
-        self.blocks = ranking.Blocks.from_metadata(meta)
-        self.blend = dict(meta["blend"])
-        self._catalog = Catalog(model.folder)
-        engines = create_engines(model)
-        warm = (np.zeros(self.blocks.dim, dtype=np.float32), self._catalog.servable)
-        for engine in engines:
-            engine.warmup()
-            ranking.score_batch(engine, [warm])
-        announce(self.name, model)
-        self._batcher = DynamicBatcher(model.name, [partial(ranking.score_batch, e) for e in engines],
-                                       model.serving.batching, stage=self.name)
-        log.info("recommender: %d items, query dim %d, %d instance(s)", len(self._catalog), self.blocks.dim,
-                 len(engines))
-
-    def batchers(self) -> Sequence[DynamicBatcher]:
-        return (self._batcher,) if self._batcher is not None else ()
-
-    def register(self, server: grpc.aio.Server) -> None:
-        recommender_pb2_grpc.add_RecommenderServicer_to_server(RecommenderServicer(self), server)

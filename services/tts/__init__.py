@@ -2,7 +2,8 @@
 
 from services.common import StageSettings
 from services.tts.config import TtsConfig
-from services.tts.servicer import SynthesizerServicer, TtsStage
+from services.tts.servicer import SynthesizerServicer
+from services.tts.stage import TtsStage
 from services.tts.synthesis import SentenceAudio, SpeechSynthesizer, SynthesisRequest
 
 

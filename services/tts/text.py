@@ -1,8 +1,7 @@
-"""Text front end: sentence splitting with character spans, and normalisation to speakable words.
+"""Text front end: normalisation of one sentence to speakable words.
 
-Splitting runs on the request text as given, so every sentence keeps the span (start, end exclusive)
-of the characters it speaks; normalisation then rewrites each sentence for the phonemizer:
-control characters and symbols with no spoken form are dropped, numbers, years, money, ordinals
+Sentences come from ``services.common.sentences`` (spans into the request text); normalisation rewrites
+each one for the phonemizer: control characters and symbols with no spoken form are dropped, numbers, years, money, ordinals
 and the abbreviations of the movie domain become words. espeak-ng would read some of these itself,
 but badly for this domain ("1995" -> "nineteen hundred ninety five", "Pt." -> "P T", "Mr." ends the
 sentence, "★" -> "symbol two six zero five"), so we decide, and the phonemizer only sees words.
@@ -12,84 +11,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
 
 from services.tts import numbers
-
-# --- sentence splitting -------------------------------------------------------------------------
-
-# Words whose trailing period does not end a sentence (compared lower-case, without the period).
-_NON_FINAL_ABBREVIATIONS = frozenset(
-    "dr mr mrs ms mx st vs pt jr sr vol ep no mt ft capt prof gen lt sgt col gov sen rep rev fr "
-    "approx feat e.g i.e etc ch pp fig".split()
-)
-_TERMINATOR = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s|$)|\n\s*")
-
-
-@dataclass(frozen=True, kw_only=True)
-class Sentence:
-    """One sentence of the request: its span in the request text and that text."""
-
-    start: int
-    end: int
-    text: str
-
-
-def split_sentences(text: str, *, max_sentence_chars: int = 400) -> list[Sentence]:
-    """Split ``text`` into sentences with spans; over-long ones are cut at clause breaks, then spaces."""
-    sentences: list[Sentence] = []
-    start = 0
-    for match in _TERMINATOR.finditer(text):
-        end = match.end()
-        if match.group().startswith(".") and _is_abbreviation(text, match.start(), end):
-            continue
-        _append(sentences, text, start, end, max_sentence_chars)
-        start = end
-    _append(sentences, text, start, len(text), max_sentence_chars)
-    return sentences
-
-
-def _is_abbreviation(text: str, dot: int, end: int) -> bool:
-    word = re.search(r"[\w.]*$", text[:dot]).group().lower()
-    if not word:
-        return False
-    if word in _NON_FINAL_ABBREVIATIONS or word.rstrip(".") in _NON_FINAL_ABBREVIATIONS:
-        # "etc." and "No." end a sentence when a capitalised word follows only sometimes; "No." is a
-        # full answer ("No. I liked it.") unless a number follows.
-        if word == "no":
-            return bool(re.match(r"\s*\d", text[end:]))
-        if word == "etc":
-            return bool(re.match(r"\s*[a-z]", text[end:]))
-        return True
-    # A single initial ("J. R. R. Tolkien") is not a sentence end.
-    return len(word) == 1 and word.isalpha() and text[dot - 1].isupper()
-
-
-def _append(out: list[Sentence], text: str, start: int, end: int, limit: int) -> None:
-    while start < end and text[start].isspace():
-        start += 1
-    while end > start and text[end - 1].isspace():
-        end -= 1
-    while end - start > limit:
-        cut = _cut_point(text, start, start + limit)
-        _append(out, text, start, cut, limit)
-        start = cut
-        while start < end and text[start].isspace():
-            start += 1
-    if end > start:
-        out.append(Sentence(start=start, end=end, text=text[start:end]))
-
-
-def _cut_point(text: str, start: int, limit: int) -> int:
-    window = text[start:limit]
-    for pattern in (r"[,;:—–]\s", r"\s"):
-        found = [m.end() for m in re.finditer(pattern, window)]
-        if found and found[-1] > len(window) // 4:
-            return start + found[-1]
-    return limit
-
-
-# --- normalisation ------------------------------------------------------------------------------
 
 _ABBREVIATIONS = {
     "dr": "Doctor", "mr": "Mister", "mrs": "Missus", "ms": "Miz", "jr": "Junior", "sr": "Senior",

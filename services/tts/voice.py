@@ -6,11 +6,16 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from engines.build.tts import MODEL_NAME, VOICE, VOICE_FILE
 from engines.config import ModelConfig
 from engines.errors import ModelConfigError
 from services.tts.phonemize import EspeakPhonemizer, PhonemeIdMap, Phonemizer
 
+# The voice the TTS build packages (engines/build/tts.py builds these folders from these names).
+VOICE = "en_US-joe-medium"
+MODEL_NAME = f"tts-{VOICE}"
+ENCODER_NAME = f"{MODEL_NAME}-encoder"
+DECODER_NAME = f"{MODEL_NAME}-decoder"
+VOICE_FILE = "voice.json"
 DEFAULT_VOICE = VOICE
 DEFAULT_MODEL = MODEL_NAME
 

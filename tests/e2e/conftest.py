@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-STAGES = ("asr", "nlp", "recommender", "tts", "orchestrator")
+from services.common.settings import STAGE_ORDER as STAGES
 
 
 def free_port() -> int:

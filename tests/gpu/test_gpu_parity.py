@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from engines.device import cuda_problem
-from engines.repository import cache_root
+from services.common.settings import cache_root
 
 pytestmark = pytest.mark.skipif(cuda_problem() is not None, reason=f"no usable CUDA GPU: {cuda_problem()}")
 
@@ -25,8 +25,8 @@ pytestmark = pytest.mark.skipif(cuda_problem() is not None, reason=f"no usable C
 def parity() -> dict:
     from benchmarks import gpu_parity
 
-    models = Path(os.environ.get("VOXPIPE_MODELS_DIR", cache_root() / "models"))
-    data = Path(os.environ.get("VOXPIPE_PARITY_DATA", cache_root() / "gpu-parity-data"))
+    models = Path(os.environ.get("VOXPIPE_MODELS_DIR", cache_root(os.environ) / "models"))
+    data = Path(os.environ.get("VOXPIPE_PARITY_DATA", cache_root(os.environ) / "gpu-parity-data"))
     if not (data / "asr-testset" / "references.json").is_file() or not (data / "nlp_heldout.jsonl").is_file():
         pytest.skip(f"no parity data in {data} (benchmarks/gpu_bundle.py prepares it)")
     reference_file = os.environ.get("VOXPIPE_PARITY_REFERENCE")

@@ -184,3 +184,34 @@ async def test_report_separates_the_orchestrators_own_time(fakes):
     assert 0 < tts.server_ms <= tts.ms
     hops = sum(s.ms - s.server_ms for s in report.stages if s.server_ms)
     assert report.overhead_ms == pytest.approx(report.orchestration_ms + hops, abs=0.01)
+
+
+async def test_what_a_session_has_seen_is_left_to_the_recommender(fakes):
+    # The orchestrator kept its own list of shown items and sent it as exclude_item_ids beside exclude_seen,
+    # so the same list lived in two stages with two lifetimes. Now the recommender alone keeps it.
+    timing, address = fakes
+    async with running_stage(create_stage(orchestrator_settings(address))) as (_, channel):
+        call = assistant_pb2_grpc.AssistantStub(channel).Converse(timeout=20)
+        await call.write(config(session_id="seen-1"))
+        for _ in range(2):  # two turns, the second asked once the first is over
+            await call.write(assistant_pb2.ConverseRequest(audio=AUDIO))
+            await call.write(eou())
+            while (await call.read()).WhichOneof("event") != "report":
+                pass
+        await call.done_writing()
+    turns = [r for r in timing.recommend_requests if not r.popularity_only]  # not the popularity-list refresh
+    assert len(turns) == 2 and {r.session_id for r in turns} == {"seen-1"}
+    assert all(r.filters.exclude_seen and not r.filters.exclude_item_ids for r in turns), [r.filters for r in turns]
+
+
+def test_every_stage_forgets_a_session_after_the_same_idle_time():
+    # The orchestrator kept sessions for 3600 s and the recommender for 1800 s: for half an hour the
+    # orchestrator answered "I'll use that" for ratings the recommender had already forgotten.
+    from services.common.settings import load
+    from services.recommender import RecommenderStage
+
+    stack = load(env={"VOXPIPE_SESSION_TTL_S": "600"})
+    orchestrator = create_stage(stack.stage("orchestrator"))
+    recommender = RecommenderStage(stack.stage("recommender"))
+    assert orchestrator.sessions.ttl_s == recommender.sessions.ttl_s == 600
+    assert load().stage("orchestrator").session_ttl_s == load().stage("recommender").session_ttl_s

@@ -12,9 +12,10 @@ from engines.build import BuildContext
 from engines.build import tts as tts_build
 from engines.config import ModelConfig
 from engines.repository import ModelRepository
+from services.common.sentences import split_sentences
 from services.tts.batching import SentenceItem, decode_group, encode_group, make_encoder_fn, run_group
 from services.tts.synthesis import plan_windows
-from services.tts.text import normalize, split_sentences
+from services.tts.text import normalize
 from services.tts.voice import load_voice
 from tests.stage.tts_fixtures import (  # noqa: F401
     downloads_dir,

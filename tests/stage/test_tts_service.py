@@ -11,8 +11,8 @@ from prometheus_client import REGISTRY
 
 from engines.build.tts import ENCODER_NAME
 from protos import common_pb2, tts_pb2, tts_pb2_grpc
+from services.common.sentences import split_sentences
 from services.tts import create_stage
-from services.tts.text import split_sentences
 from tests.helpers import running_stage
 from tests.stage.tts_fixtures import pcm_of, piper_voice_fixture, tts_models_fixture, tts_settings  # noqa: F401
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,8 @@ import pytest
 
 from engines.build.sources import PIPER_JOE, extract
 from engines.build.tts import MODEL_NAME, VOICE
-from engines.repository import cache_root
 from services.common import StageSettings
+from services.common.settings import cache_root
 
 
 # Fixtures are registered under ``name=`` so a test module can import them without its test arguments
@@ -42,7 +43,7 @@ def piper_voice_fixture(tmp_path_factory: pytest.TempPathFactory, tts_models: Pa
 
 def downloads_dir() -> Path:
     """Where the wheels are cached (the same place ``tests/conftest.py`` builds from)."""
-    return cache_root() / "downloads"
+    return cache_root(os.environ) / "downloads"
 
 
 def tts_settings(models: Path, *, serving: dict[str, Any] | None = None, **options: Any) -> StageSettings:

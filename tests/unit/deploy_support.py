@@ -33,7 +33,6 @@ DOCS = ROOT / "docs" / "DOCKER.md"
 # Files whose string literals name the environment variables the `voxpipe` entry point reads.
 ENTRY_POINT_SOURCES = (
     "services/common/settings.py", "clients/cli.py", "clients/commands.py",
-    "engines/repository.py",  # cache_root(): VOXPIPE_CACHE_DIR, for `voxpipe build/serve/demo`
 )
 # Where project code lives (a variable set in compose must be read somewhere in here).
 CODE_DIRS = ("services", "orchestrator", "engines", "clients")

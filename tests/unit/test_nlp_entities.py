@@ -9,9 +9,10 @@ import string
 import pytest
 from rapidfuzz import fuzz, process
 
+from services.common.catalog import CatalogItem
 from services.nlp.entities import _NEGATIVE_PHRASES, SENTIMENT, EntityRules, load_genres
 from services.nlp.text import words
-from services.nlp.titles import CatalogItem, TitleMatcher, title_aliases
+from services.nlp.titles import TitleMatcher, title_aliases
 
 CATALOG = {
     100: CatalogItem(100, "Fargo", 1996, ("Crime", "Drama", "Thriller")),

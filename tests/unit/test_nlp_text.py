@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from services.common import InvalidArgumentError
-from services.nlp.text import fold, normalize_text, validate_session_id, words
+from services.common.ids import validate_session_id
+from services.nlp.text import fold, normalize_text, words
 
 
 @pytest.mark.parametrize("text", ["", "   ", "\n\t"])

@@ -11,10 +11,11 @@ from orchestrator.budget import PROFILES, BudgetConfig, TurnBudget
 from orchestrator.converse import AudioClock, _scaled, validate_config
 from orchestrator.policy import Degradation, DegradationPolicy, PolicyConfig, StageStats
 from orchestrator.popularity import PopularityCache
-from orchestrator.replies import Movie, first_sentence, recommend, spoken_title
+from orchestrator.replies import Movie, recommend
 from orchestrator.stage import OrchestratorConfig
 from protos import asr_pb2, assistant_pb2, common_pb2, recommender_pb2
 from services.common import InvalidArgumentError, ResourceExhaustedError
+from services.common.sentences import first_sentence
 from services.common.settings import SettingsError
 
 
@@ -107,10 +108,7 @@ def test_popularity_cache_filters_locally():
     assert cache.answer(recommender_pb2.Filters(genres=["Western"]), 3).empty_reason == "no popular movie matches the filters"
 
 
-def test_spoken_titles_and_reply_templates():
-    assert spoken_title("Shawshank Redemption, The (1994)") == "The Shawshank Redemption"
-    assert spoken_title("City of Lost Children, The (1995)") == "The City of Lost Children"
-    assert spoken_title("Toy Story (1995)") == "Toy Story"
+def test_reply_templates():
     text = recommend([Movie("Clerks (1994)", 1994), Movie("Fargo (1996)", 1996)])
     assert first_sentence(text) == "How about Clerks from 1994?"
     assert "Fargo" in text
@@ -135,6 +133,7 @@ def test_audio_clock_maps_stream_time_to_arrival():
     ({"output_sample_rate_hz": 96000}, "output_sample_rate_hz=96000"),
     ({"budget_ms": 50}, "budget_ms=50"),
     ({"session_id": "bad id!"}, "session_id="),
+    ({"session_id": "abc\n"}, "session_id="),  # "$" let a trailing newline through; NLP then refused it mid-turn
 ])
 def test_converse_config_validation_names_the_bad_value(change, match):
     audio = asr_pb2.RecognitionConfig(encoding=common_pb2.LINEAR16, sample_rate_hz=16000)
@@ -145,9 +144,22 @@ def test_converse_config_validation_names_the_bad_value(change, match):
         validate_config(config)
 
 
-def test_valid_config_passes():
-    validate_config(assistant_pb2.ConverseConfig(
-        audio=asr_pb2.RecognitionConfig(encoding=common_pb2.LINEAR16, sample_rate_hz=8000), session_id="abc-1"))
+@pytest.mark.parametrize(("key", "inside", "outside"), [
+    ("sample_rate_hz", 8000, 7999), ("sample_rate_hz", 48000, 48001),
+    ("output_sample_rate_hz", 8000, 7999), ("output_sample_rate_hz", 48000, 48001),
+    ("budget_ms", 100, 99), ("budget_ms", 60_000, 60_001),
+    ("session_id", "a" * 128, "a" * 129), ("session_id", "abc-1.x:y_z", "abc 1"),
+])
+def test_converse_config_limits_are_inclusive(key, inside, outside):
+    def config(value) -> assistant_pb2.ConverseConfig:
+        audio = asr_pb2.RecognitionConfig(encoding=common_pb2.LINEAR16, sample_rate_hz=16000)
+        config = assistant_pb2.ConverseConfig(audio=audio)
+        setattr(config.audio if key == "sample_rate_hz" else config, key, value)
+        return config
+
+    assert validate_config(config(inside)) is None
+    with pytest.raises(InvalidArgumentError, match=key):
+        validate_config(config(outside))
 
 
 def test_overrun_best_effort_keeps_understanding_and_a_floor_timeout():
@@ -211,3 +223,13 @@ async def test_turns_waiting_for_the_rate_count_against_the_concurrency_cap():
     assert outcomes.count("admitted") == 1
     assert any("max_concurrent_turns=1" in o for o in outcomes)
     assert admission.turns == 0
+
+
+@pytest.mark.parametrize("title", ["Mr. Holland's Opus", "Dr. Strangelove or: How I Learned to Stop Worrying and Love "
+                                   "the Bomb", "Meet Me in St. Louis", "L.A. Confidential", "Sgt. Bilko",
+                                   "When Harry Met Sally...", "E.T. the Extra-Terrestrial"])
+def test_the_one_sentence_reply_keeps_titles_with_periods_whole(title):
+    # The orchestrator cut at the first period: "How about Mr." (TTS's splitter knew better; now both use one).
+    text = recommend([Movie(title, 1995), Movie("Fargo (1996)", 1996)])
+    assert first_sentence(text) == f"How about {title} from 1995?"
+    assert first_sentence(f"{title} came out in 1995. It's a comedy movie.") == f"{title} came out in 1995."

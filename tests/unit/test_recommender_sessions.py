@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engines.build.recommender_train import AlsParams, fold_in, hit_rate_ndcg, train_als
-from services.recommender.ranking import decade_label, display_title, spoken_title, top_allowed
+from engines.build.recommender_train import AlsParams, hit_rate_ndcg, train_als
+from services.recommender.ranking import decade_label, fold_in, top_allowed
 from services.recommender.sessions import SessionStore
 
 
@@ -96,19 +96,6 @@ def test_hit_rate_ndcg_excludes_seen_and_ranks():
 def test_top_allowed_drops_masked_entries():
     scores = np.array([3.0, 2.0, -1e30, -1e30], dtype=np.float32)
     assert top_allowed(scores, np.array([7, 3, 1, 2]), 3) == [(7, 3.0), (3, 2.0)]
-
-
-@pytest.mark.parametrize(("title", "shown"), [
-    ("Godfather, The", "The Godfather"), ("Fargo", "Fargo"),
-    ("Blue Angel, The (Blaue Engel, Der)", "The Blue Angel (Blaue Engel, Der)"), ("Family Thing, A", "A Family Thing"),
-])
-def test_display_title(title, shown):
-    assert display_title(title) == shown
-
-
-def test_spoken_title_drops_bracketed_alternatives():
-    assert spoken_title("Seven (Se7en)") == "Seven"
-    assert spoken_title("Blue Angel, The (Blaue Engel, Der)") == "The Blue Angel"
 
 
 def test_decade_label():

@@ -1,17 +1,17 @@
-"""TTS text front end: numbers to words, normalisation for the movie domain, sentence spans."""
+"""TTS text front end: numbers to words (num2words and our rules on top), normalisation for the movie domain."""
 
 from __future__ import annotations
 
 import pytest
 
 from services.tts import numbers
-from services.tts.text import normalize, split_sentences
+from services.tts.text import normalize
 
 
 @pytest.mark.parametrize(("n", "words"), [
     (0, "zero"), (7, "seven"), (15, "fifteen"), (42, "forty-two"), (100, "one hundred"),
-    (1682, "one thousand six hundred eighty-two"), (1_000_000, "one million"),
-    (2_000_017, "two million seventeen"), (-5, "minus five"),
+    (1682, "one thousand, six hundred and eighty-two"), (1_000_000, "one million"),
+    (2_000_017, "two million and seventeen"), (-5, "minus five"),
 ])
 def test_cardinal(n, words):
     assert numbers.cardinal(n) == words
@@ -19,15 +19,15 @@ def test_cardinal(n, words):
 
 @pytest.mark.parametrize(("n", "words"), [
     (1, "first"), (2, "second"), (3, "third"), (4, "fourth"), (12, "twelfth"), (20, "twentieth"),
-    (21, "twenty-first"), (100, "one hundredth"), (103, "one hundred third"),
+    (21, "twenty-first"), (100, "one hundredth"), (103, "one hundred and third"),
 ])
 def test_ordinal(n, words):
     assert numbers.ordinal(n) == words
 
 
 @pytest.mark.parametrize(("n", "words"), [
-    (1995, "nineteen ninety-five"), (1900, "nineteen hundred"), (1905, "nineteen oh five"),
-    (2000, "two thousand"), (2001, "two thousand one"), (2010, "twenty ten"), (2024, "twenty twenty-four"),
+    (1995, "nineteen ninety-five"), (1900, "nineteen hundred"), (1905, "nineteen oh-five"),
+    (2000, "two thousand"), (2001, "two thousand and one"), (2010, "twenty ten"), (2024, "twenty twenty-four"),
     (1066, "ten sixty-six"),
 ])
 def test_year(n, words):
@@ -46,15 +46,15 @@ def test_huge_number_is_read_digit_by_digit():
     ("Released in 1995.", "Released in nineteen ninety-five."),
     ("a comedy from the 90s or the 1980s", "a comedy from the nineties or the nineteen eighties"),
     ("the '70s", "the seventies"),
-    ("Rated 4.5/5 by 1,682 users", "Rated four point five out of five by one thousand six hundred eighty-two users"),
+    ("Rated 4.5/5 by 1,682 users", "Rated four point five out of five by one thousand, six hundred and eighty-two users"),
     ("It earned $12.50 and $1.5 million", "It earned twelve dollars and fifty cents and one point five million dollars"),
     ("95% fresh", "ninety-five percent fresh"),
     ("the 21st century", "the twenty-first century"),
-    ("It runs 142 min. long", "It runs one hundred forty-two minutes long"),
+    ("It runs 142 min. long", "It runs one hundred and forty-two minutes long"),
     ("Godfather Part II and Episode IV", "Godfather Part two and Episode four"),
     ("Rocky III", "Rocky three"),
     ("from 1993-1995", "from nineteen ninety-three to nineteen ninety-five"),
-    ("1500 movies", "one thousand five hundred movies"),
+    ("1500 movies", "one thousand, five hundred movies"),
     ("No. 5 and #1", "number five and number one"),
     ("Tom & Jerry", "Tom and Jerry"),
     ("at 7:05", "at seven oh five"),
@@ -75,34 +75,3 @@ def test_normalize_never_raises_and_drops_controls_and_symbols(text):
 
 def test_emoji_and_controls_are_dropped_between_words():
     assert normalize("I love it 😀 so\x07 much") == "I love it so much"
-
-
-def test_sentences_keep_spans_of_the_request_text():
-    text = ("Hello there. Dr. Who is great! What about J. R. R. Tolkien? No. I said no. Item No. 5 is here. "
-            "Also cats, dogs, etc. They are fine...   Really?! \"Yes.\" OK")
-    sentences = split_sentences(text)
-    assert [s.text for s in sentences] == [
-        "Hello there.", "Dr. Who is great!", "What about J. R. R. Tolkien?", "No.", "I said no.",
-        "Item No. 5 is here.", "Also cats, dogs, etc.", "They are fine...", "Really?!", "\"Yes.\"", "OK",
-    ]
-    for s in sentences:
-        assert text[s.start : s.end] == s.text
-
-
-def test_decimals_and_newlines():
-    text = "It is rated 3.5 out of 5\nNext line here"
-    assert [s.text for s in split_sentences(text)] == ["It is rated 3.5 out of 5", "Next line here"]
-
-
-def test_long_sentences_are_cut_at_clause_breaks_then_spaces():
-    text = "word, " * 200
-    sentences = split_sentences(text, max_sentence_chars=100)
-    assert all(len(s.text) <= 100 for s in sentences)
-    assert all(s.text.endswith(",") for s in sentences)
-    assert "".join(text[s.start : s.end] for s in sentences).replace(" ", "") == text.replace(" ", "")
-    unbroken = "x" * 250
-    assert [len(s.text) for s in split_sentences(unbroken, max_sentence_chars=100)] == [100, 100, 50]
-
-
-def test_whitespace_only_has_no_sentences():
-    assert split_sentences(" \n\t ") == []

@@ -1,0 +1,22 @@
+"""Session ids, validated the same way by every stage that takes one (the orchestrator, NLP, recommender)."""
+
+from __future__ import annotations
+
+import re
+
+from services.common.errors import InvalidArgumentError
+
+SESSION_ID_RULE = "1..128 of letters, digits, '-', '_', '.', ':'"
+_SESSION_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+
+def validate_session_id(value: str, *, required: bool = False, field: str = "session_id") -> str:
+    """``value`` if well-formed (or empty and not ``required``); ``InvalidArgumentError`` naming it otherwise."""
+    if not value:
+        if required:
+            raise InvalidArgumentError(f"{field} is required: {SESSION_ID_RULE}")
+        return ""
+    if not _SESSION_ID.fullmatch(value):
+        shown = value[:40] + ("…" if len(value) > 40 else "")
+        raise InvalidArgumentError(f"{field}={shown!r} is invalid: use {SESSION_ID_RULE}")
+    return value
