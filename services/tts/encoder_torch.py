@@ -70,6 +70,9 @@ class TorchVoiceEncoder:
         scales = self._inputs(batch, ids)[2]
         return self._phase(("latents", batch, ids, frames), lambda: (self.module.latents(*first, scales, frames),))[0]
 
+    def close(self) -> None:
+        self.engine.close()
+
     def warmup(self) -> None:
         """Capture phase 1 per bucket and phase 2 for the frame counts speech of that many phonemes has
         (a half to eight frames a phoneme id), largest first so smaller graphs reuse the memory."""
