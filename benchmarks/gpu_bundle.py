@@ -34,7 +34,7 @@ PART_MIB = 58  # the call limit is 64 MiB including the working tree (~3 MiB)
 WHEELS = ("grpcio==1.85.1", "grpcio-health-checking==1.85.1", "grpcio-reflection==1.85.1",
           "opentelemetry-api==1.45.2", "opentelemetry-sdk==1.45.2", "opentelemetry-semantic-conventions==0.66b2",
           "soxr==1.1.0", "soundfile==0.14.0", "cffi==2.0.0", "pycparser==2.23", "rapidfuzz==3.14.6",
-          "asyncio-throttle==1.0.2", "piper-tts==1.8.0", "pytest-asyncio==1.3.0")
+          "asyncio-throttle==1.0.2", "piper-tts==1.8.0", "pytest-asyncio==1.3.0", "pysbd==0.3.4", "num2words==0.5.14")
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 # Model folders and the files of each a CUDA stack reads (the ONNX graphs stay here, except two small ones
 # the benchmark times on the GPU machine's CPUs for the GPU-vs-CPU comparison).
