@@ -234,7 +234,7 @@ async def transport_ab(wavs: tuple[Path, ...], stream_address: str, seconds: flo
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for r in range(rounds):
-                for arm, address in (("stream", stream_address), ("unary", unary[0].address)):
+                for arm, address in (("stream", stream_address), ("unary", unary.stages[0].address)):
                     path = Path(tmp) / f"{arm}-{r}.json"
                     await bench(BenchOptions(address=address, wavs=wavs, streams=1, duration_s=seconds / rounds,
                                              realtime=True, json_path=path, plot_path=None, budget_ms=0))

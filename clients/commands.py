@@ -33,10 +33,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_serve)
 
     p = sub.add_parser("up", help="start every available stage locally and wait until all are SERVING",
-                       description="Start each stage as a local process, wait for grpc.health.v1 SERVING, "
-                                   "print the addresses, stop cleanly on Ctrl-C. Each stage logs where each of "
-                                   "its models runs (device, precision, backend).")
+                       description="Start each stage as local processes ([<stage>] processes, process i on "
+                                   "port + 100 i), wait for grpc.health.v1 SERVING, print the addresses, stop cleanly "
+                                   "on Ctrl-C. Each stage logs where each of its models runs (device, precision, "
+                                   "backend).")
     _device_option(p)
+    p.add_argument("--mps", action="store_true",
+                   help="share the GPU through NVIDIA MPS: start an MPS control daemon under the run folder "
+                        "(<cache>/run/mps) or join one already running, make the stages its clients (each with "
+                        "[<stage>] mps_active_thread_percentage), and stop it with the stack if it was started "
+                        "here; needs --device cuda")
     p.set_defaults(handler=_up)
 
     p = sub.add_parser("health", help="check grpc.health.v1 of the configured stages, and where their models run",
@@ -89,11 +95,19 @@ def _serve(args: argparse.Namespace, settings: StackSettings) -> int:
     from services import stage_module
     from services.common import StageServer
     from services.common.context import configure_logging
-    from services.common.settings import cache_root
+    from services.common.settings import SettingsError, cache_root
     from services.common.tracing import configure_tracing
 
     settings = _with_device(args, settings)
     configure_logging(settings.log_level)
+    try:
+        percent = settings.server(args.stage).mps_active_thread_percentage
+    except SettingsError as e:
+        print(f"voxpipe serve {args.stage}: {e}", file=sys.stderr)
+        return 1
+    if percent and settings.device != "cpu":
+        # Read by the CUDA driver when this process opens its context; only an MPS client is limited by it.
+        os.environ.setdefault("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", str(percent))
     # OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set (e.g. Jaeger), else a JSON-lines file per stage.
     configure_tracing(args.stage, otlp_endpoint=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
                       jsonl_path=cache_root(os.environ) / "traces" / f"{args.stage}.jsonl")
@@ -107,7 +121,6 @@ def _serve(args: argparse.Namespace, settings: StackSettings) -> int:
         return 2
     from engines.errors import EngineError, ModelNotFoundError
     from services.common import ServeError
-    from services.common.settings import SettingsError
 
     try:
         stage = module.create_stage(stage_settings)
@@ -125,7 +138,7 @@ def _up(args: argparse.Namespace, settings: StackSettings) -> int:
 
     configure_logging(settings.log_level)
     try:
-        return run_async(up(_with_device(args, settings)))
+        return run_async(up(_with_device(args, settings), use_mps=args.mps))
     except LaunchError as e:
         print(f"voxpipe up: {e}", file=sys.stderr)
         return 1
@@ -138,17 +151,19 @@ def _health(args: argparse.Namespace, settings: StackSettings) -> int:
     async def check() -> int:
         bad = 0
         for name in available_stages():
-            stage = settings.stage(name)
-            address = stage.server.address
-            try:
-                await wait_serving(address, args.timeout_s)
-                print(f"{name:<13} {address:<22} SERVING")
-            except TimeoutError:
-                print(f"{name:<13} {address:<22} NOT SERVING")
-                bad += 1
-                continue
-            for line in await asyncio.to_thread(model_lines, stage.server.host, stage.server.metrics_port):
-                print(f"{'':<13} {line}")
+            server = settings.server(name)
+            for i in range(server.processes):
+                own = server.process(i)
+                label = f"{name}[{i}]" if i else name
+                try:
+                    await wait_serving(own.address, args.timeout_s)
+                    print(f"{label:<13} {own.address:<22} SERVING")
+                except TimeoutError:
+                    print(f"{label:<13} {own.address:<22} NOT SERVING")
+                    bad += 1
+                    continue
+                for line in await asyncio.to_thread(model_lines, own.host, own.metrics_port):
+                    print(f"{'':<13} {line}")
         return 1 if bad else 0
 
     return asyncio.run(check())

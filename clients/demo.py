@@ -42,11 +42,11 @@ async def _run(args: argparse.Namespace, settings: StackSettings) -> int:
 
     print("starting the stack (CPU)…", flush=True)
     try:
-        launched = await launch(settings)
+        stack = await launch(settings)
     except LaunchError as e:
         print(f"voxpipe demo: {e}", file=sys.stderr)
         return 1
-    print(format_table(launched), flush=True)
+    print(format_table(stack.stages), flush=True)
     try:
         audio = args.audio or BUNDLED_QUESTION
         print(f"\nasking: {audio}", flush=True)
@@ -55,7 +55,7 @@ async def _run(args: argparse.Namespace, settings: StackSettings) -> int:
             output=args.output, as_json=False, budget_ms=0, session_id="", voice=""))
     finally:
         print("\nstopping the stack…", flush=True)
-        await shutdown(launched)
+        await shutdown(stack)
     if not turns:
         print("voxpipe demo: no turn completed", file=sys.stderr)
         return 1

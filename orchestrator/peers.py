@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -19,6 +20,7 @@ from protos import (
     tts_pb2_grpc,
 )
 from services.common.context import BUDGET_HEADER, REQUEST_ID_HEADER, server_time_ms
+from services.common.settings import split_addresses
 from services.common.tracing import inject_metadata
 
 _CHANNEL_OPTIONS = [
@@ -43,13 +45,29 @@ class Timing(Protocol):
     server_ms: float
 
 
-class StageClients:
-    """One channel per stage, opened on the running loop by :meth:`open`, closed by :meth:`close`.
+class _Replicas:
+    """Round-robin over the processes of one stage (``"host:p1,host:p2"``): one item per address."""
 
-    A turn's critical-path calls (:meth:`understand`, :meth:`recommend`, :meth:`synthesize`) go over one
-    multiplexed stream per stage (``stage_calls="stream"``, see ``orchestrator.calls``), or as unary RPCs
-    (``"unary"``: each call balanced on its own across a stage's replicas). ``asr`` and ``recommender`` are
-    stubs for the other RPCs.
+    def __init__(self, items: list) -> None:
+        self._items = items
+        self._next = itertools.cycle(range(len(items)))
+
+    def pick(self):
+        return self._items[next(self._next)]
+
+    def __iter__(self):
+        return iter(self._items)
+
+
+class StageClients:
+    """Channels to the stages, opened on the running loop by :meth:`open`, closed by :meth:`close`.
+
+    A stage running as several processes (a peer address ``"host:p1,host:p2"``, see ``[<stage>] processes``)
+    gets one channel per process, and calls take the processes in turn. A turn's critical-path calls
+    (:meth:`understand`, :meth:`recommend`, :meth:`synthesize`) go over one multiplexed stream per process
+    (``stage_calls="stream"``, see ``orchestrator.calls``), or as unary RPCs (``"unary"``: each call
+    balanced on its own across a stage's replicas behind one name). :attr:`asr` and :attr:`recommender` are
+    stubs for the other RPCs (the next process's at each access).
     """
 
     def __init__(self, addresses: PeerAddresses, stage_calls: str = "stream") -> None:
@@ -61,22 +79,37 @@ class StageClients:
         self._streams: list[CallStream] = []
 
     async def open(self) -> None:
-        def channel(address: str) -> grpc.aio.Channel:
-            ch = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
-            self._channels.append(ch)
-            return ch
+        def stubs(target: str, stub: type) -> _Replicas:
+            made = []
+            for address in split_addresses(target):
+                ch = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+                self._channels.append(ch)
+                made.append(stub(ch))
+            return _Replicas(made)
 
-        self.asr = asr_pb2_grpc.RecognizerStub(channel(self.addresses.asr))
-        self.nlp = nlp_pb2_grpc.UnderstanderStub(channel(self.addresses.nlp))
-        self.recommender = recommender_pb2_grpc.RecommenderStub(channel(self.addresses.recommender))
-        self.tts = tts_pb2_grpc.SynthesizerStub(channel(self.addresses.tts))
-        self._nlp_calls = CallStream("nlp", self.nlp.UnderstandCalls, nlp_pb2.UnderstandCall)
-        self._recommend_calls = CallStream("recommender", self.recommender.RecommendCalls, recommender_pb2.RecommendCall)
-        self._tts_calls = CallStream("tts", self.tts.SynthesizeCalls, tts_pb2.SynthesizeCall)
-        self._streams = [self._nlp_calls, self._recommend_calls, self._tts_calls]
+        def calls(name: str, replicas: _Replicas, method: str, call_type: type) -> _Replicas:
+            made = [CallStream(name, getattr(stub, method), call_type) for stub in replicas]
+            self._streams.extend(made)
+            return _Replicas(made)
+
+        self._asr = stubs(self.addresses.asr, asr_pb2_grpc.RecognizerStub)
+        self._nlp = stubs(self.addresses.nlp, nlp_pb2_grpc.UnderstanderStub)
+        self._recommender = stubs(self.addresses.recommender, recommender_pb2_grpc.RecommenderStub)
+        self._tts = stubs(self.addresses.tts, tts_pb2_grpc.SynthesizerStub)
+        self._nlp_calls = calls("nlp", self._nlp, "UnderstandCalls", nlp_pb2.UnderstandCall)
+        self._recommend_calls = calls("recommender", self._recommender, "RecommendCalls", recommender_pb2.RecommendCall)
+        self._tts_calls = calls("tts", self._tts, "SynthesizeCalls", tts_pb2.SynthesizeCall)
         if self.stage_calls != "unary":
             for stream in self._streams:
                 stream.connect()
+
+    @property
+    def asr(self) -> asr_pb2_grpc.RecognizerStub:
+        return self._asr.pick()
+
+    @property
+    def recommender(self) -> recommender_pb2_grpc.RecommenderStub:
+        return self._recommender.pick()
 
     async def close(self) -> None:
         for stream in self._streams:
@@ -87,11 +120,13 @@ class StageClients:
 
     async def understand(self, request: nlp_pb2.UnderstandRequest, *, timeout_s: float, metadata,
                          timing: Timing) -> nlp_pb2.UnderstandResponse:
-        return await self._call(self._nlp_calls, self.nlp.Understand, request, timeout_s, metadata, timing)
+        return await self._call(self._nlp_calls, lambda stub: stub.Understand, self._nlp, request, timeout_s,
+                                metadata, timing)
 
     async def recommend(self, request: recommender_pb2.RecommendRequest, *, timeout_s: float, metadata,
                         timing: Timing) -> recommender_pb2.RecommendResponse:
-        return await self._call(self._recommend_calls, self.recommender.Recommend, request, timeout_s, metadata, timing)
+        return await self._call(self._recommend_calls, lambda stub: stub.Recommend, self._recommender, request,
+                                timeout_s, metadata, timing)
 
     async def get_items(self, request: recommender_pb2.GetItemsRequest, *, timeout_s: float, metadata,
                         timing: Timing) -> recommender_pb2.GetItemsResponse:
@@ -105,11 +140,11 @@ class StageClients:
                          timing: Timing) -> AsyncIterator[tts_pb2.SynthesizeResponse]:
         """The reply's audio chunks; leaving early (``aclose``, cancellation) cancels the call."""
         if self.stage_calls != "unary":
-            async for response, ms in self._tts_calls.stream(request, timeout_s=timeout_s, metadata=metadata):
+            async for response, ms in self._tts_calls.pick().stream(request, timeout_s=timeout_s, metadata=metadata):
                 timing.server_ms = ms
                 yield response
             return
-        call = self.tts.Synthesize(request, timeout=timeout_s, metadata=metadata)
+        call = self._tts.pick().Synthesize(request, timeout=timeout_s, metadata=metadata)
         try:
             async for response in call:
                 yield response
@@ -117,10 +152,11 @@ class StageClients:
         finally:
             call.cancel()
 
-    async def _call(self, calls: CallStream, method, request, timeout_s: float, metadata, timing: Timing):
+    async def _call(self, calls: _Replicas, method, stubs: _Replicas, request, timeout_s: float, metadata,
+                    timing: Timing):
         if self.stage_calls == "unary":
-            return await _rpc(method, request, timeout_s, metadata, timing)
-        response, timing.server_ms = await calls.unary(request, timeout_s=timeout_s, metadata=metadata)
+            return await _rpc(method(stubs.pick()), request, timeout_s, metadata, timing)
+        response, timing.server_ms = await calls.pick().unary(request, timeout_s=timeout_s, metadata=metadata)
         return response
 
 

@@ -1,9 +1,11 @@
 """``voxpipe up``: every available stage as a local process, on the CPU or a GPU.
 
 Each stage runs as ``python -m clients.cli serve <stage>`` with the same settings the TOML and
-``VOXPIPE_*`` variables give (the stack's device is passed on as ``VOXPIPE_DEVICE``). The launcher waits
-until every stage reports SERVING over ``grpc.health.v1``, prints where each listens, and forwards
-SIGINT/SIGTERM so each drains and exits.
+``VOXPIPE_*`` variables give (the stack's device is passed on as ``VOXPIPE_DEVICE``); a stage with
+``processes = N`` runs as N such processes, process i on ``port + 100 i``. The launcher waits until every
+process reports SERVING over ``grpc.health.v1``, prints where each listens, and forwards SIGINT/SIGTERM so
+each drains and exits. With ``mps`` the stages are clients of an NVIDIA MPS daemon (:mod:`services.mps`),
+which the launcher starts first (or joins) and stops last (only one it started).
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services import available_stages
-from services.common.settings import STAGE_ORDER, StackSettings
+from services import available_stages, mps
+from services.common.settings import STAGE_ORDER, SettingsError, StackSettings, cache_root
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +33,25 @@ class LaunchError(RuntimeError):
 
 @dataclass(frozen=True, kw_only=True)
 class LaunchedStage:
+    """One process of a stage."""
+
     name: str
     address: str
     metrics_port: int
     process: asyncio.subprocess.Process
+    index: int = 0
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}[{self.index}]" if self.index else self.name
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stack:
+    """What :func:`launch` started: the stage processes and, with ``mps``, the MPS daemon they use."""
+
+    stages: list[LaunchedStage]
+    mps: mps.MpsDaemon | None = None
 
 
 async def wait_serving(address: str, timeout_s: float, service: str = "") -> None:
@@ -54,25 +71,47 @@ async def wait_serving(address: str, timeout_s: float, service: str = "") -> Non
             await asyncio.sleep(0.2)
 
 
-async def launch(settings: StackSettings, *, stages: list[str] | None = None,
-                 ready_timeout_s: float = 180.0) -> list[LaunchedStage]:
-    """Start the stages (all available ones by default) and wait until each is SERVING."""
+async def launch(settings: StackSettings, *, stages: list[str] | None = None, use_mps: bool = False,
+                 ready_timeout_s: float = 180.0) -> Stack:
+    """Start the stages (all available ones by default), each as its configured number of processes, and
+    wait until every process is SERVING. With ``use_mps`` first start (or join) an MPS control daemon.
+
+    Raises:
+        LaunchError: a process exited or never became SERVING, or MPS could not be started.
+    """
     names = stages or [s for s in STAGE_ORDER if s in available_stages()]
-    launched: list[LaunchedStage] = []
+    if use_mps and settings.device == "cpu":
+        raise LaunchError("--mps shares a GPU between the stages' processes: it needs --device cuda (or auto)")
+    try:
+        settings.check_ports(names)
+        servers = {name: settings.server(name) for name in names}
+    except SettingsError as e:
+        raise LaunchError(str(e)) from e
+    daemon = None
+    if use_mps:
+        try:
+            daemon = await mps.start(cache_root(os.environ) / "run", os.environ)
+        except mps.MpsError as e:
+            raise LaunchError(str(e)) from e
+    stack = Stack(stages=[], mps=daemon)
     try:
         for name in names:
-            stage = settings.stage(name)
-            process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "clients.cli", "serve", name,
-                env={**os.environ, "VOXPIPE_DEVICE": settings.device})
-            launched.append(LaunchedStage(name=name, address=stage.server.address,
-                                          metrics_port=stage.server.metrics_port, process=process))
-        waits = [asyncio.create_task(_wait_or_exit(s, ready_timeout_s)) for s in launched]
+            server = servers[name]
+            for i in range(server.processes):
+                own = server.process(i)
+                env = {**os.environ, "VOXPIPE_DEVICE": settings.device, **(daemon.env() if daemon else {}),
+                       f"VOXPIPE_{name.upper()}__PORT": str(own.port),
+                       f"VOXPIPE_{name.upper()}__METRICS_PORT": str(own.metrics_port)}
+                process = await asyncio.create_subprocess_exec(sys.executable, "-m", "clients.cli", "serve", name,
+                                                               env=env)
+                stack.stages.append(LaunchedStage(name=name, address=own.address, metrics_port=own.metrics_port,
+                                                  process=process, index=i))
+        waits = [asyncio.create_task(_wait_or_exit(s, ready_timeout_s)) for s in stack.stages]
         await asyncio.gather(*waits)
     except BaseException:
-        await shutdown(launched)
+        await shutdown(stack)
         raise
-    return launched
+    return stack
 
 
 async def _wait_or_exit(stage: LaunchedStage, timeout_s: float) -> None:
@@ -84,25 +123,28 @@ async def _wait_or_exit(stage: LaunchedStage, timeout_s: float) -> None:
         try:
             serving.result()
         except TimeoutError as e:
-            raise LaunchError(f"{stage.name} at {stage.address} did not report SERVING within {timeout_s:.0f} s") from e
+            raise LaunchError(f"{stage.label} at {stage.address} did not report SERVING within {timeout_s:.0f} s") from e
         return
     serving.cancel()
-    raise LaunchError(f"{stage.name} exited with code {stage.process.returncode} before it was SERVING "
+    raise LaunchError(f"{stage.label} exited with code {stage.process.returncode} before it was SERVING "
                       "(its error is printed above)")
 
 
-async def shutdown(launched: list[LaunchedStage], timeout_s: float = 20.0) -> None:
-    """SIGTERM every stage (they drain), then SIGKILL what is still running after ``timeout_s``."""
-    for stage in reversed(launched):
+async def shutdown(stack: Stack, timeout_s: float = 20.0) -> None:
+    """SIGTERM every process (they drain), SIGKILL what still runs after ``timeout_s``, then stop the MPS
+    daemon if this stack started it."""
+    for stage in reversed(stack.stages):
         if stage.process.returncode is None:
             stage.process.send_signal(signal.SIGTERM)
-    for stage in launched:
+    for stage in stack.stages:
         try:
             await asyncio.wait_for(stage.process.wait(), timeout_s)
         except TimeoutError:
-            log.warning("%s did not stop within %.0f s; killing it", stage.name, timeout_s)
+            log.warning("%s did not stop within %.0f s; killing it", stage.label, timeout_s)
             stage.process.kill()
             await stage.process.wait()
+    if stack.mps is not None:
+        await mps.stop(stack.mps)
 
 
 def model_lines(host: str, metrics_port: int, timeout_s: float = 2.0) -> list[str]:
@@ -126,35 +168,39 @@ def model_lines(host: str, metrics_port: int, timeout_s: float = 2.0) -> list[st
 
 
 def format_table(launched: list[LaunchedStage]) -> str:
-    """Where each stage listens, as a small table."""
+    """Where each stage's processes listen, as a small table."""
     rows = [("stage", "gRPC address", "metrics")]
-    rows += [(s.name, s.address, f":{s.metrics_port}/metrics" if s.metrics_port else "-") for s in launched]
+    rows += [(s.label, s.address, f":{s.metrics_port}/metrics" if s.metrics_port else "-") for s in launched]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
 
 
-async def up(settings: StackSettings) -> int:
+async def up(settings: StackSettings, *, use_mps: bool = False) -> int:
     """Run the stack until SIGINT/SIGTERM; returns the exit code."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    launched = await launch(settings)
+    stack = await launch(settings, use_mps=use_mps)
+    launched = stack.stages
     if not launched:
         print("no stage is available to start", file=sys.stderr)
         return 1
     print(format_table(launched), flush=True)
+    if stack.mps is not None:
+        print(f"MPS: {'started' if stack.mps.started else 'joined'} the control daemon at {stack.mps.pipe_dir}",
+              flush=True)
     print("all stages SERVING; Ctrl-C to stop", flush=True)
     exits = [asyncio.create_task(s.process.wait()) for s in launched]
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({stopper, *exits}, return_when=asyncio.FIRST_COMPLETED)
     code = 0
     if stopper not in done:
-        dead = [s.name for s, t in zip(launched, exits, strict=True) if t in done]
+        dead = [s.label for s, t in zip(launched, exits, strict=True) if t in done]
         print(f"stage(s) {', '.join(dead)} exited; stopping the stack", file=sys.stderr)
         code = 1
     stopper.cancel()
-    await shutdown(launched)
+    await shutdown(stack)
     for t in exits:
         t.cancel()
     return code

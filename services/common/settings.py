@@ -22,7 +22,11 @@ MODEL_STAGES = ("asr", "nlp", "recommender", "tts")
 STAGE_ORDER = (*MODEL_STAGES, "orchestrator")
 DEFAULT_SESSION_TTL_S = 1800.0
 MODELS_SECTION = "models"  # [models.<name>]: serving settings per model, resolved by the model repository
-_SERVER_KEYS = ("port", "metrics_port", "grace_s")
+SERVER_KEYS = ("port", "metrics_port", "grace_s", "processes", "mps_active_thread_percentage")
+PROCESS_PORT_STEP = 100  # process i of a stage listens on port + 100 i (the stages' default ports are consecutive)
+# Stages whose processes keep no state a later call needs, so a caller may send any call to any process.
+# The recommender keeps each session's ratings and shown items in its process: it runs as one.
+REPLICABLE_STAGES = ("asr", "nlp", "tts", "orchestrator")
 
 
 class SettingsError(ValueError):
@@ -37,11 +41,42 @@ class ServerSettings:
     port: int = 0
     metrics_port: int = 0  # 0 = no metrics endpoint
     grace_s: float = 10.0
+    # Processes of this stage on the host: process i listens on port + 100 i (and metrics_port + 100 i, as
+    # the stages' own ports are consecutive); callers spread calls over them (see ``addresses``). Several GPU
+    # processes share the card best under MPS.
+    processes: int = 1
+    # Under MPS (``voxpipe up --mps``): the share of the GPU's SMs each process of this stage may use
+    # (CUDA_MPS_ACTIVE_THREAD_PERCENTAGE); 0 = no limit.
+    mps_active_thread_percentage: int = 0
+
+    def __post_init__(self) -> None:
+        if self.processes < 1:
+            raise SettingsError(f"processes={self.processes} must be >= 1")
+        if self.processes > 1 and self.port == 0:
+            raise SettingsError(f"processes={self.processes} needs a fixed port (port 0 picks a free one per process)")
+        if not 0 <= self.mps_active_thread_percentage <= 100:
+            raise SettingsError(f"mps_active_thread_percentage={self.mps_active_thread_percentage} is outside 0..100")
 
     @property
     def address(self) -> str:
+        """The first process's address."""
         return f"{self.host}:{self.port}"
 
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """Every process's address, in order."""
+        return tuple(self.process(i).address for i in range(self.processes))
+
+    def process(self, index: int) -> ServerSettings:
+        """The settings process ``index`` listens with."""
+        step = PROCESS_PORT_STEP * index
+        return replace(self, port=self.port + step, processes=1,
+                       metrics_port=self.metrics_port + step if self.metrics_port else 0)
+
+
+def split_addresses(target: str) -> tuple[str, ...]:
+    """``"host:p1,host:p2"`` (how a stage's processes are written as one peer address) as a tuple."""
+    return tuple(a.strip() for a in target.split(",") if a.strip())
 
 @dataclass(frozen=True, kw_only=True)
 class StageSettings:
@@ -75,12 +110,49 @@ class StackSettings:
     def stage(self, name: str) -> StageSettings:
         """Settings for one stage, with server keys split from its own options."""
         section = dict(self.sections.get(name, {}))
-        server_values = {k: section.pop(k) for k in _SERVER_KEYS if k in section}
-        server = ServerSettings(host=self.host, **server_values)
-        peers = {s: f"{self.host}:{self.sections.get(s, {}).get('port', 0)}" for s in STAGE_ORDER if s != name}
+        server = self.server(name)
+        for key in SERVER_KEYS:
+            section.pop(key, None)
+        peers = {s: ",".join(self.server(s).addresses) for s in STAGE_ORDER if s != name}
         return StageSettings(name=name, models_dir=self.models_dir, device=self.device, server=server,
                              options=section, models=self.sections.get(MODELS_SECTION, {}), peers=peers,
                              session_ttl_s=self.session_ttl_s)
+
+    def check_ports(self, names: list[str]) -> None:
+        """Raise SettingsError if two processes of these stages would listen on the same port."""
+        taken: dict[int, str] = {}
+        for name in names:
+            server = self.server(name)
+            for i in range(server.processes):
+                own = server.process(i)
+                for kind, port in (("port", own.port), ("metrics_port", own.metrics_port)):
+                    if not port:
+                        continue
+                    label = f"{name}[{i}] {kind}" if server.processes > 1 else f"{name} {kind}"
+                    if port in taken:
+                        raise SettingsError(f"{label} {port} is also {taken[port]} (process i of a stage listens on "
+                                            f"port + {PROCESS_PORT_STEP} i); move one of them")
+                    taken[port] = label
+
+    def server(self, name: str) -> ServerSettings:
+        """How stage ``name``'s processes listen.
+
+        Raises:
+            SettingsError: a server key is malformed, or a stage that keeps state asks for several processes.
+        """
+        section = self.sections.get(name, {})
+        values = {k: section[k] for k in SERVER_KEYS if k in section}
+        for key in ("port", "metrics_port", "processes", "mps_active_thread_percentage"):
+            if key in values and isinstance(values[key], str):
+                values[key] = _coerce(values[key], 0, f"VOXPIPE_{name.upper()}__{key.upper()}")
+        try:
+            server = ServerSettings(host=self.host, **values)
+        except SettingsError as e:
+            raise SettingsError(f"[{name}] {e}") from None
+        if server.processes > 1 and name not in REPLICABLE_STAGES:
+            raise SettingsError(f"[{name}] processes={server.processes}: the {name} stage keeps session state in its "
+                                f"process and runs as one (stages that can run as several: {', '.join(REPLICABLE_STAGES)})")
+        return server
 
 
 def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> StackSettings:
