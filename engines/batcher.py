@@ -35,7 +35,7 @@ from typing import Any, Generic, TypeVar
 
 from opentelemetry import trace
 
-from engines import metrics
+from engines import metrics, priority
 from engines.config import BatchingConfig
 from engines.errors import (
     BatchShapeError,
@@ -65,6 +65,7 @@ class _Request(Generic[T, R]):
     batch_size: int = field(default=0, compare=False)
     # True while the request counts in ``_live``; whichever of cancel/prune/take sees it first uncounts it.
     counted: bool = field(default=True, compare=False)
+    urgent: bool = field(default=False, compare=False)
 
 
 class ComputeCostModel:
@@ -159,11 +160,13 @@ class DynamicBatcher(Generic[T, R]):
             if not req.future.done():
                 req.future.set_exception(EngineClosedError(f"batcher {self.name!r} failed: {task.exception()!r}"))
 
-    async def submit(self, item: T, *, deadline_s: float | None = None) -> R:
+    async def submit(self, item: T, *, deadline_s: float | None = None, urgent: bool | None = None) -> R:
         """Queue ``item`` and wait for its result.
 
         Args:
             deadline_s: absolute deadline on this batcher's clock (``time.monotonic()``), or None.
+            urgent: its class on a GPU (a batch holding an urgent request runs on the high-priority stream);
+                None: urgent when the deadline is within ``urgent_slack_ms`` (engines/priority.py).
 
         Raises:
             QueueFullError: the queue holds ``max_queue_size`` requests.
@@ -186,7 +189,8 @@ class DynamicBatcher(Generic[T, R]):
             )
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         key = (deadline_s if deadline_s is not None else math.inf, next(self._seq))
-        request = _Request(key, item, future, deadline_s, now)
+        request = _Request(key, item, future, deadline_s, now,
+                           urgent=priority.classify(urgent, deadline_s, now, self.config.urgent_slack_ms))
         heapq.heappush(self._heap, request)
         self._live += 1
         self._depth.set(self._live)
@@ -322,7 +326,8 @@ class DynamicBatcher(Generic[T, R]):
         self._batch_size.observe(len(batch))
         items = [req.item for req in batch]
         try:
-            results = await loop.run_in_executor(self._executors[worker], self._batch_fns[worker], items)
+            results = await loop.run_in_executor(self._executors[worker], priority.run_marked, self._batch_fns[worker],
+                                                 items, any(req.urgent for req in batch))
             if len(results) != len(batch):
                 raise BatchShapeError(f"{self.name}: engine returned {len(results)} results for a batch of {len(batch)}")
         except Exception as e:

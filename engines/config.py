@@ -55,6 +55,9 @@ class BatchingConfig:
     max_queue_delay_us: int = 2_000
     max_queue_size: int = 256
     deadline_aware: bool = True
+    # A request whose deadline is this close when it arrives is urgent (unless its caller says otherwise):
+    # on a GPU its batch runs on the instance's high-priority CUDA stream (engines/priority.py).
+    urgent_slack_ms: float = 500.0
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -63,6 +66,8 @@ class BatchingConfig:
             raise ModelConfigError(f"max_queue_delay_us must be >= 0, got {self.max_queue_delay_us}")
         if self.max_queue_size < 1:
             raise ModelConfigError(f"max_queue_size must be >= 1, got {self.max_queue_size}")
+        if self.urgent_slack_ms < 0:
+            raise ModelConfigError(f"urgent_slack_ms must be >= 0, got {self.urgent_slack_ms}")
 
 
 # TOML keys of ``[models.<name>]`` that set a batching field rather than a ServingConfig field.
@@ -87,6 +92,9 @@ class ServingConfig:
     batch_buckets: tuple[int, ...] = ()
     length_buckets: tuple[int, ...] = ()
     cuda_graphs: bool = False
+    # GPU: each instance has a high- and a low-priority CUDA stream, and urgent batches take the high one
+    # (engines/priority.py). False: one stream per instance, every batch at the same priority.
+    stream_priorities: bool = True
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:

@@ -24,7 +24,7 @@ class _Graph:
 
 
 class GraphCache:
-    """Captured graphs of one engine instance, by bucket key; all run on the instance's stream."""
+    """Captured graphs of one engine instance, by bucket key; captured on ``stream``, replayed on the current one."""
 
     def __init__(self, stream: Any, *, name: str) -> None:
         import torch
@@ -64,8 +64,8 @@ class GraphCache:
         return outputs
 
     def replay(self, key: Hashable) -> tuple[Any, ...]:
-        """Launch the graph captured under ``key`` on the instance's stream; returns its static outputs,
-        which the next replay of any graph of this cache may overwrite."""
+        """Launch the graph captured under ``key`` on the current stream (the instance's, at the batch's
+        priority); returns its static outputs, which the next replay of any graph of this cache may overwrite."""
         entry = self._graphs[key]
         entry.graph.replay()
         return entry.outputs

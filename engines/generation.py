@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from engines import metrics
+from engines import metrics, priority
 from engines.config import BatchingConfig
 from engines.errors import (
     DeadlineExceededError,
@@ -80,6 +80,7 @@ class _Sequence(Generic[P, R]):
     deadline_s: float | None = field(compare=False)
     enqueued_s: float = field(compare=False)
     cancelled: bool = field(default=False, compare=False)
+    urgent: bool = field(default=False, compare=False)
 
     def resolve(self, result: R | None = None, error: BaseException | None = None) -> None:
         """Set the future from any thread (ignored when the caller has gone)."""
@@ -142,11 +143,13 @@ class GenerationScheduler(Generic[P, R]):
             thread.start()
             self._threads.append(thread)
 
-    async def generate(self, item: P, *, deadline_s: float | None = None) -> R:
+    async def generate(self, item: P, *, deadline_s: float | None = None, urgent: bool | None = None) -> R:
         """Decode one sequence from ``item``; returns the engine's result for it.
 
         Args:
             deadline_s: absolute deadline on this scheduler's clock (``time.monotonic()``), or None.
+            urgent: its class on a GPU (a step holding an urgent sequence runs on the high-priority stream);
+                None: urgent when the deadline is within ``urgent_slack_ms`` (engines/priority.py).
 
         Raises:
             QueueFullError: ``max_queue_size`` sequences are waiting for a slot.
@@ -163,7 +166,8 @@ class GenerationScheduler(Generic[P, R]):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         key = (deadline_s if deadline_s is not None else math.inf, next(self._seq))
-        sequence = _Sequence(key, item, future, loop, deadline_s, now)
+        sequence = _Sequence(key, item, future, loop, deadline_s, now,
+                             urgent=priority.classify(urgent, deadline_s, now, self.config.urgent_slack_ms))
         with self._cond:
             waiting = sum(1 for s in self._pending if not s.cancelled)
             if waiting >= self.config.max_queue_size:
@@ -249,7 +253,8 @@ class GenerationScheduler(Generic[P, R]):
     def _prefill(self, engine: GenerationEngine[P, R], admitted: list[tuple[int, _Sequence[P, R]]],
                  free: list[int], active: dict[int, _Sequence[P, R]]) -> None:
         try:
-            engine.prefill([(slot, seq.item) for slot, seq in admitted])
+            with priority.running(any(seq.urgent for _, seq in admitted)):
+                engine.prefill([(slot, seq.item) for slot, seq in admitted])
         except Exception as e:
             error = self._error(e, "prefill")
             for slot, seq in admitted:
@@ -277,7 +282,8 @@ class GenerationScheduler(Generic[P, R]):
         slots = sorted(active)
         started = self._clock()
         try:
-            finished = engine.step(slots)
+            with priority.running(any(seq.urgent for seq in active.values())):
+                finished = engine.step(slots)
         except Exception as e:
             error = self._error(e, f"step of {len(slots)}")
             for slot in slots:

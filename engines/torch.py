@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from engines import priority
 from engines.base import Engine, Tensors
 from engines.config import bucket_for
 from engines.cuda_graphs import GraphCache
@@ -75,8 +76,16 @@ class TorchEngine(Engine):
         self.torch_device = torch.device(model.serving.device)
         self.dtype = torch_dtype(model.serving.precision)
         cuda = self.torch_device.type == "cuda"
-        self.stream = torch.cuda.Stream(device=self.torch_device) if cuda else None
-        self.graphs = GraphCache(self.stream, name=f"{model.name}-{instance}") if model.serving.cuda_graphs else None
+        # (normal, high) priority streams; the batch's class picks one (engines/priority.py). Graphs are captured
+        # on the normal one and replayed on whichever is current.
+        self._streams: tuple[Any, ...] = ()
+        if cuda:
+            normal = torch.cuda.Stream(device=self.torch_device)
+            high = (torch.cuda.Stream(device=self.torch_device, priority=torch.cuda.Stream.priority_range()[1])
+                    if model.serving.stream_priorities else normal)
+            self._streams = (normal, high)
+        self.graphs = (GraphCache(self._streams[0], name=f"{model.name}-{instance}") if model.serving.cuda_graphs
+                       else None)
         # A module whose forward has a data-dependent shape (a host sync) cannot be one graph; a runner of its
         # own captures its parts (services/tts/encoder_torch.py) and the generic path runs it eagerly.
         self._whole_graphs = self.graphs is not None and getattr(module, "capturable", True)
@@ -91,19 +100,31 @@ class TorchEngine(Engine):
 
     # -- helpers other device-resident code (generation engines) uses ------------------------------
 
+    @property
+    def stream(self) -> Any:
+        """The CUDA stream the running batch launches on: the high-priority one when it is urgent
+        (engines/priority.py); None on the CPU."""
+        if not self._streams:
+            return None
+        return self._streams[1] if priority.urgent() else self._streams[0]
+
     def stream_context(self):
-        """``with engine.stream_context():`` runs kernels on this instance's stream, after whatever the calling
-        thread queued on its current stream (device inputs built there, e.g. a padded batch, are complete
-        before this stream reads them); a no-op on the CPU."""
-        if self.stream is None:
+        """``with engine.stream_context():`` runs kernels on this instance's stream for the batch's class, after
+        whatever the calling thread queued on its current stream (device inputs built there, e.g. a padded
+        batch, are complete before this stream reads them); a no-op on the CPU."""
+        stream = self.stream
+        if stream is None:
             return contextlib.nullcontext()
-        self.stream.wait_stream(self._torch.cuda.current_stream(self.torch_device))
-        return self._torch.cuda.stream(self.stream)
+        stream.wait_stream(self._torch.cuda.current_stream(self.torch_device))
+        for other in self._streams:
+            if other is not stream:  # state this instance wrote on its other stream (e.g. a prefill) comes first
+                stream.wait_stream(other)
+        return self._torch.cuda.stream(stream)
 
     def synchronize(self) -> None:
-        """Wait for this instance's queued kernels."""
-        if self.stream is not None:
-            self.stream.synchronize()
+        """Wait for this instance's queued kernels (on both its streams)."""
+        for stream in set(self._streams):
+            stream.synchronize()
 
     def to_device(self, value: Any, name: str = "") -> Any:
         """A host array (or a tensor on any device) as a tensor on this device; floats in the serving dtype.
@@ -115,7 +136,7 @@ class TorchEngine(Engine):
         torch = self._torch
         if isinstance(value, torch.Tensor):
             tensor = value.to(self.torch_device)
-        elif self.stream is not None:
+        elif self._streams:
             host = torch.from_numpy(np.ascontiguousarray(value))
             staging = self._staging(name, host.dtype, host.numel())
             staging.copy_(host.reshape(-1))

@@ -32,7 +32,12 @@ class AsrConfig:
     final_timeout_s: float = 30.0    # batcher deadline of a final decode when the RPC sets none
     no_speech_prob: float = 0.6      # with avg log-prob < logprob_threshold: treat as no speech
     logprob_threshold: float = -1.0
-    max_interims_in_flight: int = 1  # stage-wide cap on interim decodes (finals are never capped)
+    # Stage-wide cap on interim decodes (finals are never capped); 0 = 1 on the CPU, 64 on a GPU (where
+    # interims of many streams share encoder batches and decoder steps).
+    max_interims_in_flight: int = 0
+    # GPU: an interim starts only while fewer utterances than this wait for the encoder and the decoder; a
+    # stream whose interim was skipped for load waits 2x, then 4x its interval before it tries again.
+    interim_max_queue: int = 8
 
     def __post_init__(self) -> None:
         if not 50 <= self.silence_ms <= 10_000:

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from prometheus_client import Counter
 
 from engines.batcher import DynamicBatcher
 from engines.generation import GenerationScheduler
@@ -22,6 +23,10 @@ from services.asr.features import log_mel
 from services.asr.generation import EncodedUtterance
 from services.asr.tokenizer import WhisperTokenizer
 from services.asr.vad import VadJob, VadResult
+
+INTERIMS = Counter("voxpipe_asr_interims_total", "Interim decodes due, by outcome: started, skipped_load (the "
+                   "engines were busy), skipped_stream (the stream's previous interim was still decoding).",
+                   ("outcome",))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,8 +46,10 @@ class SpeechRecognizer:
 
     def __init__(self, *, encoder: DynamicBatcher[np.ndarray, EncodedUtterance],
                  decoder: GenerationScheduler[EncodedUtterance, DecodeResult],
-                 vad: DynamicBatcher[VadJob, VadResult], tokenizer: WhisperTokenizer, config: AsrConfig) -> None:
+                 vad: DynamicBatcher[VadJob, VadResult], tokenizer: WhisperTokenizer, config: AsrConfig,
+                 gpu: bool = False) -> None:
         self.encoder = encoder
+        self.gpu = gpu
         self.decoder = decoder
         self.vad_batcher = vad
         self.tokenizer = tokenizer
@@ -50,14 +57,24 @@ class SpeechRecognizer:
         self.interims_in_flight = 0
         self.finals_in_flight = 0
 
-    def may_start_interim(self) -> bool:
-        """Interims are best effort: only when no final is decoding or queued and the encoder is idle.
+    def interim_gate(self) -> bool:
+        """Whether an interim decode may start now; counts a refusal as skipped for load.
 
-        On a few CPU cores an interim's encoder pass (the full 30 s window) would delay the next
-        final by its whole duration, so interims yield to finals and to each other.
+        Interims are best effort and must never starve finals. On the CPU an interim's encoder pass (the
+        full 30 s window) would delay the next final by its whole duration, so it starts only when no final
+        is decoding or queued and the encoder is idle. On a GPU interims of many streams share batches with
+        the finals (which sort first by deadline and run on the high-priority stream), so they start while
+        the engines' queues are short (``interim_max_queue``) and stop as the queues grow.
         """
-        return (self.finals_in_flight == 0 and self.encoder.queue_depth == 0
-                and self.interims_in_flight < max(1, self.config.max_interims_in_flight))
+        cap = self.config.max_interims_in_flight or (64 if self.gpu else 1)
+        if self.interims_in_flight >= cap:
+            allowed = False
+        elif self.gpu:
+            allowed = self.encoder.queue_depth + self.decoder.queue_depth < self.config.interim_max_queue
+        else:
+            allowed = self.finals_in_flight == 0 and self.encoder.queue_depth == 0
+        INTERIMS.labels(outcome="started" if allowed else "skipped_load").inc()
+        return allowed
 
     def track(self, task: asyncio.Task, *, final: bool) -> asyncio.Task:
         """Count ``task`` as an in-flight final or interim until it is done (also if cancelled unstarted)."""
@@ -79,13 +96,14 @@ class SpeechRecognizer:
         """Speech probabilities of a stream's next frames."""
         return await self.vad_batcher.submit(job)
 
-    async def transcribe(self, audio_16k: np.ndarray, *, deadline_s: float | None) -> Transcript:
-        """Greedy transcript of one utterance (<= 30 s of 16 kHz float32)."""
+    async def transcribe(self, audio_16k: np.ndarray, *, deadline_s: float | None, final: bool = True) -> Transcript:
+        """Greedy transcript of one utterance (<= 30 s of 16 kHz float32). A final is urgent on the GPU (its
+        batches take the high-priority CUDA stream); an interim is not."""
         started = time.perf_counter()
         mel = await asyncio.to_thread(log_mel, audio_16k)
-        enc = await self.encoder.submit(mel, deadline_s=deadline_s)
+        enc = await self.encoder.submit(mel, deadline_s=deadline_s, urgent=final)
         encoded = time.perf_counter()
-        result = await self.decoder.generate(enc, deadline_s=deadline_s)
+        result = await self.decoder.generate(enc, deadline_s=deadline_s, urgent=final)
         # faster-whisper's no-speech rule: a confident <|nocaptions|> and a weak transcript mean silence.
         no_speech = (result.no_speech_prob > self.config.no_speech_prob
                      and result.avg_logprob < self.config.logprob_threshold)

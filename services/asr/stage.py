@@ -69,7 +69,7 @@ class AsrStage(Stage):
             encoder=DynamicBatcher("whisper-encoder", self._enc_fns, enc_model.serving.batching, stage=self.name),
             decoder=GenerationScheduler("whisper-decoder", generators, dec_model.serving.batching, stage=self.name),
             vad=DynamicBatcher("silero-vad", self._vad_fns, vad_model.serving.batching, stage=self.name),
-            tokenizer=tokenizer, config=self.config)
+            tokenizer=tokenizer, config=self.config, gpu=enc_model.serving.device == "cuda")
 
     def engines(self) -> Sequence[Warmable]:
         return self._engines

@@ -26,7 +26,7 @@ from protos import asr_pb2
 from services.asr.audio import StreamResampler, pcm16_to_float, strip_wav_header
 from services.asr.config import AsrConfig, StreamSettings
 from services.asr.endpointing import FRAME_SAMPLES, Endpointer, EndpointerConfig, Event, EventKind
-from services.asr.recognizer import SpeechRecognizer, Transcript
+from services.asr.recognizer import INTERIMS, SpeechRecognizer, Transcript
 from services.asr.vad import VadJob, VadState, frames_of
 from services.common import OutOfRangeError
 
@@ -104,6 +104,7 @@ class StreamSession:
         self._pre_pad = config.pre_speech_pad_ms * RATE // 1000
         self._post_pad = config.post_speech_pad_ms * RATE // 1000
         self._interim_frames = max(1, round(settings.interim_interval_ms / (FRAME_SAMPLES * 1000 / RATE)))
+        self._interim_backoff = 1
         self._input_samples = 0
         self._max_input_samples = int(config.max_audio_s * settings.sample_rate_hz)
         self._first_audio = True
@@ -255,11 +256,16 @@ class StreamSession:
         frame = self._endpointer.frames_seen - 1
         if frame < utt.next_interim_frame:
             return
-        utt.next_interim_frame = frame + self._interim_frames
-        busy = utt.interim is not None and not utt.interim.done()
-        # Interims are best effort: skip one while this stream's last one runs or the stage is busy.
-        if busy or not self.recognizer.may_start_interim():
+        # Interims are best effort: skip one while this stream's last one runs or the stage is busy; after a
+        # skip for load the stream waits 2x, then 4x its interval (back to 1x once one starts).
+        utt.next_interim_frame = frame + self._interim_frames * self._interim_backoff
+        if utt.interim is not None and not utt.interim.done():
+            INTERIMS.labels(outcome="skipped_stream").inc()
             return
+        if not self.recognizer.interim_gate():
+            self._interim_backoff = min(4, self._interim_backoff * 2)
+            return
+        self._interim_backoff = 1
         end = (frame + 1) * FRAME_SAMPLES
         utt.interim = self.recognizer.track(
             self._spawn(self._interim(utt, self._decode(utt.start_frame, end, final=False), end)), final=False)
@@ -282,7 +288,7 @@ class StreamSession:
         deadline = self._rpc_deadline_s
         if final and deadline is None:
             deadline = time.monotonic() + self.config.final_timeout_s
-        return lambda: self.recognizer.transcribe(audio, deadline_s=deadline)
+        return lambda: self.recognizer.transcribe(audio, deadline_s=deadline, final=final)
 
     def _spawn_final(self, coro) -> asyncio.Task:
         return self.recognizer.track(self._spawn(coro), final=True)

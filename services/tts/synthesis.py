@@ -251,8 +251,11 @@ class SpeechSynthesizer:
         if ids is None:
             queue.put_nowait(piece(np.zeros(0, dtype=np.int16), True))
             return
+        # The reply's first audio is what the listener waits for: urgent on the GPU (the high-priority CUDA
+        # stream); later sentences have the time the earlier ones take to play.
+        first = index == 0
         z = await runtime.encoder.submit(SentenceItem(ids, self._scales(voice, request.length_scale)),
-                                         deadline_s=deadline_s)
+                                         deadline_s=deadline_s, urgent=first)
         frames, hop, context = z.shape[-1], runtime.hop_length, runtime.context_frames
         resampler = None
         if request.sample_rate_hz != voice.sample_rate_hz:
@@ -261,7 +264,7 @@ class SpeechSynthesizer:
         windows = plan_windows(frames, first_frames)
         for k, (start, end) in enumerate(windows):
             lo, hi = max(0, start - context), min(frames, end + context)
-            audio = await runtime.decoder.submit(z[:, lo:hi], deadline_s=deadline_s)
+            audio = await runtime.decoder.submit(z[:, lo:hi], deadline_s=deadline_s, urgent=first and k == 0)
             final = k == len(windows) - 1
             pcm = await asyncio.to_thread(_to_pcm, audio[(start - lo) * hop : (end - lo) * hop], self._gain,
                                           resampler, final)
