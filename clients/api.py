@@ -42,6 +42,7 @@ class TurnResult:
     report: Any = None  # assistant_pb2.TurnReport
     errors: list[Any] = field(default_factory=list)  # assistant_pb2.TurnError
     client_voice_to_voice_ms: float | None = None
+    first_audio_s: float | None = None  # time.monotonic() when the reply's first audio arrived
     _final_end_s: float | None = None
 
     @property
@@ -210,8 +211,9 @@ class Conversation:
             elif kind == "reply":
                 turn.reply_text = response.reply.text
             elif kind == "audio":
-                if not turn.audio and turn._final_end_s is not None:
-                    sent = self._sent_time_of(turn._final_end_s)
+                if turn.first_audio_s is None:
+                    turn.first_audio_s = now
+                    sent = None if turn._final_end_s is None else self._sent_time_of(turn._final_end_s)
                     turn.client_voice_to_voice_ms = None if sent is None else (now - sent) * 1e3
                 turn.audio.extend(response.audio.audio)
                 turn.sample_rate_hz = response.audio.sample_rate_hz
@@ -225,20 +227,20 @@ class Conversation:
 
 
 async def stream_audio(conv: Conversation, pcm: bytes, sample_rate_hz: int, *, realtime: bool = True,
-                       trailing_silence_ms: int = 600, end_of_utterance: bool = True) -> None:
-    """Send ``pcm`` in 20 ms chunks (at real-time pace unless ``realtime`` is False), then trailing silence.
+                       trailing_silence_ms: int = 600, end_of_utterance: bool = True, chunk_ms: int = CHUNK_MS) -> None:
+    """Send ``pcm`` in ``chunk_ms`` chunks (at real-time pace unless ``realtime`` is False), then trailing silence.
 
     The trailing silence lets the server's VAD find the endpoint as it would for a live speaker; an
     explicit END_OF_UTTERANCE follows (it finalises nothing if the VAD already did).
     """
-    step = sample_rate_hz * CHUNK_MS // 1000 * 2
+    step = sample_rate_hz * chunk_ms // 1000 * 2
     silence = b"\x00\x00" * (sample_rate_hz * trailing_silence_ms // 1000)
     data = pcm + silence
     start = time.monotonic()
     for i, offset in enumerate(range(0, len(data), step)):
         await conv.send_audio(data[offset : offset + step])
         if realtime:
-            delay = start + (i + 1) * CHUNK_MS / 1000 - time.monotonic()
+            delay = start + (i + 1) * chunk_ms / 1000 - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
     if end_of_utterance:

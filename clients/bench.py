@@ -1,8 +1,13 @@
-"""``voxpipe bench``: N concurrent real-time conversations against the running stack.
+"""``voxpipe bench``: concurrent real-time conversations against the running stack.
 
-Each stream loops over a folder of WAVs for the given duration, one turn per file. Prints p50/p95/p99
-per stage and voice-to-voice, throughput, budget-miss and degradation rates; writes JSON and a PNG plot
-(latency CDF per stage).
+Each simulated user holds a conversation turn after turn: it streams a spoken question at real-time pace,
+waits for the answer, listens to the whole reply and thinks 1–3 s before asking again (``--back-to-back``:
+a new conversation per question, asked again at once). ``-n 64,128,256`` runs each concurrency in turn;
+``--processes`` spreads the users over client processes. Prints per concurrency: voice-to-voice p50/p95/p99
+(last voiced sample sent → first reply audio received, endpoint wait included, client-side; and as the
+server reports it), each stage's percentiles from the turn reports, failed and degraded turns, the client's
+own CPU use, and, where ``nvidia-smi`` exists, GPU utilisation, memory, power and turns per joule. Writes
+JSON and a PNG plot (the latency CDF per stage; latency vs concurrency for several levels).
 """
 
 from __future__ import annotations
@@ -10,22 +15,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 import time
+import urllib.request
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-import grpc
 import numpy as np
 
-from clients.api import Conversation, TurnResult, load_audio, stream_audio
-from services.common.settings import StackSettings
+from clients.load import GpuSampler, LoadOptions, LoadResult, run_load
+from services.common.settings import StackSettings, split_addresses
 
 
 @dataclass(frozen=True, kw_only=True)
 class BenchOptions:
-    address: str
+    address: str  # the orchestrator; "host:p1,host:p2" for several processes (users take them in turn)
     wavs: tuple[Path, ...]
     streams: int
     duration_s: float
@@ -33,6 +39,12 @@ class BenchOptions:
     json_path: Path | None
     plot_path: Path | None
     budget_ms: int
+    listen: bool = False
+    think_s: tuple[float, float] = (1.0, 3.0)
+    interim_results: bool = False
+    chunk_ms: int = 20
+    processes: int = 1
+    asr_metrics: tuple[str, ...] = ()  # http://host:port/metrics of each ASR process (interim counts)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,12 +52,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="N concurrent real-time conversations: latency percentiles per stage",
                        description=__doc__)
     p.add_argument("wav_dir", type=Path, nargs="?", help="folder of WAV files (default: the bundled question)")
-    p.add_argument("-n", "--streams", type=int, default=1, help="concurrent conversations (default: 1)")
-    p.add_argument("-d", "--duration-s", type=float, default=30.0, help="how long to run (default: 30)")
-    p.add_argument("--address", help="orchestrator address (default: from the configuration)")
+    p.add_argument("-n", "--streams", default="1",
+                   help="concurrent conversations; a comma list runs each in turn, e.g. 64,128,256 (default: 1)")
+    p.add_argument("-d", "--duration-s", type=float, default=30.0, help="how long each concurrency runs (default: 30)")
+    p.add_argument("--address", help="orchestrator address(es), comma-separated (default: from the configuration)")
     p.add_argument("--fast", action="store_true", help="send audio as fast as possible instead of real time")
-    p.add_argument("--json", type=Path, dest="json_path", help="write all turns and the summary as JSON")
-    p.add_argument("--plot", type=Path, dest="plot_path", help="write a latency CDF per stage as PNG")
+    p.add_argument("--back-to-back", action="store_true",
+                   help="a new conversation per question, asked again at once (no listening or thinking)")
+    p.add_argument("--think-s", default="1,3", help="a user's pause after the reply ends: MIN,MAX seconds (default: 1,3)")
+    p.add_argument("--interims", action="store_true", help="ask for interim transcripts (as a live captioning client)")
+    p.add_argument("--chunk-ms", type=int, default=20, help="audio per message (default: 20)")
+    p.add_argument("--processes", type=int, default=1, help="client processes to spread the users over (default: 1)")
+    p.add_argument("--json", type=Path, dest="json_path", help="write all turns and the summaries as JSON")
+    p.add_argument("--plot", type=Path, dest="plot_path",
+                   help="write a PNG: latency CDF per stage (one level) or latency vs concurrency (several)")
     p.add_argument("--budget-ms", type=int, default=0, help="turn budget (0 = server default)")
     p.set_defaults(handler=_bench)
 
@@ -53,39 +73,38 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _bench(args: argparse.Namespace, settings: StackSettings) -> int:
     from clients.talk import BUNDLED_QUESTION
 
+    def fail(message: str) -> int:
+        print(f"voxpipe bench: {message}", file=sys.stderr)
+        return 2
+
     wavs = tuple(sorted(args.wav_dir.glob("*.wav"))) if args.wav_dir else (BUNDLED_QUESTION,)
     if not wavs:
-        print(f"voxpipe bench: no .wav files in {args.wav_dir}", file=sys.stderr)
-        return 2
-    if args.streams < 1:
-        print(f"voxpipe bench: --streams={args.streams} must be >= 1", file=sys.stderr)
-        return 2
-    options = BenchOptions(address=args.address or settings.stage("orchestrator").server.address, wavs=wavs,
-                           streams=args.streams, duration_s=args.duration_s, realtime=not args.fast,
-                           json_path=args.json_path, plot_path=args.plot_path, budget_ms=args.budget_ms)
-    summary = asyncio.run(bench(options))
-    print(format_summary(summary))
-    return 0 if summary["turns"] else 1
-
-
-async def _stream(options: BenchOptions, clips: list[tuple[bytes, int]], index: int, stop_at: float,
-                  turns: list[TurnResult], errors: list[str], progress) -> None:
-    i = index
-    while time.monotonic() < stop_at:
-        pcm, rate = clips[i % len(clips)]
-        i += 1
-        try:
-            async with Conversation(options.address, sample_rate_hz=rate, budget_ms=options.budget_ms,
-                                    interim_results=False) as conv:
-                await stream_audio(conv, pcm, rate, realtime=options.realtime)
-                await conv.close()
-                got = conv.completed_turns()
-        except Exception as e:  # one failed conversation is a data point, not the end of the benchmark
-            detail = e.details() if isinstance(e, grpc.aio.AioRpcError) else str(e)
-            errors.append(f"{type(e).__name__}: {detail}")
-            continue
-        turns.extend(got)
-        progress.update(len(got))
+        return fail(f"no .wav files in {args.wav_dir}")
+    try:
+        levels = [int(n) for n in str(args.streams).split(",")]
+        think = tuple(float(v) for v in args.think_s.split(","))
+    except ValueError:
+        return fail(f"--streams={args.streams!r} must be integers and --think-s={args.think_s!r} MIN,MAX seconds")
+    if any(n < 1 for n in levels):
+        return fail(f"--streams={args.streams} must be >= 1")
+    if len(think) != 2 or not 0 <= think[0] <= think[1]:
+        return fail(f"--think-s={args.think_s} must be MIN,MAX with 0 <= MIN <= MAX")
+    if not 10 <= args.chunk_ms <= 1000:
+        return fail(f"--chunk-ms={args.chunk_ms} is outside 10..1000")
+    if args.processes < 1:
+        return fail(f"--processes={args.processes} must be >= 1")
+    asr = settings.server("asr")
+    asr_metrics = tuple(f"http://{s.host}:{s.metrics_port}/metrics" for s in (asr.process(i) for i in range(asr.processes))
+                        if s.metrics_port)
+    options = BenchOptions(address=args.address or ",".join(settings.server("orchestrator").addresses), wavs=wavs,
+                           streams=levels[0], duration_s=args.duration_s, realtime=not args.fast,
+                           json_path=args.json_path, plot_path=args.plot_path, budget_ms=args.budget_ms,
+                           listen=not args.back_to_back, think_s=think, interim_results=args.interims,
+                           chunk_ms=args.chunk_ms, processes=args.processes, asr_metrics=asr_metrics)
+    summaries = asyncio.run(bench_levels(options, levels))
+    for summary in summaries:
+        print(format_summary(summary))
+    return 0 if all(s["turns"] for s in summaries) else 1
 
 
 def percentiles(values: list[float]) -> dict[str, float | None]:
@@ -96,52 +115,122 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
             "p99": float(np.percentile(arr, 99)), "n": len(values)}
 
 
+async def bench_levels(options: BenchOptions, levels: list[int]) -> list[dict]:
+    """Run each concurrency in turn; one summary each (all written to one JSON / plot when asked)."""
+    sampler = GpuSampler() if GpuSampler.available() else None
+    if sampler is not None:
+        sampler.start()
+    summaries, turns = [], {}
+    try:
+        for n in levels:
+            summary, level_turns = await _run_level(replace(options, streams=n), sampler)
+            summaries.append(summary)
+            turns[n] = level_turns
+    finally:
+        if sampler is not None:
+            sampler.stop()
+    if options.json_path:
+        await asyncio.to_thread(_write_json, options.json_path, {
+            "summary": summaries[0] if len(summaries) == 1 else None, "summaries": summaries,
+            "turns": turns[levels[0]] if len(levels) == 1 else None, "turns_by_level": turns})
+    if options.plot_path:
+        if len(levels) == 1:
+            reported = [t for t in turns[levels[0]] if t["report"] is not None and not t["cancelled"]]
+            series = defaultdict(list)
+            for t in reported:
+                for s in t["report"]:
+                    series[s["stage"]].append(s["ms"])
+            series["voice-to-voice"] = [t["voice_to_voice_ms"] for t in reported if t["voice_to_voice_ms"]]
+            await asyncio.to_thread(plot_cdf, dict(series), options.plot_path,
+                                    f"voxpipe bench: {levels[0]} stream(s), {len(reported)} turns")
+        else:
+            await asyncio.to_thread(plot_levels, {"voxpipe": summaries}, options.plot_path, "voxpipe bench")
+    return summaries
+
+
 async def bench(options: BenchOptions) -> dict:
-    """Run the benchmark; returns the summary (also written as JSON / PNG when asked)."""
+    """One concurrency (``options.streams``); returns its summary (also written as JSON / PNG when asked)."""
+    (summary,) = await bench_levels(options, [options.streams])
+    return summary
+
+
+async def _run_level(options: BenchOptions, sampler: GpuSampler | None) -> tuple[dict, list[dict]]:
     from tqdm import tqdm
 
-    clips = [await asyncio.to_thread(load_audio, p) for p in options.wavs]
-    turns: list[TurnResult] = []
-    errors: list[str] = []
-    start = time.monotonic()
+    load = LoadOptions(addresses=split_addresses(options.address), wavs=options.wavs, users=options.streams,
+                       duration_s=options.duration_s, realtime=options.realtime, listen=options.listen,
+                       think_s=options.think_s, interim_results=options.interim_results, chunk_ms=options.chunk_ms,
+                       budget_ms=options.budget_ms, processes=options.processes)
+    before = await asyncio.to_thread(_interim_counts, options.asr_metrics)
+    started = time.monotonic()
     with tqdm(desc=f"{options.streams} stream(s)", unit="turn", file=sys.stderr) as progress:
-        async with asyncio.TaskGroup() as tg:
-            for s in range(options.streams):
-                tg.create_task(_stream(options, clips, s, start + options.duration_s, turns, errors, progress))
-    elapsed = time.monotonic() - start
+        result = await run_load(load, progress)
+    ended = time.monotonic()
+    after = await asyncio.to_thread(_interim_counts, options.asr_metrics)
+    summary = summarize(options, result)
+    if before is not None and after is not None:
+        summary["interims"] = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    gpu = sampler.window(started, ended) if sampler is not None else None
+    if gpu is not None:
+        gpu["turns_per_joule"] = summary["turns"] / gpu["energy_j"] if gpu["energy_j"] else None
+    summary["gpu"] = gpu
+    return summary, result.turns
+
+
+def _interim_counts(urls: tuple[str, ...]) -> dict[str, float] | None:
+    """``voxpipe_asr_interims_total`` by outcome, summed over the ASR processes; None without metrics."""
+    if not urls:
+        return None
+    counts: dict[str, float] = defaultdict(float)
+    for url in urls:
+        try:
+            with urllib.request.urlopen(url, timeout=2.0) as response:
+                text = response.read().decode()
+        except OSError:
+            return None
+        for outcome, value in re.findall(r'^voxpipe_asr_interims_total\{outcome="(\w+)"\} (\S+)$', text, re.MULTILINE):
+            counts[outcome] += float(value)
+    return dict(counts)
+
+
+def summarize(options: BenchOptions, result: LoadResult) -> dict:
+    """The summary of one concurrency from its turns (``TurnResult.to_json`` form)."""
+    turns, elapsed = result.turns, result.wall_s
+    reported = [t for t in turns if t["report"] is not None and not t["cancelled"]]
+    voiced = [t for t in reported if t["voice_to_voice_ms"]]
     stage_ms: dict[str, list[float]] = defaultdict(list)
+    hop_ms: dict[str, list[float]] = defaultdict(list)
     misses: dict[str, int] = defaultdict(int)
     degraded: dict[str, int] = defaultdict(int)
-    reported = [t for t in turns if t.report is not None and not t.report.cancelled]
-    hop_ms: dict[str, list[float]] = defaultdict(list)
     for t in reported:
-        for s in t.report.stages:
-            stage_ms[s.stage].append(s.ms)
-            if s.server_ms:
-                hop_ms[s.stage].append(s.ms - s.server_ms)
-            misses[s.stage] += s.missed
-            degraded[s.stage] += s.degraded
-    summary = {
-        "streams": options.streams, "duration_s": round(elapsed, 1), "turns": len(reported),
-        "turns_per_s": len(reported) / elapsed if elapsed else 0.0, "errors": errors[:20], "error_count": len(errors),
-        "voice_to_voice_ms": percentiles([t.report.voice_to_voice_ms for t in reported if t.report.voice_to_voice_ms]),
-        "client_voice_to_voice_ms": percentiles([t.client_voice_to_voice_ms for t in reported if t.client_voice_to_voice_ms]),
-        "endpoint_wait_ms": percentiles([t.report.endpoint_wait_ms for t in reported]),
-        "orchestration_ms": percentiles([t.report.orchestration_ms for t in reported if t.report.voice_to_voice_ms]),
-        "overhead_ms": percentiles([t.report.overhead_ms for t in reported if t.report.voice_to_voice_ms]),
+        for s in t["report"]:
+            stage_ms[s["stage"]].append(s["ms"])
+            if s["server_ms"]:
+                hop_ms[s["stage"]].append(s["ms"] - s["server_ms"])
+            misses[s["stage"]] += s["missed"]
+            degraded[s["stage"]] += s["degraded"]
+    failed = [t for t in turns if t["errors"] or t["report"] is None or not t["audio_s"]]
+    cpu = result.cpu_s
+    return {
+        "streams": options.streams, "mode": "listen" if options.listen else "back-to-back",
+        "duration_s": round(elapsed, 1), "turns": len(reported),
+        "turns_per_s": len(reported) / elapsed if elapsed else 0.0, "errors": result.errors[:20],
+        "error_count": len(result.errors), "failed_turns": len(failed) + len(result.errors),
+        "degraded_turns": sum(any(s["degraded"] for s in t["report"]) for t in reported),
+        "voice_to_voice_ms": percentiles([t["voice_to_voice_ms"] for t in voiced]),
+        "client_voice_to_voice_ms": percentiles([t["client_voice_to_voice_ms"] for t in reported
+                                                 if t["client_voice_to_voice_ms"]]),
+        "endpoint_wait_ms": percentiles([t["endpoint_wait_ms"] for t in reported]),
+        "orchestration_ms": percentiles([t["orchestration_ms"] for t in voiced]),
+        "overhead_ms": percentiles([t["overhead_ms"] for t in voiced]),
         "hop_ms": {k: percentiles(v) for k, v in hop_ms.items()},
         "stages_ms": {k: percentiles(v) for k, v in stage_ms.items()},
         "budget_miss_rate": {k: misses[k] / len(reported) for k in stage_ms} | {
-            "turn": sum(t.report.missed for t in reported) / len(reported) if reported else 0.0},
+            "turn": sum(bool(t["missed"]) for t in reported) / len(reported) if reported else 0.0},
         "degradation_rate": {k: degraded[k] / len(reported) for k in stage_ms},
+        "client": {"processes": len(cpu), "cpu_cores": sum(cpu) / elapsed if elapsed else 0.0,
+                   "busiest_process_cpu": max(cpu) / elapsed if cpu and elapsed else 0.0},
     }
-    if options.json_path:
-        await asyncio.to_thread(_write_json, options.json_path,
-                                {"summary": summary, "turns": [t.to_json() for t in turns]})
-    if options.plot_path:
-        await asyncio.to_thread(plot_cdf, stage_ms | {"voice-to-voice": [t.report.voice_to_voice_ms for t in reported]},
-                                options.plot_path, f"voxpipe bench: {options.streams} stream(s), {len(reported)} turns")
-    return summary
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -171,13 +260,39 @@ def plot_cdf(series: dict[str, list[float]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def plot_levels(runs: dict[str, list[dict]], path: Path, title: str) -> None:
+    """Voice-to-voice p50/p95/p99 (client-side) against concurrency, one line per run and percentile."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for (name, summaries), color in zip(runs.items(), ("C0", "C1", "C2", "C3", "C4", "C5"), strict=False):
+        for q, style in (("p50", ":"), ("p95", "--"), ("p99", "-")):
+            points = [(s["streams"], s["client_voice_to_voice_ms"][q]) for s in summaries
+                      if s["client_voice_to_voice_ms"][q] is not None]
+            if points:
+                ax.plot(*zip(*points, strict=True), style, marker="o", color=color, label=f"{name} {q}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("concurrent conversations")
+    ax.set_ylabel("voice-to-voice, ms (endpoint wait included)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
 def format_summary(summary: dict) -> str:
     """The benchmark's table."""
     def fmt(p: dict) -> str:
         return "  ".join(f"{k} {p[k]:7.1f}" if p[k] is not None else f"{k}       -" for k in ("p50", "p95", "p99"))
 
-    lines = [f"{summary['streams']} stream(s), {summary['turns']} turns in {summary['duration_s']} s "
-             f"({summary['turns_per_s']:.2f} turns/s), {summary['error_count']} failed conversations"]
+    lines = [f"{summary['streams']} stream(s) ({summary.get('mode', 'back-to-back')}), {summary['turns']} turns in "
+             f"{summary['duration_s']} s ({summary['turns_per_s']:.2f} turns/s), {summary.get('failed_turns', 0)} failed "
+             f"turns ({summary['error_count']} failed conversations), {summary.get('degraded_turns', 0)} degraded"]
     for stage, p in summary["stages_ms"].items():
         lines.append(f"  {stage:<22} {fmt(p)}  miss {summary['budget_miss_rate'][stage]:5.1%}  "
                      f"degraded {summary['degradation_rate'][stage]:5.1%}")
@@ -189,4 +304,16 @@ def format_summary(summary: dict) -> str:
     for stage, p in summary["hop_ms"].items():
         lines.append(f"  {'  hop to ' + stage:<22} {fmt(p)}")
     lines.append(f"  turn budget missed: {summary['budget_miss_rate']['turn']:.1%}")
+    client = summary.get("client")
+    if client:
+        lines.append(f"  client: {client['processes']} process(es), {client['cpu_cores']:.2f} CPU cores in all, "
+                     f"busiest process {client['busiest_process_cpu']:.0%} of a core")
+    if summary.get("interims"):
+        lines.append("  interim decodes: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(summary["interims"].items())))
+    gpu = summary.get("gpu")
+    if gpu:
+        tpj = f"{gpu['turns_per_joule']:.4f}" if gpu.get("turns_per_joule") else "-"
+        lines.append(f"  GPU: utilisation mean {gpu['util_mean_pct']:.0f} % (max {gpu['util_max_pct']:.0f}), memory "
+                     f"{gpu['memory_max_mib']:.0f} MiB, power {gpu['power_mean_w']:.0f} W, {gpu['energy_j']:.0f} J: "
+                     f"{tpj} turns per joule")
     return "\n".join(lines)
