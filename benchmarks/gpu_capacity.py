@@ -33,11 +33,11 @@ sys.path.insert(0, str(ROOT))
 
 # Processes per stage on a 16-core host (the clients get the rest): the orchestrator relays every audio
 # chunk and interim, ASR runs each stream's VAD and log-mels, TTS phonemizes on the CPU.
-PROCESSES = {"orchestrator": 3, "asr": 3, "nlp": 2, "recommender": 1, "tts": 3}
+PROCESSES = {"orchestrator": 3, "asr": 4, "nlp": 2, "recommender": 1, "tts": 3}
 CLIENT_PROCESSES = 4
-TORCH_MODELS = ("WHISPER_TINY_EN_ENCODER", "WHISPER_TINY_EN_DECODER", "MINILM", "RECOMMENDER",
+TORCH_MODELS = ("WHISPER_TINY_EN_ENCODER", "WHISPER_TINY_EN_DECODER", "RECOMMENDER",
                 "TTS_EN_US_JOE_MEDIUM_ENCODER", "TTS_EN_US_JOE_MEDIUM_DECODER")
-RUNS = ("timeslice", "mps", "mps-nopriority", "cpu")
+RUNS = ("timeslice", "mps", "timeslice-nopriority", "mps-nopriority", "cpu")
 
 
 def stack_env(run: str, root: Path) -> dict[str, str]:
@@ -50,7 +50,7 @@ def stack_env(run: str, root: Path) -> dict[str, str]:
     processes = PROCESSES if run != "cpu" else {"orchestrator": 2, "nlp": 2, "asr": 1, "recommender": 1, "tts": 1}
     for stage, n in processes.items():
         env[f"VOXPIPE_{stage.upper()}__PROCESSES"] = str(n)
-    if run == "mps-nopriority":
+    if run.endswith("-nopriority"):
         for model in TORCH_MODELS:
             env[f"VOXPIPE_MODELS__{model}__STREAM_PRIORITIES"] = "false"
         for stage in PROCESSES:
@@ -131,11 +131,12 @@ def run_level(run: str, level: int, args: argparse.Namespace, env: dict, log) ->
     t0 = time.monotonic()
     path = args.out / f"bench-{run}-{level}.json"
     argv = [sys.executable, "-m", "clients.cli", "bench", "clients/data", "-n", str(level), "-d", str(args.seconds),
-            "--processes", str(args.client_processes), "--chunk-ms", str(args.chunk_ms), "--json", str(path)]
+            "--processes", str(args.client_processes), "--chunk-ms", str(args.chunk_ms), "--ramp-s", str(args.ramp_s),
+            "--json", str(path)]
     if args.interims:
         argv.append("--interims")
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False,
-                          timeout=args.seconds + 180)
+                          timeout=args.ramp_s + args.seconds + 180)
     elapsed = time.monotonic() - t0
     log(done.stdout.rstrip())
     if done.returncode not in (0, 1):
@@ -192,6 +193,7 @@ def main() -> int:
     r.add_argument("--runs", default="timeslice,mps")
     r.add_argument("--levels", default="64,128,256,512,768,1024")
     r.add_argument("--seconds", type=float, default=30.0, help="bench duration per level")
+    r.add_argument("--ramp-s", type=float, default=10.0, help="users start over this; its turns are warm-up")
     r.add_argument("--p99-ms", type=float, default=800.0)
     r.add_argument("--client-processes", type=int, default=CLIENT_PROCESSES)
     r.add_argument("--chunk-ms", type=int, default=100, help="audio per message (Riva's streaming client sends 100 ms)")

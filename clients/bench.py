@@ -44,6 +44,7 @@ class BenchOptions:
     interim_results: bool = False
     chunk_ms: int = 20
     processes: int = 1
+    ramp_s: float = 10.0  # listening users start spread over this; turns asked in it are warm-up, not measured
     asr_metrics: tuple[str, ...] = ()  # http://host:port/metrics of each ASR process (interim counts)
 
 
@@ -63,6 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--interims", action="store_true", help="ask for interim transcripts (as a live captioning client)")
     p.add_argument("--chunk-ms", type=int, default=20, help="audio per message (default: 20)")
     p.add_argument("--processes", type=int, default=1, help="client processes to spread the users over (default: 1)")
+    p.add_argument("--ramp-s", type=float, default=10.0,
+                   help="users start spread over this; their turns asked in it are warm-up, not measured (default: 10)")
     p.add_argument("--json", type=Path, dest="json_path", help="write all turns and the summaries as JSON")
     p.add_argument("--plot", type=Path, dest="plot_path",
                    help="write a PNG: latency CDF per stage (one level) or latency vs concurrency (several)")
@@ -100,7 +103,8 @@ def _bench(args: argparse.Namespace, settings: StackSettings) -> int:
                            streams=levels[0], duration_s=args.duration_s, realtime=not args.fast,
                            json_path=args.json_path, plot_path=args.plot_path, budget_ms=args.budget_ms,
                            listen=not args.back_to_back, think_s=think, interim_results=args.interims,
-                           chunk_ms=args.chunk_ms, processes=args.processes, asr_metrics=asr_metrics)
+                           chunk_ms=args.chunk_ms, processes=args.processes, ramp_s=args.ramp_s,
+                           asr_metrics=asr_metrics)
     summaries = asyncio.run(bench_levels(options, levels))
     for summary in summaries:
         print(format_summary(summary))
@@ -160,7 +164,7 @@ async def _run_level(options: BenchOptions, sampler: GpuSampler | None) -> tuple
     load = LoadOptions(addresses=split_addresses(options.address), wavs=options.wavs, users=options.streams,
                        duration_s=options.duration_s, realtime=options.realtime, listen=options.listen,
                        think_s=options.think_s, interim_results=options.interim_results, chunk_ms=options.chunk_ms,
-                       budget_ms=options.budget_ms, processes=options.processes)
+                       budget_ms=options.budget_ms, processes=options.processes, ramp_s=options.ramp_s)
     before = await asyncio.to_thread(_interim_counts, options.asr_metrics)
     started = time.monotonic()
     with tqdm(desc=f"{options.streams} stream(s)", unit="turn", file=sys.stderr) as progress:
@@ -194,8 +198,10 @@ def _interim_counts(urls: tuple[str, ...]) -> dict[str, float] | None:
 
 
 def summarize(options: BenchOptions, result: LoadResult) -> dict:
-    """The summary of one concurrency from its turns (``TurnResult.to_json`` form)."""
-    turns, elapsed = result.turns, result.wall_s
+    """The summary of one concurrency from its turns (``TurnResult.to_json`` form), warm-up turns left out."""
+    warmup = options.ramp_s if options.listen else 0.0
+    turns = [t for t in result.turns if t.get("asked_s", warmup) >= warmup]
+    elapsed = max(result.wall_s - warmup, 1e-9)
     reported = [t for t in turns if t["report"] is not None and not t["cancelled"]]
     voiced = [t for t in reported if t["voice_to_voice_ms"]]
     stage_ms: dict[str, list[float]] = defaultdict(list)
@@ -213,7 +219,7 @@ def summarize(options: BenchOptions, result: LoadResult) -> dict:
     cpu = result.cpu_s
     return {
         "streams": options.streams, "mode": "listen" if options.listen else "back-to-back",
-        "duration_s": round(elapsed, 1), "turns": len(reported),
+        "duration_s": round(elapsed, 1), "turns": len(reported), "warmup_turns": len(result.turns) - len(turns),
         "turns_per_s": len(reported) / elapsed if elapsed else 0.0, "errors": result.errors[:20],
         "error_count": len(result.errors), "failed_turns": len(failed) + len(result.errors),
         "degraded_turns": sum(any(s["degraded"] for s in t["report"]) for t in reported),

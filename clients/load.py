@@ -3,13 +3,15 @@
 A **user** holds one ``Converse`` stream and talks turn after turn: it streams a real spoken question at
 real-time pace (then trailing silence, as a live speaker's pause), waits for the turn's report, listens to
 the whole reply (its audio duration, counted from the first audio byte) and thinks 1–3 s before the next
-question. Users start spread over the first think interval so their turns do not line up. With
+question. Users start spread evenly over ``ramp_s``, and turns asked during the ramp are kept apart as
+warm-up (``asked_s``, seconds from the start, is recorded with each turn): hundreds of users starting at
+once would measure a thundering herd, not a steady load. With
 ``listen=False`` a user instead opens a new conversation per question and asks again at once (the
 back-to-back loop: the most load per stream, no idle time).
 
 Users are spread over ``processes`` client processes (each with its own event loop and channels) so the
 client is not the bottleneck; each process reports its own CPU time. Turns come back as the documented
-JSON form (:meth:`clients.api.TurnResult.to_json`) plus the client's timings.
+JSON form (:meth:`clients.api.TurnResult.to_json`) plus ``user`` and ``asked_s``.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class LoadOptions:
     chunk_ms: int = 20
     budget_ms: int = 0
     processes: int = 1
+    ramp_s: float = 10.0  # listening users start spread over this; their turns asked before it ends are warm-up
     seed: int = 0
 
 
@@ -65,9 +68,9 @@ def _failure(e: BaseException) -> str:
     return f"{type(e).__name__}: {detail}"
 
 
-async def _listening_user(options: LoadOptions, clips: list[tuple[bytes, int]], index: int, stop_at: float,
-                          result: LoadResult, rng: random.Random) -> None:
-    await asyncio.sleep(rng.uniform(0.0, options.think_s[1]))
+async def _listening_user(options: LoadOptions, clips: list[tuple[bytes, int]], index: int, start: float,
+                          stop_at: float, result: LoadResult, rng: random.Random) -> None:
+    await asyncio.sleep(options.ramp_s * index / max(1, options.users) + rng.uniform(0.0, 0.1))
     pcm, rate = clips[index % len(clips)]
     address = options.addresses[index % len(options.addresses)]
     turn_no = index
@@ -79,9 +82,10 @@ async def _listening_user(options: LoadOptions, clips: list[tuple[bytes, int]], 
                 turn_no += 1
                 if clip_rate != rate:
                     continue  # one stream has one sample rate
+                asked_s = time.monotonic() - start
                 await stream_audio(conv, pcm, rate, realtime=options.realtime, chunk_ms=options.chunk_ms)
                 turn = await conv.next_turn(timeout_s=TURN_TIMEOUT_S)
-                entry = turn.to_json()
+                entry = turn.to_json() | {"asked_s": round(asked_s, 3), "user": index}
                 result.turns.append(entry)
                 if not entry["audio_s"] or turn.first_audio_s is None:
                     continue  # no reply to listen to: ask again after thinking
@@ -91,36 +95,39 @@ async def _listening_user(options: LoadOptions, clips: list[tuple[bytes, int]], 
         result.errors.append(_failure(e))
 
 
-async def _back_to_back_user(options: LoadOptions, clips: list[tuple[bytes, int]], index: int, stop_at: float,
-                             result: LoadResult) -> None:
+async def _back_to_back_user(options: LoadOptions, clips: list[tuple[bytes, int]], index: int, start: float,
+                             stop_at: float, result: LoadResult) -> None:
     i = index
     while time.monotonic() < stop_at:
         pcm, rate = clips[i % len(clips)]
         address = options.addresses[i % len(options.addresses)]
         i += 1
+        asked_s = time.monotonic() - start
         try:
             async with Conversation(address, sample_rate_hz=rate, budget_ms=options.budget_ms,
                                     interim_results=options.interim_results) as conv:
                 await stream_audio(conv, pcm, rate, realtime=options.realtime, chunk_ms=options.chunk_ms)
                 await conv.close()
-                result.turns.extend(t.to_json() for t in conv.completed_turns())
+                result.turns.extend(t.to_json() | {"asked_s": round(asked_s, 3), "user": index}
+                                    for t in conv.completed_turns())
         except Exception as e:
             result.errors.append(_failure(e))
 
 
 async def run_users(options: LoadOptions, user_ids: range, progress=None) -> LoadResult:
-    """Run the users ``user_ids`` in this process for ``options.duration_s`` (plus the last turns' tails)."""
+    """Run the users ``user_ids`` in this process for the ramp and ``options.duration_s`` (plus the last
+    turns' tails)."""
     clips = [await asyncio.to_thread(load_audio, p) for p in options.wavs]
     result = LoadResult()
     cpu0, start = _cpu_s(), time.monotonic()
-    stop_at = start + options.duration_s
+    stop_at = start + (options.ramp_s if options.listen else 0.0) + options.duration_s
     async with asyncio.TaskGroup() as tg:
         for i in user_ids:
             if options.listen:
                 rng = random.Random(options.seed * 100_003 + i)
-                tg.create_task(_listening_user(options, clips, i, stop_at, result, rng))
+                tg.create_task(_listening_user(options, clips, i, start, stop_at, result, rng))
             else:
-                tg.create_task(_back_to_back_user(options, clips, i, stop_at, result))
+                tg.create_task(_back_to_back_user(options, clips, i, start, stop_at, result))
         if progress is not None:
             tg.create_task(_report_progress(result, stop_at, progress))
     result.wall_s = time.monotonic() - start

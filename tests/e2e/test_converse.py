@@ -127,3 +127,22 @@ async def test_bad_audio_config_is_invalid_argument_and_the_stack_keeps_serving(
     pcm, rate = load_audio(BUNDLED_QUESTION)
     (turn,) = await ask(stack.orchestrator, [(pcm, rate)])
     assert turn.reply_text
+
+
+async def test_a_simulated_user_listens_to_the_whole_reply_and_thinks_before_asking_again(stack):
+    """The load generator's user (``voxpipe bench``): turn after turn on one stream, real-time pace."""
+    from clients.load import LoadOptions, run_users
+
+    think_s = (0.5, 0.6)
+    options = LoadOptions(addresses=(stack.orchestrator,), wavs=(BUNDLED_QUESTION,), users=1, duration_s=15.0,
+                          think_s=think_s, ramp_s=0.0, budget_ms=FUNCTIONAL_BUDGET_MS, chunk_ms=100)
+    result = await asyncio.wait_for(run_users(options, range(1)), 120)
+    assert not result.errors, result.errors
+    turns = sorted(result.turns, key=lambda t: t["asked_s"])
+    assert len(turns) >= 2 and all(t["user"] == 0 for t in turns)
+    pcm, rate = load_audio(BUNDLED_QUESTION)
+    question_s = len(pcm) / 2 / rate  # the reply may start during the speaker's trailing pause, not before
+    for first, second in zip(turns, turns[1:], strict=False):
+        assert first["audio_s"] > 0 and first["client_voice_to_voice_ms"] > 0
+        # The next question waits for the question, the whole reply played from its first byte, and the pause.
+        assert second["asked_s"] - first["asked_s"] >= question_s + first["audio_s"] + think_s[0]

@@ -316,9 +316,8 @@ def test_gpu_stages_reserve_gpus_and_share_them_through_mps(gpu):
         env = ds.environment_of(svc)
         assert env["CUDA_MPS_PIPE_DIRECTORY"] == pipe, stage
         assert {v["target"]: v["source"] for v in svc["volumes"]}[pipe] == mounts[pipe], stage
-        # The SM cap comes from the stage's settings (`voxpipe serve` sets it), not a second copy here.
+        # An SM cap comes from the stage's settings (`voxpipe serve` sets it), not a second copy here.
         assert "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE" not in env, stage
-        assert 1 <= stack_settings.load().server(stage).mps_active_thread_percentage <= 100, stage
         assert svc["depends_on"]["mps"]["condition"] == "service_healthy", stage
     orchestrator = gpu["services"]["orchestrator"]
     assert all(orchestrator["depends_on"][s]["condition"] == "service_healthy" for s in MODEL_STAGES)
