@@ -134,6 +134,11 @@ class GenerationScheduler(Generic[P, R]):
         """Sequences being decoded, over all instances."""
         return sum(self._active)
 
+    @property
+    def slots(self) -> int:
+        """Sequences the instances can decode at once."""
+        return sum(engine.slots for engine in self._engines)
+
     async def start(self) -> None:
         """Start one decoding thread per instance; the scheduler owns them until :meth:`close`."""
         if self._threads:

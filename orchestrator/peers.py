@@ -48,11 +48,14 @@ class Timing(Protocol):
 class _Replicas:
     """Round-robin over the processes of one stage (``"host:p1,host:p2"``): one item per address."""
 
-    def __init__(self, items: list) -> None:
+    def __init__(self, stage: str, items: list) -> None:
+        self._stage = stage
         self._items = items
         self._next = itertools.cycle(range(len(items)))
 
     def pick(self):
+        if not self._items:
+            raise ValueError(f"no address configured for the {self._stage} stage")
         return self._items[next(self._next)]
 
     def __iter__(self):
@@ -79,23 +82,23 @@ class StageClients:
         self._streams: list[CallStream] = []
 
     async def open(self) -> None:
-        def stubs(target: str, stub: type) -> _Replicas:
+        def stubs(stage: str, target: str, stub: type) -> _Replicas:
             made = []
             for address in split_addresses(target):
                 ch = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
                 self._channels.append(ch)
                 made.append(stub(ch))
-            return _Replicas(made)
+            return _Replicas(stage, made)
 
         def calls(name: str, replicas: _Replicas, method: str, call_type: type) -> _Replicas:
             made = [CallStream(name, getattr(stub, method), call_type) for stub in replicas]
             self._streams.extend(made)
-            return _Replicas(made)
+            return _Replicas(name, made)
 
-        self._asr = stubs(self.addresses.asr, asr_pb2_grpc.RecognizerStub)
-        self._nlp = stubs(self.addresses.nlp, nlp_pb2_grpc.UnderstanderStub)
-        self._recommender = stubs(self.addresses.recommender, recommender_pb2_grpc.RecommenderStub)
-        self._tts = stubs(self.addresses.tts, tts_pb2_grpc.SynthesizerStub)
+        self._asr = stubs("asr", self.addresses.asr, asr_pb2_grpc.RecognizerStub)
+        self._nlp = stubs("nlp", self.addresses.nlp, nlp_pb2_grpc.UnderstanderStub)
+        self._recommender = stubs("recommender", self.addresses.recommender, recommender_pb2_grpc.RecommenderStub)
+        self._tts = stubs("tts", self.addresses.tts, tts_pb2_grpc.SynthesizerStub)
         self._nlp_calls = calls("nlp", self._nlp, "UnderstandCalls", nlp_pb2.UnderstandCall)
         self._recommend_calls = calls("recommender", self._recommender, "RecommendCalls", recommender_pb2.RecommendCall)
         self._tts_calls = calls("tts", self._tts, "SynthesizeCalls", tts_pb2.SynthesizeCall)
@@ -120,13 +123,12 @@ class StageClients:
 
     async def understand(self, request: nlp_pb2.UnderstandRequest, *, timeout_s: float, metadata,
                          timing: Timing) -> nlp_pb2.UnderstandResponse:
-        return await self._call(self._nlp_calls, lambda stub: stub.Understand, self._nlp, request, timeout_s,
-                                metadata, timing)
+        return await self._call(self._nlp_calls, self._nlp, "Understand", request, timeout_s, metadata, timing)
 
     async def recommend(self, request: recommender_pb2.RecommendRequest, *, timeout_s: float, metadata,
                         timing: Timing) -> recommender_pb2.RecommendResponse:
-        return await self._call(self._recommend_calls, lambda stub: stub.Recommend, self._recommender, request,
-                                timeout_s, metadata, timing)
+        return await self._call(self._recommend_calls, self._recommender, "Recommend", request, timeout_s, metadata,
+                                timing)
 
     async def get_items(self, request: recommender_pb2.GetItemsRequest, *, timeout_s: float, metadata,
                         timing: Timing) -> recommender_pb2.GetItemsResponse:
@@ -152,10 +154,10 @@ class StageClients:
         finally:
             call.cancel()
 
-    async def _call(self, calls: _Replicas, method, stubs: _Replicas, request, timeout_s: float, metadata,
+    async def _call(self, calls: _Replicas, stubs: _Replicas, method: str, request, timeout_s: float, metadata,
                     timing: Timing):
         if self.stage_calls == "unary":
-            return await _rpc(method(stubs.pick()), request, timeout_s, metadata, timing)
+            return await _rpc(getattr(stubs.pick(), method), request, timeout_s, metadata, timing)
         response, timing.server_ms = await calls.pick().unary(request, timeout_s=timeout_s, metadata=metadata)
         return response
 

@@ -64,13 +64,15 @@ class SpeechRecognizer:
         full 30 s window) would delay the next final by its whole duration, so it starts only when no final
         is decoding or queued and the encoder is idle. On a GPU interims of many streams share batches with
         the finals (which sort first by deadline and run on the high-priority stream), so they start while
-        the engines' queues are short (``interim_max_queue``) and stop as the queues grow.
+        the engines' queues are short (``interim_max_queue``) and half the decoder's slots are free, and stop
+        as the queues grow.
         """
         cap = self.config.max_interims_in_flight or (64 if self.gpu else 1)
         if self.interims_in_flight >= cap:
             allowed = False
-        elif self.gpu:
-            allowed = self.encoder.queue_depth + self.decoder.queue_depth < self.config.interim_max_queue
+        elif self.gpu:  # half the decoder's slots stay free for finals
+            allowed = (self.encoder.queue_depth + self.decoder.queue_depth < self.config.interim_max_queue
+                       and self.decoder.active < self.decoder.slots // 2)
         else:
             allowed = self.finals_in_flight == 0 and self.encoder.queue_depth == 0
         INTERIMS.labels(outcome="started" if allowed else "skipped_load").inc()

@@ -64,7 +64,9 @@ class CallServer:
         finally:
             if not runner.done():
                 runner.cancel()
-                await asyncio.gather(runner, return_exceptions=True)
+            # Also when it already ended on its own (the server stopping under it): its error is taken here,
+            # not logged as "never retrieved".
+            await asyncio.gather(runner, return_exceptions=True)
 
     async def _run(self, requests: AsyncIterator[Any], replies: asyncio.Queue) -> None:
         open_calls: dict[int, asyncio.Task] = {}
