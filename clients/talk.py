@@ -65,7 +65,23 @@ def _talk(args: argparse.Namespace, settings: StackSettings) -> int:
         else:
             print(f"voxpipe talk: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
-    return 0 if turns and all(not t.errors for t in turns) else 1
+    return exit_code(turns)
+
+
+def exit_code(turns: list[TurnResult]) -> int:
+    """0 when every turn was answered (warning on stderr for what was degraded away, e.g. no audio while TTS
+    is down); 1 when no speech was heard or a turn got no answer."""
+    if not turns:
+        return 1
+    code = 0
+    for t in turns:
+        if not t.reply_text:
+            code = 1
+        elif t.errors or not t.audio:
+            stages = ", ".join(sorted({e.stage for e in t.errors})) or "tts"
+            print(f"voxpipe talk: warning: turn {t.turn_index} was answered without "
+                  f"{'audio' if not t.audio else 'everything'} ({stages} failed; the report says why)", file=sys.stderr)
+    return code
 
 
 def record_microphone(seconds: float, rate: int = 16000) -> bytes:
@@ -94,6 +110,11 @@ async def talk(options: TalkOptions) -> list[TurnResult]:
         turns = conv.completed_turns()
     for turn in turns:
         print(json.dumps(turn.to_json()) if options.as_json else format_turn(turn), flush=True)
+    if not turns:  # silence is an answer too: say it, in either form
+        if options.as_json:
+            print(json.dumps({"turn": None, "no_speech": True, "transcript": ""}), flush=True)
+        else:
+            print("no speech was heard in the audio (nothing to answer)", flush=True)
     if options.output is not None and turns:
         audio = b"".join(bytes(t.audio) for t in turns)
         write_wav(options.output, audio, turns[-1].sample_rate_hz or 22050)

@@ -27,6 +27,9 @@ _CHANNEL_OPTIONS = [
     ("grpc.lb_policy_name", "round_robin"),  # several replicas behind one DNS name (Kubernetes headless Service)
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    # A restarted stage is found again within ~2 s (gRPC's default backoff grows to 120 s between attempts).
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
 ]
 STAGE_CALLS = ("stream", "unary")
 

@@ -30,6 +30,7 @@ class Degradation(Enum):
     POPULARITY = "popularity list instead of ranking"
     CACHED_POPULARITY = "cached popularity list, recommender skipped"
     ONE_SENTENCE = "one-sentence reply"
+    NO_AUDIO = "no audio"  # TTS unavailable or failing: the reply is text only
 
 
 @dataclass(frozen=True, kw_only=True)

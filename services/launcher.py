@@ -3,8 +3,8 @@
 Each stage runs as ``python -m clients.cli serve <stage>`` with the same settings the TOML and
 ``VOXPIPE_*`` variables give (the stack's device is passed on as ``VOXPIPE_DEVICE``); a stage with
 ``processes = N`` runs as N such processes, process i on ``port + 100 i``. The launcher waits until every
-process reports SERVING over ``grpc.health.v1``, prints where each listens, and forwards SIGINT/SIGTERM so
-each drains and exits. With ``mps`` the stages are clients of an NVIDIA MPS daemon (:mod:`services.mps`),
+process reports SERVING over ``grpc.health.v1``, prints where each listens, restarts a process that exits on
+its own (:mod:`services.supervisor`), and forwards SIGINT/SIGTERM so each drains and exits. With ``mps`` the stages are clients of an NVIDIA MPS daemon (:mod:`services.mps`),
 which the launcher starts first (or joins) and stops last (only one it started).
 """
 
@@ -22,7 +22,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services import available_stages, mps
-from services.common.settings import STAGE_ORDER, SettingsError, StackSettings, cache_root
+from services.common.settings import STAGE_ORDER, SettingsError, StackSettings, cache_root, options_to
+from services.supervisor import RestartPolicy, supervise
 
 log = logging.getLogger(__name__)
 
@@ -31,19 +32,27 @@ class LaunchError(RuntimeError):
     """A stage exited or never became SERVING; its own log says why."""
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class LaunchedStage:
-    """One process of a stage."""
+    """One process of a stage: where it listens, how it is started, and the process running now."""
 
     name: str
     address: str
     metrics_port: int
+    argv: tuple[str, ...]
+    env: dict[str, str]
     process: asyncio.subprocess.Process
     index: int = 0
+    restarts: int = 0
+    gave_up: bool = False
 
     @property
     def label(self) -> str:
         return f"{self.name}[{self.index}]" if self.index else self.name
+
+    async def start(self) -> asyncio.subprocess.Process:
+        """Start the process again, with the command and environment it was first started with."""
+        return await asyncio.create_subprocess_exec(*self.argv, env=self.env)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,10 +111,10 @@ async def launch(settings: StackSettings, *, stages: list[str] | None = None, us
                 env = {**os.environ, "VOXPIPE_DEVICE": settings.device, **(daemon.env() if daemon else {}),
                        f"VOXPIPE_{name.upper()}__PORT": str(own.port),
                        f"VOXPIPE_{name.upper()}__METRICS_PORT": str(own.metrics_port)}
-                process = await asyncio.create_subprocess_exec(sys.executable, "-m", "clients.cli", "serve", name,
-                                                               env=env)
+                argv = (sys.executable, "-m", "clients.cli", "serve", name)
+                process = await asyncio.create_subprocess_exec(*argv, env=env)
                 stack.stages.append(LaunchedStage(name=name, address=own.address, metrics_port=own.metrics_port,
-                                                  process=process, index=i))
+                                                  argv=argv, env=env, process=process, index=i))
         waits = [asyncio.create_task(_wait_or_exit(s, ready_timeout_s)) for s in stack.stages]
         await asyncio.gather(*waits)
     except BaseException:
@@ -175,8 +184,14 @@ def format_table(launched: list[LaunchedStage]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
 
 
-async def up(settings: StackSettings, *, use_mps: bool = False) -> int:
-    """Run the stack until SIGINT/SIGTERM; returns the exit code."""
+async def wait_ready(stage: LaunchedStage, timeout_s: float = 180.0) -> None:
+    """Until ``stage``'s current process is SERVING; LaunchError if it exits or times out first."""
+    await _wait_or_exit(stage, timeout_s)
+
+
+async def up(settings: StackSettings, *, use_mps: bool = False, policy: RestartPolicy | None = None) -> int:
+    """Run the stack until SIGINT/SIGTERM, restarting any process that exits on its own (see
+    :mod:`services.supervisor`); returns the exit code (1 if the supervisor gave up on a process)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -191,16 +206,16 @@ async def up(settings: StackSettings, *, use_mps: bool = False) -> int:
         print(f"MPS: {'started' if stack.mps.started else 'joined'} the control daemon at {stack.mps.pipe_dir}",
               flush=True)
     print("all stages SERVING; Ctrl-C to stop", flush=True)
-    exits = [asyncio.create_task(s.process.wait()) for s in launched]
-    stopper = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait({stopper, *exits}, return_when=asyncio.FIRST_COMPLETED)
-    code = 0
-    if stopper not in done:
-        dead = [s.label for s, t in zip(launched, exits, strict=True) if t in done]
-        print(f"stage(s) {', '.join(dead)} exited; stopping the stack", file=sys.stderr)
-        code = 1
-    stopper.cancel()
-    await shutdown(stack)
-    for t in exits:
-        t.cancel()
-    return code
+    policy = policy or options_to(RestartPolicy, settings.sections.get("supervisor", {}), "supervisor")
+    supervisors = [asyncio.create_task(supervise(s, stop, policy, lambda s: wait_ready(s, policy.ready_timeout_s)),
+                                       name=f"supervise-{s.label}") for s in launched]
+    try:
+        await stop.wait()
+    finally:
+        stop.set()
+        await asyncio.gather(*supervisors, return_exceptions=True)
+        await shutdown(stack)
+    given_up = [s.label for s in launched if s.gave_up]
+    if given_up:
+        print(f"voxpipe up: gave up restarting {', '.join(given_up)} (see the log above)", file=sys.stderr)
+    return 1 if given_up else 0

@@ -34,14 +34,14 @@ class Stack:
         return self.addresses["orchestrator"]
 
 
-@pytest.fixture(scope="session")
-def stack(models_dir) -> Stack:
-    """``voxpipe up`` with every stage on a free port; stopped (SIGINT, drained) after the session."""
+def start_stack(models_dir, **env_overrides: str):
+    """``voxpipe up`` with every stage on a free port; a generator: yields the Stack, then stops it (SIGINT,
+    drained) and checks it exited 0."""
     root = None
     for stage in ("asr", "nlp", "recommender", "tts"):
         root = models_dir(stage)
     ports = {stage: free_port() for stage in STAGES}
-    env = {**os.environ, "VOXPIPE_MODELS_DIR": str(root), "VOXPIPE_LOG_LEVEL": "WARNING"}
+    env = {**os.environ, "VOXPIPE_MODELS_DIR": str(root), "VOXPIPE_LOG_LEVEL": "WARNING", **env_overrides}
     for stage, port in ports.items():
         env[f"VOXPIPE_{stage.upper()}__PORT"] = str(port)
         env[f"VOXPIPE_{stage.upper()}__METRICS_PORT"] = "0"
@@ -71,3 +71,9 @@ def stack(models_dir) -> Stack:
         process.kill()
         raise
     assert code == 0, "voxpipe up did not stop cleanly:\n" + "\n".join(log[-40:])
+
+
+@pytest.fixture(scope="session")
+def stack(models_dir) -> Stack:
+    """The whole stack for the session's end-to-end tests."""
+    yield from start_stack(models_dir)
