@@ -110,7 +110,8 @@ def _serve(args: argparse.Namespace, settings: StackSettings) -> int:
         os.environ.setdefault("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", str(percent))
     # OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set (e.g. Jaeger), else a JSON-lines file per stage.
     configure_tracing(args.stage, otlp_endpoint=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
-                      jsonl_path=cache_root(os.environ) / "traces" / f"{args.stage}.jsonl")
+                      jsonl_path=cache_root(os.environ) / "traces" / f"{args.stage}.jsonl",
+                      jsonl_max_bytes=int(settings.trace_file_max_mb * 1024 * 1024))
     stage_settings = settings.stage(args.stage)
     if args.port is not None:
         stage_settings = replace(stage_settings, server=replace(stage_settings.server, port=args.port))

@@ -24,13 +24,14 @@ from orchestrator.budget import BudgetConfig
 from orchestrator.peers import StageClients, call_metadata
 from orchestrator.session import SessionState
 from orchestrator.turn import TurnInput, TurnRunner
-from protos import asr_pb2, assistant_pb2, common_pb2
+from protos import asr_pb2, assistant_pb2
 from services.common import (
     FailedPreconditionError,
     InvalidArgumentError,
     ServiceError,
     UnavailableError,
 )
+from services.common.audio_format import check_audio_format
 from services.common.context import REQUEST_ID, new_request_id
 from services.common.errors import UpstreamError, first_error, status_of
 from services.common.ids import validate_session_id
@@ -43,12 +44,7 @@ _END = object()
 
 def validate_config(config: assistant_pb2.ConverseConfig) -> None:
     """Reject a bad ConverseConfig with INVALID_ARGUMENT naming the field and value."""
-    audio = config.audio
-    if audio.encoding != common_pb2.LINEAR16:
-        name = common_pb2.AudioEncoding.Name(audio.encoding)
-        raise InvalidArgumentError(f"audio.encoding={name} is not supported; send LINEAR16 (16-bit PCM, mono)")
-    if not 8000 <= audio.sample_rate_hz <= 48000:
-        raise InvalidArgumentError(f"audio.sample_rate_hz={audio.sample_rate_hz} is outside 8000..48000")
+    check_audio_format(config.audio.encoding, config.audio.sample_rate_hz, prefix="audio.")
     if config.output_sample_rate_hz and not 8000 <= config.output_sample_rate_hz <= 48000:
         raise InvalidArgumentError(f"output_sample_rate_hz={config.output_sample_rate_hz} is outside 8000..48000 (0 = voice rate)")
     if config.budget_ms and not 100 <= config.budget_ms <= 60_000:

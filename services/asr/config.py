@@ -6,11 +6,10 @@ import math
 import re
 from dataclasses import dataclass
 
-from protos import asr_pb2, common_pb2
+from protos import asr_pb2
 from services.common import InvalidArgumentError
+from services.common.audio_format import check_audio_format
 
-MIN_RATE_HZ = 8_000
-MAX_RATE_HZ = 48_000
 _LANGUAGE = re.compile(r"^en(-[A-Za-z0-9]{1,8})*$", re.IGNORECASE)
 
 
@@ -67,13 +66,8 @@ class StreamSettings:
 
 def settings_from_proto(config: asr_pb2.RecognitionConfig, defaults: AsrConfig) -> StreamSettings:
     """Validate a ``RecognitionConfig``; raise InvalidArgumentError naming the offending value."""
-    if config.encoding != common_pb2.LINEAR16:
-        name = common_pb2.AudioEncoding.Name(config.encoding) if config.encoding in common_pb2.AudioEncoding.values() \
-            else str(config.encoding)
-        raise InvalidArgumentError(f"encoding={name} is not supported; send LINEAR16 (16-bit little-endian mono PCM)")
+    check_audio_format(config.encoding, config.sample_rate_hz)
     rate = config.sample_rate_hz
-    if not MIN_RATE_HZ <= rate <= MAX_RATE_HZ:
-        raise InvalidArgumentError(f"sample_rate_hz={rate} is outside {MIN_RATE_HZ}..{MAX_RATE_HZ}")
     language = config.language_code or "en-US"
     if not _LANGUAGE.match(language):
         raise InvalidArgumentError(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import grpc
 
 from services.common.context import BUDGET_HEADER
+from services.common.errors import InvalidArgumentError
 
 
 def deadline_of(context: grpc.aio.ServicerContext, *, clock=time.monotonic) -> float | None:
@@ -21,8 +23,21 @@ def deadline_of(context: grpc.aio.ServicerContext, *, clock=time.monotonic) -> f
         candidates.append(now + remaining_s)
     for key, value in context.invocation_metadata() or ():
         if key == BUDGET_HEADER:
-            try:
-                candidates.append(now + float(value) / 1e3)
-            except ValueError:
-                pass  # a malformed hint is ignored; the gRPC deadline still applies
+            candidates.append(now + budget_ms(value) / 1e3)
     return min(candidates) if candidates else None
+
+
+def budget_ms(value: str) -> float:
+    """The ``x-voxpipe-budget-ms`` metadata as milliseconds (0 or more; 0 = already spent).
+
+    Raises:
+        InvalidArgumentError: not a finite number, or negative (naming the value).
+    """
+    try:
+        ms = float(value)
+    except ValueError:
+        ms = math.nan
+    if not math.isfinite(ms) or ms < 0:
+        shown = value if len(value) <= 40 else value[:40] + "…"
+        raise InvalidArgumentError(f"metadata {BUDGET_HEADER}={shown!r} must be a number of milliseconds >= 0")
+    return ms

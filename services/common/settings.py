@@ -1,8 +1,8 @@
 """Stack settings: one TOML file with documented defaults, overridden by ``VOXPIPE_*`` variables.
 
 Environment variables are read only by the entry point (``from_env``), which passes dataclasses down.
-``VOXPIPE_MODELS_DIR``, ``VOXPIPE_DEVICE``, ``VOXPIPE_HOST``, ``VOXPIPE_SESSION_TTL_S`` and ``VOXPIPE_CONFIG``
-set stack-wide values;
+``VOXPIPE_MODELS_DIR``, ``VOXPIPE_DEVICE``, ``VOXPIPE_HOST``, ``VOXPIPE_SESSION_TTL_S``,
+``VOXPIPE_TRACE_FILE_MAX_MB`` and ``VOXPIPE_CONFIG`` set stack-wide values;
 ``VOXPIPE_<SECTION>__<KEY>`` sets one key of a section, e.g. ``VOXPIPE_ASR__SILENCE_MS=400``, and
 ``VOXPIPE_MODELS__<MODEL>__<KEY>`` one serving key of a model (``-`` in the model name written ``_``), e.g.
 ``VOXPIPE_MODELS__MINILM__INSTANCES=2``.
@@ -105,6 +105,7 @@ class StackSettings:
     host: str = "127.0.0.1"
     log_level: str = "INFO"
     session_ttl_s: float = DEFAULT_SESSION_TTL_S
+    trace_file_max_mb: float = 64.0  # each stage's JSON-lines trace file rotates at this size (one old file kept)
     sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def stage(self, name: str) -> StageSettings:
@@ -187,6 +188,8 @@ def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Stac
         host=env.get("VOXPIPE_HOST", stack.get("host", "127.0.0.1")),
         log_level=env.get("VOXPIPE_LOG_LEVEL", stack.get("log_level", "INFO")),
         session_ttl_s=_session_ttl_s(env.get("VOXPIPE_SESSION_TTL_S", stack.get("session_ttl_s", DEFAULT_SESSION_TTL_S))),
+        trace_file_max_mb=_positive("trace_file_max_mb", env.get("VOXPIPE_TRACE_FILE_MAX_MB",
+                                                                  stack.get("trace_file_max_mb", 64.0))),
         sections=sections,
     )
 
@@ -199,6 +202,16 @@ def _session_ttl_s(value: Any) -> float:
     if not ttl_s > 0:
         raise SettingsError(f"[stack] session_ttl_s={value!r} must be > 0")
     return ttl_s
+
+
+def _positive(key: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as e:
+        raise SettingsError(f"[stack] {key}={value!r} is not a number") from e
+    if not number > 0:
+        raise SettingsError(f"[stack] {key}={value!r} must be > 0")
+    return number
 
 
 def cache_root(environ: Mapping[str, str]) -> Path:

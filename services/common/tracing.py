@@ -21,10 +21,17 @@ log = logging.getLogger(__name__)
 
 
 class JsonLinesSpanExporter(SpanExporter):
-    """Appends one JSON object per finished span to a file (readable with ``jq``)."""
+    """Appends one JSON object per finished span to a file (readable with ``jq``).
 
-    def __init__(self, path: Path) -> None:
+    The file is capped: once it holds ``max_bytes`` it is renamed to ``<name>.1`` (replacing the previous
+    one) and a new file is started, so a stage's traces never take more than twice ``max_bytes``.
+    """
+
+    def __init__(self, path: Path, *, max_bytes: int = 64 * 1024 * 1024) -> None:
+        if max_bytes <= 0:
+            raise ValueError(f"max_bytes={max_bytes} must be > 0")
         self.path = path
+        self.max_bytes = max_bytes
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
 
@@ -43,15 +50,22 @@ class JsonLinesSpanExporter(SpanExporter):
                 "status": span.status.status_code.name,
                 "attributes": dict(span.attributes or {}),
             }, default=str))
-        with self._lock, self.path.open("a") as f:
-            f.write("\n".join(lines) + "\n")
+        with self._lock:
+            try:
+                if self.path.stat().st_size >= self.max_bytes:
+                    self.path.replace(self.path.with_name(self.path.name + ".1"))
+            except FileNotFoundError:
+                pass
+            with self.path.open("a") as f:
+                f.write("\n".join(lines) + "\n")
         return SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:
         """Nothing to release: the file is opened per export."""
 
 
-def configure_tracing(service: str, *, otlp_endpoint: str | None, jsonl_path: Path | None) -> TracerProvider | None:
+def configure_tracing(service: str, *, otlp_endpoint: str | None, jsonl_path: Path | None,
+                      jsonl_max_bytes: int = 64 * 1024 * 1024) -> TracerProvider | None:
     """Install the SDK tracer provider for ``service``; returns it, or None when tracing stays off."""
     if otlp_endpoint:
         try:
@@ -64,7 +78,7 @@ def configure_tracing(service: str, *, otlp_endpoint: str | None, jsonl_path: Pa
             return _install(service, exporter)
     if jsonl_path is None:
         return None
-    return _install(service, JsonLinesSpanExporter(jsonl_path))
+    return _install(service, JsonLinesSpanExporter(jsonl_path, max_bytes=jsonl_max_bytes))
 
 
 def _install(service: str, exporter: SpanExporter) -> TracerProvider:

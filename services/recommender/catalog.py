@@ -41,9 +41,15 @@ class Catalog:
         if item_id <= 0:
             raise InvalidArgumentError(f"{field}={item_id} is invalid: item ids are positive")
         row = self.row_of.get(item_id)
-        if row is None or not self.servable[row]:
-            raise NotFoundError(f"{field}={item_id} is not in the catalogue "
-                                f"(MovieLens-100K ids {self.items[0].item_id}..{self.items[-1].item_id})")
+        first, last = self.items[0].item_id, self.items[-1].item_id
+        if row is None and first <= item_id <= last:
+            raise NotFoundError(f"{field}={item_id} is not in the catalogue: MovieLens-100K has no item "
+                                f"{item_id} (ids run {first}..{last} with gaps)")
+        if row is None:
+            raise NotFoundError(f"{field}={item_id} is not in the catalogue (MovieLens-100K ids {first}..{last})")
+        if not self.servable[row]:
+            raise NotFoundError(f"{field}={item_id} ({self.items[row].title!r}) is in MovieLens-100K but not served: "
+                                "its MovieLens-100K entry has no release date")
         return row
 
     def mask(self, item_filter: ItemFilter, *, exclude_rows: set[int]) -> np.ndarray:

@@ -144,6 +144,9 @@ async def test_concurrent_requests_are_batched_and_each_gets_its_own_result(rec)
     ("Feedback_zero", grpc.StatusCode.INVALID_ARGUMENT, "rating=0.0 is outside 1..5"),
     ("Feedback_session", grpc.StatusCode.INVALID_ARGUMENT, "session_id is required"),
     ("GetItems", grpc.StatusCode.NOT_FOUND, "item_ids=4242"),
+    # 267 lies inside 1..1682 but has no usable MovieLens entry: say so, not "outside the range".
+    ("GetItems_gap", grpc.StatusCode.NOT_FOUND, "item_ids=267"),
+    ("Recommend_budget", grpc.StatusCode.INVALID_ARGUMENT, "x-voxpipe-budget-ms='-5' must be a number"),
 ])
 async def test_bad_input_gets_a_clear_status_and_the_server_keeps_serving(rec, call, code, needle):
     requests = {
@@ -162,9 +165,14 @@ async def test_bad_input_gets_a_clear_status_and_the_server_keeps_serving(rec, c
         "Feedback_zero": lambda: rec.Feedback(pb.FeedbackRequest(session_id="s", item_id=1, rating=0), timeout=10),
         "Feedback_session": lambda: rec.Feedback(pb.FeedbackRequest(item_id=1, rating=3), timeout=10),
         "GetItems": lambda: rec.GetItems(pb.GetItemsRequest(item_ids=[1, 4242]), timeout=10),
+        "GetItems_gap": lambda: rec.GetItems(pb.GetItemsRequest(item_ids=[267]), timeout=10),
+        "Recommend_budget": lambda: rec.Recommend(pb.RecommendRequest(k=3, query_embedding=[0.1] * 384), timeout=10,
+                                                  metadata=[("x-voxpipe-budget-ms", "-5")]),
     }
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await requests[call]()
     assert err.value.code() == code
     assert needle in err.value.details()
+    if call == "GetItems_gap":
+        assert "1..1682" not in err.value.details() or "gaps" in err.value.details()
     assert (await _recommend(rec, k=1)).items

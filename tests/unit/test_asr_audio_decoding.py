@@ -55,6 +55,7 @@ def _cfg(**kw) -> asr_pb2.RecognitionConfig:
 
 @pytest.mark.parametrize(("config", "message"), [
     (_cfg(encoding=common_pb2.AUDIO_ENCODING_UNSPECIFIED), "encoding=AUDIO_ENCODING_UNSPECIFIED"),
+    (_cfg(encoding=99), r"encoding=99 \(not an AudioEncoding\)"),
     (_cfg(sample_rate_hz=7_999), "sample_rate_hz=7999 is outside 8000..48000"),
     (_cfg(sample_rate_hz=96_000), "sample_rate_hz=96000"),
     (_cfg(language_code="de-DE"), "language_code='de-DE'"),

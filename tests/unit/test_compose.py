@@ -243,6 +243,12 @@ def test_stop_grace_period_exceeds_each_stage_drain_grace(base):
         assert ds.duration_s(svc["stop_grace_period"]) > up.stage(stage).server.grace_s, stage
 
 
+def test_a_stage_that_exits_is_restarted_as_voxpipe_up_restarts_it(base):
+    # Docker's restart backoff doubles from 100 ms; docker stop (the operator) is not undone.
+    for stage, svc in ds.stage_services(base).items():
+        assert svc.get("restart") == "unless-stopped", stage
+
+
 def test_healthchecks_probe_grpc_health_of_their_own_stage(base):
     copies = ds.dockerfile_copies()
     for stage, svc in ds.stage_services(base).items():

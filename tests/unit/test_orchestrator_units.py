@@ -129,6 +129,7 @@ def test_audio_clock_maps_stream_time_to_arrival():
 
 @pytest.mark.parametrize(("change", "match"), [
     ({"encoding": common_pb2.AUDIO_ENCODING_UNSPECIFIED}, "audio.encoding=AUDIO_ENCODING_UNSPECIFIED"),
+    ({"encoding": 99}, r"audio.encoding=99 \(not an AudioEncoding\)"),  # was INTERNAL (Enum has no name for 99)
     ({"sample_rate_hz": 4000}, "audio.sample_rate_hz=4000"),
     ({"output_sample_rate_hz": 96000}, "output_sample_rate_hz=96000"),
     ({"budget_ms": 50}, "budget_ms=50"),

@@ -1,0 +1,75 @@
+"""Bounds that keep bad input and long runs from hurting: the budget header, trace files, the audio rule."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+from protos import common_pb2
+from services.common import settings
+from services.common.audio_format import check_audio_format
+from services.common.deadline import deadline_of
+from services.common.errors import InvalidArgumentError
+from services.common.settings import SettingsError
+from services.common.tracing import JsonLinesSpanExporter
+
+
+def _context(budget: str | None, remaining_s: float | None = None):
+    metadata = [] if budget is None else [("x-voxpipe-budget-ms", budget)]
+    return SimpleNamespace(time_remaining=lambda: remaining_s, invocation_metadata=lambda: metadata)
+
+
+@pytest.mark.parametrize("value", ["-5", "abc", "nan", "inf", "", "1e999"])
+def test_a_bad_budget_header_is_invalid_argument_naming_it(value):
+    with pytest.raises(InvalidArgumentError, match="x-voxpipe-budget-ms="):
+        deadline_of(_context(value), clock=lambda: 100.0)
+
+
+def test_the_tighter_of_budget_and_grpc_deadline_wins_and_zero_is_already_spent():
+    assert deadline_of(_context("250", remaining_s=1.0), clock=lambda: 100.0) == pytest.approx(100.25)
+    assert deadline_of(_context("5000", remaining_s=1.0), clock=lambda: 100.0) == pytest.approx(101.0)
+    assert deadline_of(_context("0"), clock=lambda: 100.0) == pytest.approx(100.0)
+    assert deadline_of(_context(None), clock=lambda: 100.0) is None
+
+
+def test_a_long_bad_budget_is_not_echoed_whole():
+    with pytest.raises(InvalidArgumentError) as e:
+        deadline_of(_context("x" * 10_000), clock=lambda: 0.0)
+    assert len(str(e.value)) < 200
+
+
+def test_trace_files_rotate_at_their_cap_and_keep_one_old_file(tmp_path):
+    path = tmp_path / "traces" / "nlp.jsonl"
+    exporter = JsonLinesSpanExporter(path, max_bytes=2_000)
+    tracer = TracerProvider().get_tracer("t")
+    for i in range(60):
+        span = tracer.start_span(f"span-{i}")
+        span.end()
+        exporter.export([span])
+    old = path.with_name("nlp.jsonl.1")
+    assert path.exists() and old.exists()
+    assert path.stat().st_size < 2_000 + 1_000 and old.stat().st_size < 2_000 + 1_000
+    assert json.loads(path.read_text().splitlines()[-1])["name"] == "span-59"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["nlp.jsonl", "nlp.jsonl.1"]
+
+
+def test_the_trace_cap_is_a_stack_setting():
+    assert settings.load(env={"VOXPIPE_TRACE_FILE_MAX_MB": "8"}).trace_file_max_mb == 8.0
+    with pytest.raises(SettingsError, match="trace_file_max_mb='0' must be > 0"):
+        settings.load(env={"VOXPIPE_TRACE_FILE_MAX_MB": "0"})
+
+
+@pytest.mark.parametrize(("encoding", "rate", "message"), [
+    (99, 16000, r"encoding=99 \(not an AudioEncoding\)"),
+    (common_pb2.AUDIO_ENCODING_UNSPECIFIED, 16000, "encoding=AUDIO_ENCODING_UNSPECIFIED"),
+    (common_pb2.LINEAR16, 7999, "sample_rate_hz=7999 is outside 8000..48000"),
+    (common_pb2.LINEAR16, 48001, "sample_rate_hz=48001"),
+])
+def test_one_audio_rule_for_every_entry_point(encoding, rate, message):
+    with pytest.raises(InvalidArgumentError, match=message):
+        check_audio_format(encoding, rate)
+    check_audio_format(common_pb2.LINEAR16, 8000)
+    check_audio_format(common_pb2.LINEAR16, 48000)
