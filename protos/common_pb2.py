@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13protos/common.proto\x12\nvoxpipe.v1\"\xaa\x01\n\nCallHeader\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x12\n\ntimeout_ms\x18\x02 \x01(\x01\x12\x36\n\x08metadata\x18\x03 \x03(\x0b\x32$.voxpipe.v1.CallHeader.MetadataEntry\x12\x0e\n\x06\x63\x61ncel\x18\x04 \x01(\x08\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"]\n\nCallStatus\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0c\n\x04\x64one\x18\x04 \x01(\x08\x12\x11\n\tserver_ms\x18\x05 \x01(\x01*=\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x0c\n\x08LINEAR16\x10\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13protos/common.proto\x12\nvoxpipe.v1\"\xaa\x01\n\nCallHeader\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x12\n\ntimeout_ms\x18\x02 \x01(\x01\x12\x36\n\x08metadata\x18\x03 \x03(\x0b\x32$.voxpipe.v1.CallHeader.MetadataEntry\x12\x0e\n\x06\x63\x61ncel\x18\x04 \x01(\x08\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"V\n\nCallIdOnly\x12-\n\x06header\x18\x01 \x01(\x0b\x32\x1d.voxpipe.v1.CallIdOnly.Header\x1a\x19\n\x06Header\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\"]\n\nCallStatus\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0c\n\x04\x64one\x18\x04 \x01(\x08\x12\x11\n\tserver_ms\x18\x05 \x01(\x01*=\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x0c\n\x08LINEAR16\x10\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,12 +33,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CALLHEADER_METADATAENTRY']._loaded_options = None
   _globals['_CALLHEADER_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_AUDIOENCODING']._serialized_start=303
-  _globals['_AUDIOENCODING']._serialized_end=364
+  _globals['_AUDIOENCODING']._serialized_start=391
+  _globals['_AUDIOENCODING']._serialized_end=452
   _globals['_CALLHEADER']._serialized_start=36
   _globals['_CALLHEADER']._serialized_end=206
   _globals['_CALLHEADER_METADATAENTRY']._serialized_start=159
   _globals['_CALLHEADER_METADATAENTRY']._serialized_end=206
-  _globals['_CALLSTATUS']._serialized_start=208
-  _globals['_CALLSTATUS']._serialized_end=301
+  _globals['_CALLIDONLY']._serialized_start=208
+  _globals['_CALLIDONLY']._serialized_end=294
+  _globals['_CALLIDONLY_HEADER']._serialized_start=269
+  _globals['_CALLIDONLY_HEADER']._serialized_end=294
+  _globals['_CALLSTATUS']._serialized_start=296
+  _globals['_CALLSTATUS']._serialized_end=389
 # @@protoc_insertion_point(module_scope)

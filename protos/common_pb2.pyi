@@ -3,7 +3,7 @@ from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -32,6 +32,17 @@ class CallHeader(_message.Message):
     metadata: _containers.ScalarMap[str, str]
     cancel: bool
     def __init__(self, call_id: _Optional[int] = ..., timeout_ms: _Optional[float] = ..., metadata: _Optional[_Mapping[str, str]] = ..., cancel: _Optional[bool] = ...) -> None: ...
+
+class CallIdOnly(_message.Message):
+    __slots__ = ("header",)
+    class Header(_message.Message):
+        __slots__ = ("call_id",)
+        CALL_ID_FIELD_NUMBER: _ClassVar[int]
+        call_id: int
+        def __init__(self, call_id: _Optional[int] = ...) -> None: ...
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    header: CallIdOnly.Header
+    def __init__(self, header: _Optional[_Union[CallIdOnly.Header, _Mapping]] = ...) -> None: ...
 
 class CallStatus(_message.Message):
     __slots__ = ("call_id", "code", "message", "done", "server_ms")

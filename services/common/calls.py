@@ -16,8 +16,9 @@ from typing import Any
 import grpc
 
 from protos import common_pb2
-from services.common.errors import DeadlineError, InvalidArgumentError, ResourceExhaustedError
+from services.common.errors import DeadlineError, InvalidArgumentError, ResourceExhaustedError, first_error
 from services.common.interceptor import call_scope, error_status
+from services.common.wire import BadCall
 
 _END = object()
 
@@ -60,7 +61,10 @@ class CallServer:
         try:
             while (reply := await replies.get()) is not _END:
                 yield reply
-            await runner  # re-raises what ended the stream (the caller's stream failing)
+            try:
+                await runner  # re-raises what ended the stream (the caller's stream failing, a message not decoding)
+            except BaseExceptionGroup as group:
+                raise first_error(group) from None
         finally:
             if not runner.done():
                 runner.cancel()
@@ -73,6 +77,9 @@ class CallServer:
         try:
             async with asyncio.TaskGroup() as tg:
                 async for message in requests:
+                    if isinstance(message, BadCall):  # fails this call only; the stream and its other calls go on
+                        await replies.put(self._reply(message.call_id, *error_status(self.stage, message.error())))
+                        continue
                     header = message.header
                     if header.cancel:
                         task = open_calls.get(header.call_id)

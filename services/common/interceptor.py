@@ -17,6 +17,7 @@ from engines.metrics import STAGE_SECONDS
 from services.common import context as ctx
 from services.common.errors import UnavailableError, status_of
 from services.common.tracing import extract_context
+from services.common.wire import BadCall, BadMessage, tolerant
 
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer("voxpipe.server")
@@ -91,25 +92,23 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             return handler
         service, method = _split_method(details.method)
         metadata = {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
+        # A request that does not decode reaches the handler as a BadMessage (INVALID_ARGUMENT), not as INTERNAL.
+        deserializer = tolerant(handler.request_deserializer, calls=method.endswith("Calls"))
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(handler.unary_unary, service, method, metadata),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
+                request_deserializer=deserializer, response_serializer=handler.response_serializer)
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
                 self._wrap_stream(handler.unary_stream, service, method, metadata),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
+                request_deserializer=deserializer, response_serializer=handler.response_serializer)
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                self._wrap_unary(handler.stream_unary, service, method, metadata),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
+                self._wrap_unary(handler.stream_unary, service, method, metadata, streaming=True),
+                request_deserializer=deserializer, response_serializer=handler.response_serializer)
         return grpc.stream_stream_rpc_method_handler(
-            self._wrap_stream(handler.stream_stream, service, method, metadata),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer)
+            self._wrap_stream(handler.stream_stream, service, method, metadata, streaming=True),
+            request_deserializer=deserializer, response_serializer=handler.response_serializer)
 
     @asynccontextmanager
     async def _rpc(self, context: grpc.aio.ServicerContext, service: str, method: str,
@@ -125,27 +124,46 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         except Exception as e:
             await context.abort(*error_status(self.stage, e))
 
-    def _wrap_unary(self, behavior, service: str, method: str, metadata: Mapping[str, str]):
+    def _wrap_unary(self, behavior, service: str, method: str, metadata: Mapping[str, str], *,
+                    streaming: bool = False):
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
             start = time.perf_counter()
             async with self._rpc(context, service, method, metadata):
-                response = await behavior(request, context)
+                response = await behavior(_checked(request, streaming), context)
                 _set_server_time(context, start)
                 return response
 
         return wrapper
 
-    def _wrap_stream(self, behavior, service: str, method: str, metadata: Mapping[str, str]):
+    def _wrap_stream(self, behavior, service: str, method: str, metadata: Mapping[str, str], *,
+                     streaming: bool = False):
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             start, first = time.perf_counter(), True
             async with self._rpc(context, service, method, metadata):
-                async for response in behavior(request, context):
+                async for response in behavior(_checked(request, streaming), context):
                     if first:  # the time to the first message is the stream's latency (TTS: first audio)
                         _set_server_time(context, start)
                         first = False
                     yield response
 
         return wrapper
+
+
+def _checked(request: Any, streaming: bool) -> Any:
+    """The request, or for a request stream its iterator, with undecodable messages raised as
+    INVALID_ARGUMENT (a multiplexed stream's BadCall passes: its CallServer fails that one call)."""
+    if not streaming:
+        if isinstance(request, BadMessage):
+            raise request.error()
+        return request
+
+    async def messages() -> AsyncIterator[Any]:
+        async for message in request:
+            if isinstance(message, BadMessage) and not isinstance(message, BadCall):
+                raise message.error()
+            yield message
+
+    return messages()
 
 
 def _set_server_time(context: grpc.aio.ServicerContext, start: float) -> None:
