@@ -26,6 +26,7 @@ from orchestrator.session import SessionState
 from orchestrator.turn import TurnInput, TurnRunner
 from protos import asr_pb2, assistant_pb2
 from services.common import (
+    DeadlineError,
     FailedPreconditionError,
     InvalidArgumentError,
     ServiceError,
@@ -81,6 +82,8 @@ class AudioClock:
 class ConversationOptions:
     budget: BudgetConfig
     default_voice: str = ""
+    config_timeout_s: float = 10.0  # the first message (config) must arrive within this
+    idle_timeout_s: float = 120.0  # no message for this long while no turn runs: the stream ends (its slot frees)
 
 
 class Conversation:
@@ -135,9 +138,25 @@ class Conversation:
         while (item := await self._asr_in.get()) is not None:
             yield item
 
+    async def _next(self, requests: AsyncIterator[assistant_pb2.ConverseRequest]) -> assistant_pb2.ConverseRequest | None:
+        """The client's next message; DeadlineError once it has been silent for ``idle_timeout_s`` with no
+        turn running (a user listening to a reply is not idle)."""
+        read = asyncio.ensure_future(anext(requests, None))
+        try:
+            while True:
+                done, _ = await asyncio.wait({read}, timeout=self.options.idle_timeout_s)
+                if done:
+                    return read.result()
+                if self._turn is None or self._turn.done():
+                    raise DeadlineError(f"the stream was idle for {self.options.idle_timeout_s:g} s (no audio or "
+                                        "control, no turn running): closed to free its slot")
+        finally:
+            if not read.done():
+                read.cancel()
+
     async def _pump(self, requests: AsyncIterator[assistant_pb2.ConverseRequest]) -> None:
         try:
-            async for request in requests:
+            while (request := await self._next(requests)) is not None:
                 kind = request.WhichOneof("request")
                 if kind == "audio":
                     self.audio_clock.add(len(request.audio) // 2, time.monotonic())
@@ -260,7 +279,12 @@ class AssistantServicer:
 
     async def Converse(self, request_iterator, context) -> AsyncIterator[assistant_pb2.ConverseResponse]:
         requests = aiter(request_iterator)
-        first = await anext(requests, None)
+        try:
+            async with asyncio.timeout(self.options.config_timeout_s):
+                first = await anext(requests, None)
+        except TimeoutError:
+            raise DeadlineError(f"no ConverseRequest with config within {self.options.config_timeout_s:g} s of "
+                                "opening the stream") from None
         if first is None:
             return
         kind = first.WhichOneof("request")

@@ -39,6 +39,8 @@ class OrchestratorConfig:
     max_admission_wait_ms: float = 20.0
     recommendations_k: int = 3
     tts_stream_timeout_s: float = 30.0
+    config_timeout_s: float = 10.0  # a Converse stream must send its config within this
+    idle_timeout_s: float = 120.0  # a Converse stream silent this long with no turn running is closed
     max_sessions: int = 10_000  # dialogue context kept per session; idle ones go after [stack] session_ttl_s
     # How a turn calls NLP, the recommender and TTS: "stream" (many calls multiplexed over one open stream per
     # stage: about half the cost of a unary RPC per call) or "unary" (one RPC per call, each balanced on its own
@@ -95,7 +97,8 @@ class OrchestratorStage(Stage):
                                    max_turns_per_s=self.config.max_turns_per_s,
                                    max_admission_wait_ms=self.config.max_admission_wait_ms)
         self.sessions = SessionStore(max_sessions=self.config.max_sessions, ttl_s=settings.session_ttl_s)
-        self.options = ConversationOptions(budget=budget)
+        self.options = ConversationOptions(budget=budget, config_timeout_s=self.config.config_timeout_s,
+                                           idle_timeout_s=self.config.idle_timeout_s)
         self._refresh: asyncio.Task | None = None
 
     async def start(self) -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from protos import asr_pb2
 from services.common import InvalidArgumentError
 from services.common.audio_format import check_audio_format
+from services.common.errors import shown
 
 _LANGUAGE = re.compile(r"^en(-[A-Za-z0-9]{1,8})*$", re.IGNORECASE)
 
@@ -69,9 +70,10 @@ def settings_from_proto(config: asr_pb2.RecognitionConfig, defaults: AsrConfig) 
     check_audio_format(config.encoding, config.sample_rate_hz)
     rate = config.sample_rate_hz
     language = config.language_code or "en-US"
-    if not _LANGUAGE.match(language):
+    if len(language) > 35 or not _LANGUAGE.match(language):
         raise InvalidArgumentError(
-            f"language_code={config.language_code!r} is not supported; Whisper tiny.en recognises 'en' and 'en-*'")
+            f"language_code={shown(config.language_code)} is not supported; Whisper tiny.en recognises 'en' and "
+            "'en-*' (up to 35 characters)")
     ep = config.endpointing
     silence_ms = ep.silence_ms or defaults.silence_ms
     if not 50 <= silence_ms <= 10_000:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from services.common.errors import InvalidArgumentError
+from services.common.errors import InvalidArgumentError, shown
 
 GENRES = ("Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
           "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western", "unknown")
@@ -91,7 +91,7 @@ class ItemFilter:
         """From a ``recommender_pb2.Filters`` message; raises ``InvalidArgumentError`` naming a bad value."""
         unknown = [g for g in filters.genres if g not in GENRES]
         if unknown:
-            raise InvalidArgumentError(f"filters.genres has unknown genre(s) {unknown}; use {', '.join(GENRES)}")
+            raise InvalidArgumentError(f"filters.genres has unknown genre(s) {shown(unknown, 120)}; use {', '.join(GENRES)}")
         if filters.year_min and filters.year_max and filters.year_min > filters.year_max:
             raise InvalidArgumentError(f"filters.year_min={filters.year_min} is after filters.year_max={filters.year_max}")
         return cls(genres=frozenset(filters.genres), year_min=filters.year_min, year_max=filters.year_max,

@@ -8,7 +8,7 @@ import time
 import grpc
 
 from services.common.context import BUDGET_HEADER
-from services.common.errors import InvalidArgumentError
+from services.common.errors import InvalidArgumentError, shown
 
 
 def deadline_of(context: grpc.aio.ServicerContext, *, clock=time.monotonic) -> float | None:
@@ -38,6 +38,5 @@ def budget_ms(value: str) -> float:
     except ValueError:
         ms = math.nan
     if not math.isfinite(ms) or ms < 0:
-        shown = value if len(value) <= 40 else value[:40] + "…"
-        raise InvalidArgumentError(f"metadata {BUDGET_HEADER}={shown!r} must be a number of milliseconds >= 0")
+        raise InvalidArgumentError(f"metadata {BUDGET_HEADER}={shown(value)} must be a number of milliseconds >= 0")
     return ms

@@ -75,6 +75,24 @@ _ENGINE_CODES: tuple[tuple[type[engine_errors.EngineError], grpc.StatusCode], ..
 )
 
 
+MAX_MESSAGE_CHARS = 1000  # a status message never grows past this (gRPC caps trailing metadata at 8-16 KiB)
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters with the full length said: a message
+    names the bad value without echoing a 100,000-character input back."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    length = f" ({len(value)} characters)" if isinstance(value, (str, bytes)) else ""
+    return text[:limit] + "…" + length
+
+
+def bounded(message: str) -> str:
+    """A status message cut to :data:`MAX_MESSAGE_CHARS`."""
+    return message if len(message) <= MAX_MESSAGE_CHARS else message[:MAX_MESSAGE_CHARS] + "… (message cut)"
+
+
 def first_error(group: BaseExceptionGroup, prefer: tuple[type[BaseException], ...] = (ServiceError,)) -> BaseException:
     """The error a client should see from a TaskGroup failure: the first leaf of a ``prefer`` type, else the first.
 

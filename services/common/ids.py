@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from services.common.errors import InvalidArgumentError
+from services.common.errors import InvalidArgumentError, shown
 
 SESSION_ID_RULE = "1..128 of letters, digits, '-', '_', '.', ':'"
 _SESSION_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -17,6 +17,5 @@ def validate_session_id(value: str, *, required: bool = False, field: str = "ses
             raise InvalidArgumentError(f"{field} is required: {SESSION_ID_RULE}")
         return ""
     if not _SESSION_ID.fullmatch(value):
-        shown = value[:40] + ("…" if len(value) > 40 else "")
-        raise InvalidArgumentError(f"{field}={shown!r} is invalid: use {SESSION_ID_RULE}")
+        raise InvalidArgumentError(f"{field}={shown(value)} is invalid: use {SESSION_ID_RULE}")
     return value

@@ -15,7 +15,7 @@ from prometheus_client import Counter
 
 from engines.metrics import STAGE_SECONDS
 from services.common import context as ctx
-from services.common.errors import UnavailableError, status_of
+from services.common.errors import UnavailableError, bounded, status_of
 from services.common.tracing import extract_context
 from services.common.wire import BadCall, BadMessage, tolerant
 
@@ -38,9 +38,10 @@ def error_status(stage: str, error: BaseException) -> tuple[grpc.StatusCode, str
     code = status_of(error)
     if code is grpc.StatusCode.INTERNAL:
         log.exception("unexpected error in %s", stage, exc_info=error)
-        return code, f"internal error in {stage}: {type(error).__name__}: {error}"
-    log.info("%s: %s: %s", stage, code.name, error)
-    return code, str(error)
+        return code, bounded(f"internal error in {stage}: {type(error).__name__}: {error}")
+    message = bounded(str(error))
+    log.info("%s: %s: %s", stage, code.name, message)
+    return code, message
 
 
 @contextmanager

@@ -22,7 +22,7 @@ import numpy as np
 import soxr
 
 from engines.batcher import DynamicBatcher
-from services.common.errors import InvalidArgumentError, NotFoundError
+from services.common.errors import InvalidArgumentError, NotFoundError, shown
 from services.common.sentences import Sentence, split_sentences
 from services.tts.batching import SentenceItem
 from services.tts.config import (
@@ -164,7 +164,7 @@ class SpeechSynthesizer:
         folded = {k.lower(): v for k, v in self.voices.items()}
         if name.lower() in folded:
             return folded[name.lower()]
-        raise NotFoundError(f"voice {name!r} not found; available: {', '.join(sorted(self.voices))}")
+        raise NotFoundError(f"voice {shown(name)} not found; available: {', '.join(sorted(self.voices))}")
 
     async def sentences_of(self, request: SynthesisRequest) -> list[Sentence]:
         """The request's sentences with their spans; a long text is split off the event loop (pysbd is pure

@@ -215,3 +215,32 @@ def test_every_stage_forgets_a_session_after_the_same_idle_time():
     recommender = RecommenderStage(stack.stage("recommender"))
     assert orchestrator.sessions.ttl_s == recommender.sessions.ttl_s == 600
     assert load().stage("orchestrator").session_ttl_s == load().stage("recommender").session_ttl_s
+
+
+async def test_a_silent_stream_is_closed_and_its_slot_freed(fakes):
+    _, address = fakes
+    settings = orchestrator_settings(address, idle_timeout_s=0.5, config_timeout_s=0.5, max_streams=1)
+    async with running_stage(create_stage(settings)) as (_, channel):
+        stub = assistant_pb2_grpc.AssistantStub(channel)
+
+        async def silent_after(*first):
+            async def requests():
+                for r in first:
+                    yield r
+                await asyncio.sleep(30)  # a client that holds its stream open and says nothing
+
+            started = time.monotonic()
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                async for _ in stub.Converse(requests(), timeout=20):
+                    pass
+            return err.value, time.monotonic() - started
+
+        error, took = await silent_after()  # not even a config
+        assert error.code() is grpc.StatusCode.DEADLINE_EXCEEDED and "no ConverseRequest with config" in error.details()
+        assert took < 5
+        error, took = await silent_after(config(), assistant_pb2.ConverseRequest(audio=AUDIO))
+        assert error.code() is grpc.StatusCode.DEADLINE_EXCEEDED and "idle for 0.5 s" in error.details()
+        assert took < 5
+        # The only slot (max_streams=1) is free again: a real conversation gets in.
+        responses = await one_turn(channel, config(), assistant_pb2.ConverseRequest(audio=AUDIO), eou())
+        assert events(responses, "report")

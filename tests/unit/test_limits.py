@@ -73,3 +73,34 @@ def test_one_audio_rule_for_every_entry_point(encoding, rate, message):
         check_audio_format(encoding, rate)
     check_audio_format(common_pb2.LINEAR16, 8000)
     check_audio_format(common_pb2.LINEAR16, 48000)
+
+
+def test_a_huge_value_is_named_but_not_echoed_whole():
+    from services.common.errors import bounded, shown
+
+    assert shown("en-US") == "'en-US'"
+    long = shown("a" * 100_000)
+    assert len(long) < 100 and "(100000 characters)" in long
+    assert len(bounded("x" * 50_000)) < 1100
+
+
+@pytest.mark.parametrize(("check", "value", "needle"), [
+    ("language", "en-" + "a" * 100_000, "(100003 characters)"),
+    ("session", "s" * 100_000, "(100000 characters)"),
+    ("genre", ["g" * 100_000], "unknown genre(s)"),
+])
+def test_string_fields_get_invalid_argument_naming_them_briefly(check, value, needle):
+    from protos import asr_pb2, recommender_pb2
+    from services.asr.config import AsrConfig, settings_from_proto
+    from services.common.catalog import ItemFilter
+    from services.common.ids import validate_session_id
+
+    calls = {
+        "language": lambda: settings_from_proto(asr_pb2.RecognitionConfig(
+            encoding=common_pb2.LINEAR16, sample_rate_hz=16000, language_code=value), AsrConfig()),
+        "session": lambda: validate_session_id(value),
+        "genre": lambda: ItemFilter.of(recommender_pb2.Filters(genres=value)),
+    }
+    with pytest.raises(InvalidArgumentError) as e:
+        calls[check]()
+    assert needle in str(e.value) and len(str(e.value)) < 600
