@@ -24,6 +24,7 @@ from orchestrator.budget import BudgetConfig
 from orchestrator.peers import StageClients, call_metadata
 from orchestrator.session import SessionState
 from orchestrator.turn import TurnInput, TurnRunner
+from orchestrator.voices import VoiceCatalog
 from protos import asr_pb2, assistant_pb2
 from services.common import (
     DeadlineError,
@@ -270,7 +271,8 @@ class AssistantServicer:
     """The Assistant service: validates, admits, and serves Converse streams."""
 
     def __init__(self, runner: TurnRunner, clients: StageClients, admission: Admission, sessions,
-                 options: ConversationOptions) -> None:
+                 options: ConversationOptions, *, voices: VoiceCatalog | None = None) -> None:
+        self.voices = voices or VoiceCatalog()
         self.runner = runner
         self.clients = clients
         self.admission = admission
@@ -291,6 +293,9 @@ class AssistantServicer:
         if kind != "config":
             raise InvalidArgumentError(f"the first ConverseRequest must carry config, got {kind or 'an empty message'}")
         validate_config(first.config)
+        if first.config.voice and not self.voices.names:  # not heard from TTS yet (it may still be loading)
+            await self.voices.refresh(self.clients.tts, timeout_s=1.0)
+        self.voices.check(first.config.voice)
         async with self.admission.stream():
             session = self.sessions.get_or_create(first.config.session_id)
             conversation = Conversation(first.config, session, self.runner, self.clients, self.admission, self.options)

@@ -72,7 +72,7 @@ class StageClients:
     gets one channel per process, and calls take the processes in turn. A turn's critical-path calls
     (:meth:`understand`, :meth:`recommend`, :meth:`synthesize`) go over one multiplexed stream per process
     (``stage_calls="stream"``, see ``orchestrator.calls``), or as unary RPCs (``"unary"``: each call
-    balanced on its own across a stage's replicas behind one name). :attr:`asr` and :attr:`recommender` are
+    balanced on its own across a stage's replicas behind one name). :attr:`asr`, :attr:`recommender` and :attr:`tts` are
     stubs for the other RPCs (the next process's at each access).
     """
 
@@ -116,6 +116,10 @@ class StageClients:
     @property
     def recommender(self) -> recommender_pb2_grpc.RecommenderStub:
         return self._recommender.pick()
+
+    @property
+    def tts(self) -> tts_pb2_grpc.SynthesizerStub:
+        return self._tts.pick()
 
     async def close(self) -> None:
         for stream in self._streams:

@@ -15,6 +15,7 @@ from orchestrator.policy import DegradationPolicy, PolicyConfig, StageStats
 from orchestrator.popularity import PopularityCache
 from orchestrator.session import SessionStore
 from orchestrator.turn import TurnRunner
+from orchestrator.voices import VoiceCatalog
 from protos import assistant_pb2, assistant_pb2_grpc
 from services.common import Stage, StageSettings, options_to
 from services.common.settings import SettingsError
@@ -99,18 +100,25 @@ class OrchestratorStage(Stage):
         self.sessions = SessionStore(max_sessions=self.config.max_sessions, ttl_s=settings.session_ttl_s)
         self.options = ConversationOptions(budget=budget, config_timeout_s=self.config.config_timeout_s,
                                            idle_timeout_s=self.config.idle_timeout_s)
+        self.voices = VoiceCatalog()
         self._refresh: asyncio.Task | None = None
 
     async def start(self) -> None:
         await self.clients.open()
-        # The popularity list is the answer of last resort; fetch it now, and retry in the background.
-        if not await self.popularity.refresh(self.clients.recommender, timeout_s=2.0):
-            self._refresh = asyncio.create_task(self._refresh_until_ok(), name="popularity-refresh")
+        # The popularity list is the answer of last resort, the voice list checks configs; fetch both now, and
+        # retry in the background what did not answer.
+        if not await self._refresh_once():
+            self._refresh = asyncio.create_task(self._refresh_until_ok(), name="peer-lists-refresh")
+
+    async def _refresh_once(self) -> bool:
+        popularity = bool(self.popularity.items) or await self.popularity.refresh(self.clients.recommender, timeout_s=2.0)
+        voices = bool(self.voices.names) or await self.voices.refresh(self.clients.tts, timeout_s=2.0)
+        return popularity and voices
 
     async def _refresh_until_ok(self) -> None:
-        # Retrying a remote peer, not waiting on local state.
-        while not await self.popularity.refresh(self.clients.recommender, timeout_s=2.0):  # noqa: ASYNC110
-            await asyncio.sleep(5.0)
+        # Retrying remote peers, not waiting on local state.
+        while not await self._refresh_once():  # noqa: ASYNC110
+            await asyncio.sleep(1.0)
 
     async def stop(self) -> None:
         if self._refresh is not None:
@@ -119,5 +127,6 @@ class OrchestratorStage(Stage):
         await self.clients.close()
 
     def register(self, server: grpc.aio.Server) -> None:
-        servicer = AssistantServicer(self.runner, self.clients, self.admission, self.sessions, self.options)
+        servicer = AssistantServicer(self.runner, self.clients, self.admission, self.sessions, self.options,
+                                     voices=self.voices)
         assistant_pb2_grpc.add_AssistantServicer_to_server(servicer, server)

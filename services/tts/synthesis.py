@@ -24,6 +24,7 @@ import soxr
 from engines.batcher import DynamicBatcher
 from services.common.errors import InvalidArgumentError, NotFoundError, shown
 from services.common.sentences import Sentence, split_sentences
+from services.common.text_input import clean_text
 from services.tts.batching import SentenceItem
 from services.tts.config import (
     MAX_LENGTH_SCALE,
@@ -131,15 +132,11 @@ class SpeechSynthesizer:
         """Check a request's fields and resolve defaults.
 
         Raises:
-            InvalidArgumentError: empty or over-long text, a sample rate or length scale out of range.
+            InvalidArgumentError: empty or over-long text, text with no words (only controls, punctuation or
+                emoji), a sample rate or length scale out of range.
             NotFoundError: no loaded voice has that name.
         """
-        limit = self.config.max_text_chars
-        if not text.strip():
-            raise InvalidArgumentError(f"text is empty; send 1..{limit} characters")
-        if len(text) > limit:
-            raise InvalidArgumentError(
-                f"text has {len(text)} characters, over the limit of {limit} (max_text_chars)")
+        clean_text(text, max_chars=self.config.max_text_chars)  # the rule NLP applies: nothing to say is an error
         runtime = self._voice(voice)
         native = runtime.voice.sample_rate_hz
         if sample_rate_hz and not MIN_SAMPLE_RATE_HZ <= sample_rate_hz <= MAX_SAMPLE_RATE_HZ:

@@ -148,3 +148,13 @@ async def test_a_simulated_user_listens_to_the_whole_reply_and_thinks_before_ask
         assert first["audio_s"] > 0 and first["client_voice_to_voice_ms"] > 0
         # The next question waits for the question, the whole reply played from its first byte, and the pause.
         assert second["asked_s"] - first["asked_s"] >= question_s + first["audio_s"] + think_s[0]
+
+
+async def test_an_unknown_voice_is_refused_when_the_stream_opens(stack):
+    pcm, rate = load_audio(BUNDLED_QUESTION)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await asyncio.wait_for(ask(stack.orchestrator, [(pcm, rate)], voice="en_GB-nobody"), 30)
+    assert err.value.code() is grpc.StatusCode.NOT_FOUND
+    assert "config.voice='en_GB-nobody'" in err.value.details() and "en_us-joe-medium" in err.value.details()
+    (turn,) = await ask(stack.orchestrator, [(pcm, rate)], voice="EN_us-JOE-medium")  # TTS ignores case too
+    assert turn.audio

@@ -153,9 +153,10 @@ async def test_emoji_controls_and_unknown_symbols_are_spoken_or_skipped(tts_mode
         mixed = await _collect(stub, text="Hello 😀 world\x07\x1b[31m ★ ™ 中文 \u200b done. 🎬🎬")
         assert pcm_of(mixed).size > 22050 // 2 and mixed[-1].last
         for text in ("🎬🎬🎬", "...!?", "\x00\x01\x02", "★ ™ ©"):
-            responses = await _collect(stub, text=text)
-            # Nothing speakable: one empty final chunk, never an error.
-            assert len(responses) == 1 and responses[0].last and responses[0].audio == b"", text
+            # Nothing to say: INVALID_ARGUMENT, as Understand answers the same text (it was OK with no audio).
+            error = await _error(stub, text=text)
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "has no words" in error.details(), text
+        assert pcm_of(await _collect(stub, text="Still here.")).size > 0
 
 
 async def test_client_cancel_stops_later_sentences(tts_models):
