@@ -260,3 +260,22 @@ async def test_transcribe_client_json(asr_root, capsys):
             assert [line["utterance_index"] for line in lines] == [0, 1], lines
             for line, reference in zip(lines, MULTI["texts"], strict=True):
                 assert _similar(line["text"], reference) >= 60 and line["start_s"] < line["end_s"]
+
+
+@pytest.mark.parametrize(("budget", "code", "message"), [
+    ("1", grpc.StatusCode.DEADLINE_EXCEEDED, "deadline"),
+    ("0", grpc.StatusCode.DEADLINE_EXCEEDED, "deadline"),
+    ("0.001", grpc.StatusCode.DEADLINE_EXCEEDED, "deadline"),
+    ("-5", grpc.StatusCode.INVALID_ARGUMENT, "x-voxpipe-budget-ms='-5' must be a number of milliseconds >= 0"),
+    ("soon", grpc.StatusCode.INVALID_ARGUMENT, "x-voxpipe-budget-ms='soon'"),
+])
+async def test_recognize_with_a_spent_or_bad_budget_says_so(asr_root, budget, code, message):
+    # Once INTERNAL ("ExceptionGroup: unhandled errors in a TaskGroup") for a budget of 1, 0, 0.001 or -5 ms.
+    speech = next(p for p in sorted(FIXTURES.glob("*.wav")) if p.name in REFERENCES).read_bytes()
+    async with running_stage(_stage(asr_root)) as (_, channel):
+        stub = asr_pb2_grpc.RecognizerStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Recognize(asr_pb2.RecognizeRequest(config=_config(), audio=speech),
+                                 metadata=[("x-voxpipe-budget-ms", budget)], timeout=30)
+        assert info.value.code() == code and message in info.value.details(), info.value.details()
+        assert (await stub.Recognize(asr_pb2.RecognizeRequest(config=_config(), audio=speech), timeout=30)).results
