@@ -4,8 +4,9 @@ Each stage runs as ``python -m clients.cli serve <stage>`` with the same setting
 ``VOXPIPE_*`` variables give (the stack's device is passed on as ``VOXPIPE_DEVICE``); a stage with
 ``processes = N`` runs as N such processes, process i on ``port + 100 i``. The launcher waits until every
 process reports SERVING over ``grpc.health.v1``, prints where each listens, restarts a process that exits on
-its own (:mod:`services.supervisor`), and forwards SIGINT/SIGTERM so each drains and exits. With ``mps`` the stages are clients of an NVIDIA MPS daemon (:mod:`services.mps`),
-which the launcher starts first (or joins) and stops last (only one it started).
+its own (:mod:`services.supervisor`), and forwards SIGINT/SIGTERM so each drains and exits. With ``mps`` the
+stages are clients of an NVIDIA MPS daemon (:mod:`services.mps`), which the launcher starts first (or joins)
+and stops last (only one it started).
 """
 
 from __future__ import annotations
@@ -184,11 +185,6 @@ def format_table(launched: list[LaunchedStage]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
 
 
-async def wait_ready(stage: LaunchedStage, timeout_s: float = 180.0) -> None:
-    """Until ``stage``'s current process is SERVING; LaunchError if it exits or times out first."""
-    await _wait_or_exit(stage, timeout_s)
-
-
 async def up(settings: StackSettings, *, use_mps: bool = False, policy: RestartPolicy | None = None) -> int:
     """Run the stack until SIGINT/SIGTERM, restarting any process that exits on its own (see
     :mod:`services.supervisor`); returns the exit code (1 if the supervisor gave up on a process)."""
@@ -207,7 +203,7 @@ async def up(settings: StackSettings, *, use_mps: bool = False, policy: RestartP
               flush=True)
     print("all stages SERVING; Ctrl-C to stop", flush=True)
     policy = policy or options_to(RestartPolicy, settings.sections.get("supervisor", {}), "supervisor")
-    supervisors = [asyncio.create_task(supervise(s, stop, policy, lambda s: wait_ready(s, policy.ready_timeout_s)),
+    supervisors = [asyncio.create_task(supervise(s, stop, policy, lambda s: _wait_or_exit(s, policy.ready_timeout_s)),
                                        name=f"supervise-{s.label}") for s in launched]
     try:
         await stop.wait()
