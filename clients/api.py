@@ -125,6 +125,18 @@ class Conversation:
         self._call = assistant_pb2_grpc.AssistantStub(self._channel).Converse(timeout=self.timeout_s)
         await self._call.write(assistant_pb2.ConverseRequest(config=self._config))
         self._reader = asyncio.create_task(self._read(), name="conversation-reader")
+        # The server answers a config it accepts with the session, and one it refuses (a bad value, an unknown
+        # voice, no free slot) by ending the stream: say which here, before any audio is sent.
+        ready = asyncio.ensure_future(self._session_ready.wait())
+        try:
+            await asyncio.wait({ready, self._reader}, timeout=self.timeout_s or 30.0,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+        if self._reader.done() and not self._session_ready.is_set():
+            await self._channel.close()
+            self._reader.result()  # raises the stream's error
+            raise EOFError("the server ended the conversation before it started")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -147,7 +159,7 @@ class Conversation:
         self._samples += len(pcm) // 2
         self._sent_ends.append(self._samples)
         self._sent_times.append(time.monotonic())
-        await self._call.write(assistant_pb2.ConverseRequest(audio=pcm))
+        await self._write(assistant_pb2.ConverseRequest(audio=pcm))
 
     async def end_of_utterance(self) -> None:
         await self._control(assistant_pb2.ConverseControl.END_OF_UTTERANCE)
@@ -177,7 +189,19 @@ class Conversation:
         return turns
 
     async def _control(self, action: int) -> None:
-        await self._call.write(assistant_pb2.ConverseRequest(control=assistant_pb2.ConverseControl(action=action)))
+        await self._write(assistant_pb2.ConverseRequest(control=assistant_pb2.ConverseControl(action=action)))
+
+    async def _write(self, request: assistant_pb2.ConverseRequest) -> None:
+        """Send one message. If the server has already ended the stream, raise the status it ended with
+        (e.g. NOT_FOUND for an unknown voice), not gRPC's "Internal error from Core" about the failed write."""
+        try:
+            await self._call.write(request)
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            if self._reader is not None:
+                await asyncio.wait({self._reader}, timeout=5.0)
+                if self._reader.done() and not self._reader.cancelled() and self._reader.exception() is not None:
+                    raise self._reader.exception() from None
+            raise
 
     def _sent_time_of(self, audio_s: float) -> float | None:
         if not self._sent_ends:
