@@ -176,3 +176,25 @@ async def test_bad_input_gets_a_clear_status_and_the_server_keeps_serving(rec, c
     if call == "GetItems_gap":
         assert "1..1682" not in err.value.details() or "gaps" in err.value.details()
     assert (await _recommend(rec, k=1)).items
+
+
+async def test_recommend_calls_honour_a_tiny_timeout_and_refuse_a_negative_budget(rec):
+    """As NLP and TTS do (one deadline rule, services/common/deadline.py); the neighbour call is answered."""
+    from protos import common_pb2
+
+    def call(call_id: int, timeout_ms: float = 10_000.0, budget: str | None = None) -> pb.RecommendCall:
+        metadata = {} if budget is None else {"x-voxpipe-budget-ms": budget}
+        return pb.RecommendCall(header=common_pb2.CallHeader(call_id=call_id, timeout_ms=timeout_ms, metadata=metadata),
+                                request=pb.RecommendRequest(k=3, query_embedding=[0.1] * 384))
+
+    replies = {}
+    stream = rec.RecommendCalls(iter([call(1, timeout_ms=1e-6), call(2, budget="-5"), call(3)]), timeout=30)
+    async for reply in stream:
+        if reply.status.done:
+            replies[reply.status.call_id] = reply.status
+        if len(replies) == 3:
+            break
+    stream.cancel()
+    assert replies[1].code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0], replies[1]
+    assert replies[2].code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "x-voxpipe-budget-ms='-5'" in replies[2].message
+    assert replies[3].code == 0
