@@ -244,3 +244,34 @@ async def test_a_silent_stream_is_closed_and_its_slot_freed(fakes):
         # The only slot (max_streams=1) is free again: a real conversation gets in.
         responses = await one_turn(channel, config(), assistant_pb2.ConverseRequest(audio=AUDIO), eou())
         assert events(responses, "report")
+
+
+async def test_a_hundred_clients_that_vanish_mid_reply_leave_nothing_behind(fakes):
+    """Each client hangs up as its reply starts: every TTS call is cancelled downstream, every slot comes
+    back, and no task of the conversations is left running."""
+    timing, address = fakes
+    timing.tts_chunks, timing.tts_chunk_delay_s = 40, 0.05  # a 2 s reply
+    settings = orchestrator_settings(address, max_turns_per_s=1000.0, max_admission_wait_ms=1000.0)
+    stage = create_stage(settings)
+    async with running_stage(stage) as (_, channel):
+        stub = assistant_pb2_grpc.AssistantStub(channel)
+        baseline = len(asyncio.all_tasks())
+
+        async def vanish() -> None:
+            call = stub.Converse(iter([config(), assistant_pb2.ConverseRequest(audio=AUDIO), eou()]), timeout=20)
+            async for response in call:
+                if response.WhichOneof("event") == "audio":
+                    call.cancel()  # the client is gone: its process died, or it hung up
+                    return
+
+        for _ in range(10):
+            await asyncio.gather(*(vanish() for _ in range(10)))
+        for _ in range(100):
+            if len(timing.tts_cancelled_at) == 100 and stage.admission.streams == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert len(timing.tts_cancelled_at) == 100
+        assert stage.admission.streams == 0 and stage.admission.turns == 0
+        leftover = [t for t in asyncio.all_tasks() if t.get_name().startswith(("converse", "turn-"))]
+        assert not leftover, leftover
+        assert len(asyncio.all_tasks()) <= baseline + 5
