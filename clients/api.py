@@ -23,7 +23,9 @@ import grpc
 import numpy as np
 
 from protos import asr_pb2, assistant_pb2, assistant_pb2_grpc, common_pb2
+from services.common import grpc_fix
 
+grpc_fix.apply()  # a status the server ends a stream with survives a write that races it
 CHUNK_MS = 20
 
 

@@ -1,5 +1,7 @@
 """The scaffold every stage service is built on (see docs/DEVELOPING.md)."""
 
+from services.common import grpc_fix
+
 from services.common.deadline import deadline_of
 from services.common.errors import (
     DeadlineError,
@@ -15,6 +17,8 @@ from services.common.errors import (
 from services.common.server import ServeError, ServerHandle, StageServer, build_server, create_server
 from services.common.settings import ServerSettings, StackSettings, StageSettings, options_to
 from services.common.stage import Stage
+
+grpc_fix.apply()
 
 __all__ = [
     "DeadlineError", "FailedPreconditionError", "InvalidArgumentError", "NotFoundError", "OutOfRangeError",
