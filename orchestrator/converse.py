@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -40,8 +41,9 @@ from services.common.ids import validate_session_id
 
 log = logging.getLogger(__name__)
 
-_PASS_THROUGH = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.FAILED_PRECONDITION)
-_END = object()
+# ASR stream failures the client caused (its audio) or should back off from (overload) keep their code.
+_PASS_THROUGH = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.FAILED_PRECONDITION,
+                 grpc.StatusCode.RESOURCE_EXHAUSTED)
 
 
 def validate_config(config: assistant_pb2.ConverseConfig) -> None:
@@ -109,7 +111,34 @@ class Conversation:
         self.request_id = REQUEST_ID.get() if REQUEST_ID.get() != "-" else new_request_id()
 
     async def emit(self, response: assistant_pb2.ConverseResponse) -> None:
-        await self.out.put(response)
+        """Queue one event for the client. A client that reads nothing while the queue stays full for
+        ``idle_timeout_s`` has its stream ended (DEADLINE_EXCEEDED), freeing its slot."""
+        if not self.out.full():
+            self.out.put_nowait(response)
+            return
+        try:
+            async with asyncio.timeout(self.options.idle_timeout_s):
+                await self.out.put(response)
+        except TimeoutError:
+            raise DeadlineError(f"the client read no event for {self.options.idle_timeout_s:g} s while "
+                                f"{self.out.maxsize} waited: closed to free its slot") from None
+
+    async def events(self, runner: asyncio.Task) -> AsyncIterator[assistant_pb2.ConverseResponse]:
+        """The events ``run`` (the task ``runner``) queues, until it has ended and the queue is empty."""
+        while True:
+            if not self.out.empty():
+                yield self.out.get_nowait()
+                continue
+            if runner.done():
+                return
+            getter = asyncio.ensure_future(self.out.get())
+            try:
+                await asyncio.wait({getter, runner}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not getter.done():
+                    getter.cancel()
+            if getter.done() and not getter.cancelled():
+                yield getter.result()
 
     async def run(self, requests: AsyncIterator[assistant_pb2.ConverseRequest]) -> None:
         """Serve the stream until the client half-closes and the last turn is done."""
@@ -129,7 +158,6 @@ class Conversation:
             raise _from_asr(e) from e
         finally:
             call.cancel()
-            await self.out.put(_END)
 
     async def _asr_requests(self) -> AsyncIterator[asr_pb2.StreamingRecognizeRequest]:
         audio = asr_pb2.RecognitionConfig()
@@ -156,6 +184,8 @@ class Conversation:
                 read.cancel()
 
     async def _pump(self, requests: AsyncIterator[assistant_pb2.ConverseRequest]) -> None:
+        """Forward the client's audio and controls to ASR. ``_asr_in`` is bounded and ASR reads a stream no
+        faster than real time plus a lead, so a client sending faster waits in gRPC's flow control."""
         try:
             while (request := await self._next(requests)) is not None:
                 kind = request.WhichOneof("request")
@@ -168,8 +198,12 @@ class Conversation:
                     raise FailedPreconditionError("config may only be sent once, as the first ConverseRequest")
                 else:
                     raise InvalidArgumentError("empty ConverseRequest: set audio, control or config")
-        finally:
-            await self._asr_in.put(None)  # half-close ASR: it finalises the open utterance
+        except BaseException:
+            # Failing or cancelled: the stream's tasks are ending; never wait here on a full queue.
+            with contextlib.suppress(asyncio.QueueFull):
+                self._asr_in.put_nowait(None)
+            raise
+        await self._asr_in.put(None)  # the client half-closed: half-close ASR, which finalises the open utterance
 
     async def _control(self, action: int) -> None:
         if action == assistant_pb2.ConverseControl.END_OF_UTTERANCE:
@@ -301,7 +335,7 @@ class AssistantServicer:
             conversation = Conversation(first.config, session, self.runner, self.clients, self.admission, self.options)
             runner = asyncio.create_task(conversation.run(requests), name="converse")
             try:
-                while (item := await conversation.out.get()) is not _END:
+                async for item in conversation.events(runner):
                     yield item
                 await runner  # re-raises what ended the stream, mapped by the interceptor
             finally:

@@ -29,6 +29,10 @@ class AsrConfig:
     post_speech_pad_ms: int = 180
     max_utterance_s: float = 29.0    # Whisper's window is 30 s; longer speech is cut into utterances
     max_audio_s: float = 600.0       # a stream or clip longer than this is refused with OUT_OF_RANGE
+    # A stream's audio may run this far ahead of real time (counted from its first audio); beyond it the stage
+    # stops reading the stream until real time catches up, and gRPC's flow control holds the sender back (so a
+    # client that sends faster than real time costs bounded memory and at most real-time work). 0: no bound.
+    stream_max_lead_s: float = 10.0
     final_timeout_s: float = 30.0    # batcher deadline of a final decode when the RPC sets none
     no_speech_prob: float = 0.6      # with avg log-prob < logprob_threshold: treat as no speech
     logprob_threshold: float = -1.0
@@ -50,6 +54,8 @@ class AsrConfig:
             raise ValueError(f"max_utterance_s={self.max_utterance_s} is outside 1..29.5 (Whisper's 30 s window)")
         if self.max_audio_s <= 0:
             raise ValueError(f"max_audio_s={self.max_audio_s} must be > 0")
+        if self.stream_max_lead_s < 0:
+            raise ValueError(f"stream_max_lead_s={self.stream_max_lead_s} must be >= 0 (0: no bound)")
 
 
 @dataclass(frozen=True, kw_only=True)

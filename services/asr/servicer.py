@@ -13,7 +13,7 @@ import grpc
 from protos import asr_pb2, asr_pb2_grpc
 from services.asr.audio import strip_wav_header
 from services.asr.config import settings_from_proto
-from services.asr.stream import StreamSession
+from services.asr.stream import RealTimePace, StreamSession
 from services.common import (
     FailedPreconditionError,
     InvalidArgumentError,
@@ -57,9 +57,11 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
         async def pump(tasks: asyncio.TaskGroup) -> None:
             session = StreamSession(recognizer, settings, config, emit=emit, tasks=tasks,
                                     deadline_s=deadline_of(context))
+            pace = RealTimePace(config.stream_max_lead_s)
             async for request in request_iterator:
                 kind = request.WhichOneof("request")
                 if kind == "audio":
+                    await pace.hold(session.audio_s)  # before the next read: the sender waits in flow control
                     await session.audio(request.audio)
                 elif kind == "control":
                     action = request.control.action

@@ -82,6 +82,24 @@ class _Utterance:
     finalised: bool = False
 
 
+class RealTimePace:
+    """Holds a stream to real time plus a lead: its audio may run ``lead_s`` ahead of the wall clock (counted
+    from its first audio message), no further. ``lead_s`` 0 disables the bound."""
+
+    def __init__(self, lead_s: float) -> None:
+        self.lead_s = lead_s
+        self._started: float | None = None
+
+    async def hold(self, audio_s: float) -> None:
+        """Wait until ``audio_s`` seconds of audio received so far are within the lead of real time."""
+        now = time.monotonic()
+        if self._started is None:
+            self._started = now
+        ahead_s = audio_s - (now - self._started) - self.lead_s
+        if self.lead_s and ahead_s > 0:
+            await asyncio.sleep(ahead_s)
+
+
 class StreamSession:
     """State of one StreamingRecognize call; the servicer feeds it requests in order."""
 
@@ -114,6 +132,11 @@ class StreamSession:
         self._interims: set[asyncio.Task[None]] = set()
 
     # -- requests ----------------------------------------------------------------------------------
+
+    @property
+    def audio_s(self) -> float:
+        """Seconds of audio received so far."""
+        return self._input_samples / self.settings.sample_rate_hz
 
     async def audio(self, data: bytes) -> None:
         """One audio message (the first may start with a WAV header): validate, resample, run the VAD, act on

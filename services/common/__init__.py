@@ -1,7 +1,6 @@
 """The scaffold every stage service is built on (see docs/DEVELOPING.md)."""
 
 from services.common import grpc_fix
-
 from services.common.deadline import deadline_of
 from services.common.errors import (
     DeadlineError,

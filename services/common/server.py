@@ -70,7 +70,14 @@ def build_server(stage: Stage, address: str) -> ServerHandle:
         interceptors=[interceptor],
         options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                  ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                 ("grpc.so_reuseport", 0)],
+                 ("grpc.so_reuseport", 0),
+                 # No BDP probing: the receive window stays at 64 KiB per stream instead of growing to megabytes,
+                 # so a stream that is not read (ASR holding a client to real time) holds back its sender
+                 # after ~2 s of audio rather than buffering minutes of it here.
+                 ("grpc.http2.bdp_probe", 0),
+                 # The orchestrator's channels ping every 30 s (keepalive); the default minimum here (5 min)
+                 # counted those as strikes and answered GOAWAY "too_many_pings".
+                 ("grpc.http2.min_recv_ping_interval_without_data_ms", 20_000)],
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

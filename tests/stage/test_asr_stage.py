@@ -279,3 +279,26 @@ async def test_recognize_with_a_spent_or_bad_budget_says_so(asr_root, budget, co
                                  metadata=[("x-voxpipe-budget-ms", budget)], timeout=30)
         assert info.value.code() == code and message in info.value.details(), info.value.details()
         assert (await stub.Recognize(asr_pb2.RecognizeRequest(config=_config(), audio=speech), timeout=30)).results
+
+
+async def test_a_stream_sent_faster_than_real_time_is_held_to_its_lead_then_refused_past_max_audio(asr_root):
+    """Silence written as fast as gRPC takes it: ASR reads no further than ``stream_max_lead_s`` ahead of real
+    time (plus gRPC's 64 KiB window, ~2 s of audio), so the writer waits; past ``max_audio_s`` the stream ends
+    with OUT_OF_RANGE, the writer sees that status, and the stage serves the next stream."""
+    async with running_stage(_stage(asr_root, stream_max_lead_s=1.0, max_audio_s=6.0)) as (_, channel):
+        stub = asr_pb2_grpc.RecognizerStub(channel)
+        call = stub.StreamingRecognize()
+        await call.write(_C(config=_config()))
+        started, sent_s, accepted_at_1s = asyncio.get_running_loop().time(), 0.0, None
+        with pytest.raises((grpc.aio.AioRpcError, asyncio.InvalidStateError)):  # the latter: written after the end
+            while sent_s < 60:
+                await call.write(_C(audio=_SILENCE_1S[:3200]))
+                sent_s += 0.1
+                if accepted_at_1s is None and asyncio.get_running_loop().time() - started >= 1.0:
+                    accepted_at_1s = sent_s
+        assert await call.code() == grpc.StatusCode.OUT_OF_RANGE, await call.details()
+        assert "max_audio_s=6" in await call.details()
+        assert accepted_at_1s is not None and accepted_at_1s < 5.0  # unpaced, all 6 s went in at once
+        assert sent_s < 10.0
+        results = [r.result async for r in stub.StreamingRecognize(_stream([_C(config=_config()), _C(audio=_SILENCE_1S)]))]
+        assert [(r.is_final, r.text) for r in results] == [(True, "")]
