@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -54,13 +55,23 @@ async def flooder(address: str, pcm: bytes, rate: int, audio_s: float) -> dict:
             "wall_s": round(time.monotonic() - started, 1)}
 
 
+def loop_tasks(settings, stage: str) -> int:
+    """The stage process's ``voxpipe_event_loop_tasks`` (from its metrics endpoint)."""
+    own = settings.stage(stage).server
+    with urllib.request.urlopen(f"http://{own.host}:{own.metrics_port}/metrics", timeout=5) as reply:
+        for line in reply.read().decode().splitlines():
+            if line.startswith("voxpipe_event_loop_tasks "):
+                return int(float(line.split()[1]))
+    return -1
+
+
 async def main(args: argparse.Namespace) -> dict:
     from benchmarks.e2e_bench import free_port
     from services.launcher import launch, shutdown
 
     for stage in stack_settings.STAGE_ORDER:
         os.environ[f"VOXPIPE_{stage.upper()}__PORT"] = str(free_port())
-        os.environ[f"VOXPIPE_{stage.upper()}__METRICS_PORT"] = "0"
+        os.environ[f"VOXPIPE_{stage.upper()}__METRICS_PORT"] = str(free_port())
     os.environ.setdefault("VOXPIPE_LOG_LEVEL", "WARNING")
     if args.max_audio_s:
         os.environ["VOXPIPE_ASR__MAX_AUDIO_S"] = str(args.max_audio_s)
@@ -73,7 +84,8 @@ async def main(args: argparse.Namespace) -> dict:
     peak: dict[str, float] = collections.defaultdict(float)
     try:
         await user(address, [load_audio(p) for p in WAVS], 0, time.monotonic() + 0.1, 0, [], [])  # warm-up
-        before = {k: round(rss_mib(procs[k].pid), 1) for k in watched}
+        before = {**{k: round(rss_mib(procs[k].pid), 1) for k in watched},
+                  **{f"{k}_tasks": loop_tasks(settings, k) for k in watched}}
         stop = asyncio.Event()
 
         async def sample() -> None:
@@ -89,7 +101,8 @@ async def main(args: argparse.Namespace) -> dict:
         for _ in range(args.rounds):
             streams = await asyncio.gather(*(flooder(address, pcm, rate, args.audio_s) for _ in range(args.streams)))
             await asyncio.sleep(5)
-            after_round.append({k: round(rss_mib(procs[k].pid), 1) for k in watched})
+            after_round.append({**{k: round(rss_mib(procs[k].pid), 1) for k in watched},
+                                **{f"{k}_tasks": loop_tasks(settings, k) for k in watched}})
         flood_s = time.monotonic() - started
         stop.set()
         await sampler
@@ -123,7 +136,7 @@ def report(result: dict) -> str:
         f"  outcomes: {result['outcomes']}; median sent {result['sent_s_median']} s of audio in "
         f"{result['wall_s_median']} s",
         *(f"    {m}" for m in result["messages"]),
-        f"  RSS MiB before {result['rss_mib_before']}  peak {result['rss_mib_peak']}  after each of "
+        f"  RSS MiB (and loop tasks) before {result['rss_mib_before']}  peak {result['rss_mib_peak']}  after each of "
         f"{result['rounds']} rounds {result['rss_mib_after_each_round']}",
         f"  a normal user served right after: {result['served_after']} {result['errors_after'] or ''}; "
         "stages exited during: "

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import start_http_server
+from prometheus_client import Gauge, start_http_server
 from threadpoolctl import threadpool_limits
 
 from services.common.interceptor import ServiceInterceptor
@@ -97,6 +97,10 @@ def build_server(stage: Stage, address: str) -> ServerHandle:
     return ServerHandle(server=server, port=port, health=health_servicer, stage=stage, interceptor=interceptor)
 
 
+LOOP_TASKS = Gauge("voxpipe_event_loop_tasks",
+                   "Tasks alive on the process's event loop; a count that keeps growing while load does not is a leak.")
+
+
 class StageServer:
     """Runs one stage: start, warm, serve until stopped, drain. Usable as an async context manager."""
 
@@ -132,6 +136,8 @@ class StageServer:
         # numpy's BLAS stays on the calling thread: the engines own the cores (instances x intra_op_threads),
         # and an OpenBLAS worker spinning after each batched matmul cost the NLP stage ~2 ms of CPU a request.
         threadpool_limits(limits=1, user_api="blas")
+        loop = asyncio.get_running_loop()
+        LOOP_TASKS.set_function(lambda: len(asyncio.all_tasks(loop)))
         self._handle = build_server(self.stage, self.settings.address)
         await self._handle.set_serving(False)
         await self._handle.server.start()
