@@ -82,11 +82,31 @@ class TurnResult:
         }
 
 
+class AudioFileError(ValueError):
+    """An audio file that cannot be used: missing, empty, or not a format libsndfile reads."""
+
+
 def load_audio(path: Path) -> tuple[bytes, int]:
-    """Read an audio file as LINEAR16 mono bytes and its rate (resampled to 16 kHz if outside 8–48 kHz)."""
+    """The one reader of audio files for the CLIs and benchmarks: any format libsndfile reads, as LINEAR16 mono
+    bytes (channels averaged) and its rate (resampled to 16 kHz if outside 8–48 kHz).
+
+    Raises:
+        AudioFileError: the file is missing, empty, or not audio; the message names the file.
+    """
     import soundfile as sf
 
-    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    path = Path(path)
+    if not path.is_file():
+        raise AudioFileError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise AudioFileError(f"{path} is empty (0 bytes): expected a WAV, FLAC or OGG file")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as e:
+        reason = getattr(e, "error_string", None) or str(e)
+        raise AudioFileError(f"{path} is not an audio file voxpipe can read (WAV, FLAC, OGG): {reason}") from None
+    if not len(data):
+        raise AudioFileError(f"{path} holds no audio samples")
     mono = data.mean(axis=1)
     if not 8000 <= rate <= 48000:
         import soxr

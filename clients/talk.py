@@ -10,7 +10,7 @@ import wave
 from dataclasses import dataclass
 from pathlib import Path
 
-from clients.api import Conversation, TurnResult, load_audio, stream_audio
+from clients.api import AudioFileError, Conversation, TurnResult, load_audio, stream_audio
 from protos import assistant_pb2
 from services.common.settings import StackSettings
 
@@ -35,7 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("talk", help="ask the running stack a spoken question and print the turn report",
                        description="Stream a WAV/FLAC/OGG file (any rate; stereo is downmixed to mono by the "
                                    "client) at real-time pace to Assistant.Converse, then print the transcript, "
-                                   "intent, recommendations, reply text and the turn's latency table.")
+                                   "intent, recommendations, reply text and the turn's latency table. Exit codes: 0 "
+                                   "answered (a warning on stderr for what was degraded), 1 no answer (no speech "
+                                   "heard, or the call failed), 2 the file cannot be read.")
     p.add_argument("audio", nargs="?", type=Path, default=BUNDLED_QUESTION,
                    help="audio file (default: the bundled question, 'Can you recommend a comedy from the nineties?')")
     p.add_argument("--mic", type=float, metavar="SECONDS", default=0.0,
@@ -62,6 +64,9 @@ def _talk(args: argparse.Namespace, settings: StackSettings) -> int:
 
         if isinstance(e, grpc.aio.AioRpcError):
             print(f"voxpipe talk: {e.code().name}: {e.details()}", file=sys.stderr)
+        elif isinstance(e, AudioFileError):
+            print(f"voxpipe talk: {e}", file=sys.stderr)
+            return 2
         else:
             print(f"voxpipe talk: {type(e).__name__}: {e}", file=sys.stderr)
         return 1

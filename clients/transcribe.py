@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-import soundfile as sf
 
+from clients.api import AudioFileError, load_audio
 from protos import asr_pb2, asr_pb2_grpc, common_pb2
 from services.common.settings import StackSettings
 
@@ -40,9 +40,11 @@ class TranscribeOptions:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``transcribe`` to the CLI."""
     p = sub.add_parser("transcribe", help="transcribe a WAV file with the ASR service",
-                       description="Send a mono audio file (WAV/FLAC/OGG, 8-48 kHz; converted to 16-bit PCM by the "
-                                   "client) to voxpipe.v1.Recognizer and print the transcript.")
-    p.add_argument("audio", type=Path, help="mono audio file")
+                       description="Send an audio file (WAV/FLAC/OGG, any rate; stereo is downmixed to mono and "
+                                   "converted to 16-bit PCM by the client, as for talk) to voxpipe.v1.Recognizer "
+                                   "and print the transcript. Exit codes: 0 done, 1 the call failed, 2 the file "
+                                   "cannot be read.")
+    p.add_argument("audio", type=Path, help="audio file")
     p.add_argument("--stream", action="store_true",
                    help="stream in 100 ms chunks at real-time pace, showing interim results")
     p.add_argument("--json", action="store_true",
@@ -62,8 +64,8 @@ def _transcribe(args: argparse.Namespace, settings: StackSettings) -> int:
         as_json=args.json, speed=max(0.0, args.speed), interim=not args.no_interim, silence_ms=args.silence_ms,
         timeout_s=args.timeout_s)
     try:
-        pcm, rate = read_pcm16(options.audio)
-    except (OSError, RuntimeError, ValueError) as e:  # soundfile raises RuntimeError subclasses
+        pcm, rate = load_audio(options.audio)
+    except AudioFileError as e:
         print(f"voxpipe transcribe: {e}", file=sys.stderr)
         return 2
     try:
@@ -71,14 +73,6 @@ def _transcribe(args: argparse.Namespace, settings: StackSettings) -> int:
     except grpc.aio.AioRpcError as e:
         print(f"voxpipe transcribe: {e.code().name}: {e.details()}", file=sys.stderr)
         return 1
-
-
-def read_pcm16(path: Path) -> tuple[bytes, int]:
-    """A mono audio file as little-endian 16-bit PCM bytes and its sample rate."""
-    audio, rate = sf.read(path, dtype="int16", always_2d=True)
-    if audio.shape[1] != 1:
-        raise ValueError(f"{path} has {audio.shape[1]} channels; the ASR service takes mono audio")
-    return audio[:, 0].astype("<i2").tobytes(), rate
 
 
 def _result_dict(r: asr_pb2.SpeechResult) -> dict:
@@ -136,4 +130,4 @@ async def _requests(config: asr_pb2.RecognitionConfig, pcm: bytes, rate: int,
             await asyncio.sleep(max(0.0, start + (i + 1) * CHUNK_MS / 1000 / speed - loop.time()))
 
 
-__all__ = ["TranscribeOptions", "read_pcm16", "register", "transcribe"]
+__all__ = ["TranscribeOptions", "register", "transcribe"]

@@ -37,7 +37,7 @@ from services.common import (
 from services.common.audio_format import check_audio_format
 from services.common.context import REQUEST_ID, new_request_id
 from services.common.errors import UpstreamError, first_error, status_of
-from services.common.ids import validate_session_id
+from services.common.ids import validate_session_id, validate_voice_name
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ def validate_config(config: assistant_pb2.ConverseConfig) -> None:
     if config.budget_ms and not 100 <= config.budget_ms <= 60_000:
         raise InvalidArgumentError(f"budget_ms={config.budget_ms} is outside 100..60000 (0 = server default)")
     validate_session_id(config.session_id)
+    validate_voice_name(config.voice, field="config.voice")
 
 
 class AudioClock:

@@ -23,6 +23,7 @@ import soxr
 
 from engines.batcher import DynamicBatcher
 from services.common.errors import InvalidArgumentError, NotFoundError, shown
+from services.common.ids import validate_voice_name
 from services.common.sentences import Sentence, split_sentences
 from services.common.text_input import clean_text
 from services.tts.batching import SentenceItem
@@ -137,7 +138,7 @@ class SpeechSynthesizer:
             NotFoundError: no loaded voice has that name.
         """
         clean_text(text, max_chars=self.config.max_text_chars)  # the rule NLP applies: nothing to say is an error
-        runtime = self._voice(voice)
+        runtime = self._voice(validate_voice_name(voice))
         native = runtime.voice.sample_rate_hz
         if sample_rate_hz and not MIN_SAMPLE_RATE_HZ <= sample_rate_hz <= MAX_SAMPLE_RATE_HZ:
             raise InvalidArgumentError(

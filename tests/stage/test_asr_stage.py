@@ -248,9 +248,10 @@ async def test_bad_inputs_get_named_errors_and_the_service_keeps_serving(asr_roo
 
 
 async def test_transcribe_client_json(asr_root, capsys):
-    from clients.transcribe import TranscribeOptions, read_pcm16, transcribe
+    from clients.api import load_audio
+    from clients.transcribe import TranscribeOptions, transcribe
 
-    pcm, rate = read_pcm16(FIXTURES / MULTI["file"])
+    pcm, rate = load_audio(FIXTURES / MULTI["file"])
     async with running_stage(_stage(asr_root)) as (server, _):
         for stream in (False, True):
             options = TranscribeOptions(address=server.address, audio=FIXTURES / MULTI["file"], stream=stream,
