@@ -94,7 +94,8 @@ class Conversation:
     """The state and tasks of one Converse stream."""
 
     def __init__(self, config: assistant_pb2.ConverseConfig, session: SessionState, runner: TurnRunner,
-                 clients: StageClients, admission: Admission, options: ConversationOptions) -> None:
+                 clients: StageClients, admission: Admission, options: ConversationOptions,
+                 draining: asyncio.Event | None = None) -> None:
         self.config = config
         self.session = session
         self.runner = runner
@@ -109,6 +110,7 @@ class Conversation:
         self._turn: asyncio.Task | None = None
         self._turn_index = 0
         self._barge_in: set[asyncio.Task] = set()
+        self._draining = draining or asyncio.Event()
         self.request_id = REQUEST_ID.get() if REQUEST_ID.get() != "-" else new_request_id()
 
     async def emit(self, response: assistant_pb2.ConverseResponse) -> None:
@@ -149,7 +151,9 @@ class Conversation:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 tg.create_task(self._pump(requests), name="converse-pump")
+                drain = tg.create_task(self._end_when_draining(), name="converse-drain")
                 await self._listen(call)
+                drain.cancel()
                 if self._turn is not None:
                     await asyncio.wait({self._turn})
         except BaseExceptionGroup as group:
@@ -159,6 +163,13 @@ class Conversation:
             raise _from_asr(e) from e
         finally:
             call.cancel()
+
+    async def _end_when_draining(self) -> None:
+        """Once the server drains, let the turn in flight answer, then end the stream (UNAVAILABLE: reconnect)."""
+        await self._draining.wait()
+        while self._turn is not None and not self._turn.done():
+            await asyncio.wait({self._turn})
+        raise UnavailableError("the orchestrator is shutting down (draining): reconnect to start a new conversation")
 
     async def _asr_requests(self) -> AsyncIterator[asr_pb2.StreamingRecognizeRequest]:
         audio = asr_pb2.RecognitionConfig()
@@ -313,8 +324,11 @@ class AssistantServicer:
         self.admission = admission
         self.sessions = sessions
         self.options = options
+        self.draining = asyncio.Event()  # set by the stage when the server drains
 
     async def Converse(self, request_iterator, context) -> AsyncIterator[assistant_pb2.ConverseResponse]:
+        if self.draining.is_set():
+            raise UnavailableError("the orchestrator is shutting down (draining): connect to another replica or retry")
         requests = aiter(request_iterator)
         try:
             async with asyncio.timeout(self.options.config_timeout_s):
@@ -333,7 +347,8 @@ class AssistantServicer:
         self.voices.check(first.config.voice)
         async with self.admission.stream():
             session = self.sessions.get_or_create(first.config.session_id)
-            conversation = Conversation(first.config, session, self.runner, self.clients, self.admission, self.options)
+            conversation = Conversation(first.config, session, self.runner, self.clients, self.admission, self.options,
+                                        self.draining)
             runner = asyncio.create_task(conversation.run(requests), name="converse")
             try:
                 async for item in conversation.events(runner):

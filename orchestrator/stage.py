@@ -102,6 +102,7 @@ class OrchestratorStage(Stage):
                                            idle_timeout_s=self.config.idle_timeout_s)
         self.voices = VoiceCatalog()
         self._refresh: asyncio.Task | None = None
+        self._servicer: AssistantServicer | None = None
 
     async def start(self) -> None:
         await self.clients.open()
@@ -127,6 +128,11 @@ class OrchestratorStage(Stage):
         await self.clients.close()
 
     def register(self, server: grpc.aio.Server) -> None:
-        servicer = AssistantServicer(self.runner, self.clients, self.admission, self.sessions, self.options,
-                                     voices=self.voices)
-        assistant_pb2_grpc.add_AssistantServicer_to_server(servicer, server)
+        self._servicer = AssistantServicer(self.runner, self.clients, self.admission, self.sessions, self.options,
+                                           voices=self.voices)
+        assistant_pb2_grpc.add_AssistantServicer_to_server(self._servicer, server)
+
+    def drain(self) -> None:
+        """Each conversation ends once its turn in flight (if any) has answered: UNAVAILABLE, reconnect."""
+        if self._servicer is not None:
+            self._servicer.draining.set()

@@ -141,18 +141,21 @@ async def _wait_or_exit(stage: LaunchedStage, timeout_s: float) -> None:
 
 
 async def shutdown(stack: Stack, timeout_s: float = 20.0) -> None:
-    """SIGTERM every process (they drain), SIGKILL what still runs after ``timeout_s``, then stop the MPS
-    daemon if this stack started it."""
-    for stage in reversed(stack.stages):
-        if stage.process.returncode is None:
-            stage.process.send_signal(signal.SIGTERM)
-    for stage in stack.stages:
-        try:
-            await asyncio.wait_for(stage.process.wait(), timeout_s)
-        except TimeoutError:
-            log.warning("%s did not stop within %.0f s; killing it", stage.label, timeout_s)
-            stage.process.kill()
-            await stage.process.wait()
+    """Drain callers before the stages they call: SIGTERM the orchestrator's processes and wait for them (turns
+    in flight still reach the model stages), then the model stages'; SIGKILL a process still running after
+    ``timeout_s``. Then stop the MPS daemon if this stack started it."""
+    callers = [s for s in stack.stages if s.name == "orchestrator"]
+    for group in (callers, [s for s in stack.stages if s.name != "orchestrator"]):
+        for stage in group:
+            if stage.process.returncode is None:
+                stage.process.send_signal(signal.SIGTERM)
+        for stage in group:
+            try:
+                await asyncio.wait_for(stage.process.wait(), timeout_s)
+            except TimeoutError:
+                log.warning("%s did not stop within %.0f s; killing it", stage.label, timeout_s)
+                stage.process.kill()
+                await stage.process.wait()
     if stack.mps is not None:
         await mps.stop(stack.mps)
 

@@ -97,6 +97,8 @@ def build_server(stage: Stage, address: str) -> ServerHandle:
     return ServerHandle(server=server, port=port, health=health_servicer, stage=stage, interceptor=interceptor)
 
 
+DRAIN_NOTICE_S = 0.5  # on SIGTERM: NOT_SERVING for this long, still answering, before new RPCs are refused
+
 LOOP_TASKS = Gauge("voxpipe_event_loop_tasks",
                    "Tasks alive on the process's event loop; a count that keeps growing while load does not is a leak.")
 
@@ -155,8 +157,13 @@ class StageServer:
             return
         grace = self.settings.grace_s if grace_s is None else grace_s
         await self._handle.set_serving(False)
+        self.stage.drain()
         log.info("%s draining (grace %.1f s)", self.stage.name, grace)
-        await self._handle.server.stop(grace)
+        # Health pollers (load balancers, `voxpipe health`) get a moment to see NOT_SERVING: once the server
+        # stops, it answers no new RPC at all, health checks included.
+        notice_s = min(DRAIN_NOTICE_S, grace / 4)
+        await asyncio.sleep(notice_s)
+        await self._handle.server.stop(grace - notice_s)
         await self.stage.stop()
         self._stopped.set()
         log.info("%s stopped", self.stage.name)

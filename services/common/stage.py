@@ -77,6 +77,10 @@ class Stage(ABC):
             engine.warmup()
         self.warm()
 
+    def drain(self) -> None:
+        """The server is draining (SIGTERM): it takes no new RPCs; end long-lived streams at their next clean
+        point so that they finish within the grace period. Default: nothing."""
+
     async def stop(self) -> None:
         """Close batchers (queued work fails with UNAVAILABLE) after the server has drained, then the engines."""
         for batcher in self.batchers():
