@@ -18,8 +18,10 @@ class RecommenderConfig:
     max_ratings_per_session: int = 500
     max_shown_per_session: int = 1_000
     max_get_items: int = 100
+    max_exclude_item_ids: int = 2_000  # filters.exclude_item_ids per request (the catalogue has 1,682 films)
 
     def __post_init__(self) -> None:
-        for name in ("max_k", "max_sessions", "max_ratings_per_session", "max_shown_per_session", "max_get_items"):
+        for name in ("max_k", "max_sessions", "max_ratings_per_session", "max_shown_per_session", "max_get_items",
+                     "max_exclude_item_ids"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

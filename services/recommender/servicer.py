@@ -52,6 +52,9 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
             similar_row = catalog.row(request.similar_to_item_id, field="similar_to_item_id")
         f = request.filters
         item_filter = ItemFilter.of(f)
+        if len(f.exclude_item_ids) > st.config.max_exclude_item_ids:
+            raise InvalidArgumentError(f"filters.exclude_item_ids has {len(f.exclude_item_ids)} ids, more than the "
+                                       f"limit of {st.config.max_exclude_item_ids} (max_exclude_item_ids)")
         exclude = {catalog.row(i, field="filters.exclude_item_ids") for i in f.exclude_item_ids}
         session = st.sessions.get_or_create(session_id) if session_id else None
         if f.exclude_seen and session is not None:

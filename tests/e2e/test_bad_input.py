@@ -210,8 +210,7 @@ async def test_converse(channels, case):
     requests, code, fragment = CONVERSE[case]
     stub = assistant_pb2_grpc.AssistantStub(channels["orchestrator"])
     await expect(code, fragment, drain(stub.Converse(iter([*requests, AUDIO]), timeout=20)))
-    events = await asyncio.wait_for(drain(stub.Converse(iter([converse_config(), AUDIO]), timeout=20)), 30)
-    assert events[0].WhichOneof("event") == "session"
+    await served(channels, "orchestrator")
 
 
 @pytest.mark.parametrize("case", sorted(STREAMING_RECOGNIZE))
@@ -229,8 +228,7 @@ async def test_recognize(channels, case):
     request, code, fragment = RECOGNIZE[case]
     stub = asr_pb2_grpc.RecognizerStub(channels["asr"])
     await expect(code, fragment, stub.Recognize(request, timeout=20))
-    good = await stub.Recognize(asr_pb2.RecognizeRequest(config=rc(), audio=SPEECH_1S.tobytes()), timeout=20)
-    assert good.results and good.results[-1].is_final
+    await served(channels, "asr")
 
 
 @pytest.mark.parametrize("case", sorted(UNDERSTAND))
@@ -238,7 +236,7 @@ async def test_understand(channels, case):
     request, code, fragment = UNDERSTAND[case]
     stub = nlp_pb2_grpc.UnderstanderStub(channels["nlp"])
     await expect(code, fragment, stub.Understand(request, timeout=10))
-    assert (await stub.Understand(nlp_pb2.UnderstandRequest(text="recommend a comedy"), timeout=10)).intent
+    await served(channels, "nlp")
 
 
 @pytest.mark.parametrize("case", sorted(RECOMMEND))
@@ -246,7 +244,7 @@ async def test_recommend(channels, case):
     request, code, fragment = RECOMMEND[case]
     stub = recommender_pb2_grpc.RecommenderStub(channels["recommender"])
     await expect(code, fragment, stub.Recommend(request, timeout=10))
-    assert (await stub.Recommend(recommender_pb2.RecommendRequest(k=3), timeout=10)).items
+    await served(channels, "recommender")
 
 
 @pytest.mark.parametrize("case", sorted(FEEDBACK))
@@ -271,8 +269,7 @@ async def test_synthesize(channels, case):
     request, code, fragment = SYNTHESIZE[case]
     stub = tts_pb2_grpc.SynthesizerStub(channels["tts"])
     await expect(code, fragment, drain(stub.Synthesize(request, timeout=20)))
-    chunks = await asyncio.wait_for(drain(stub.Synthesize(tts_pb2.SynthesizeRequest(text="Okay."), timeout=20)), 30)
-    assert chunks[-1].last and any(c.audio for c in chunks)
+    await served(channels, "tts")
 
 
 def header(call_id: int) -> common_pb2.CallHeader:
@@ -343,3 +340,78 @@ def test_the_cli_names_a_bad_file_and_exits_nonzero(stack, tmp_path, command, ca
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert "Traceback" not in done.stderr, done.stderr
     assert fragment.lower() in (done.stdout + done.stderr).lower(), (done.stdout, done.stderr)
+
+
+# Oversized messages on every hop. A request one byte over the servers' 16 MiB limit is refused by gRPC with
+# RESOURCE_EXHAUSTED; one just under reaches the service, which answers by its own rule; the next is served.
+LIMIT = 16 * 1024 * 1024
+
+
+def sized(make, size: int):
+    """``make(n)`` with ``n`` chosen so that the serialized message is ``size`` bytes (or one less: audio comes
+    in whole samples)."""
+    n = size
+    for _ in range(8):
+        got = make(n).ByteSize()
+        if size - 1 <= got <= size:
+            return make(n)
+        n += size - got
+    raise AssertionError(f"could not size the message to {size} bytes")
+
+
+OVERSIZED = {
+    # Converse: the audio goes on to ASR in a message of the same size (the orchestrator -> ASR hop); at 8 kHz
+    # 16 MiB is ~1,049 s of audio, over max_audio_s, which ASR says and the orchestrator passes through.
+    "Converse": ("orchestrator", lambda n: assistant_pb2.ConverseRequest(audio=b"\0" * (n - (n % 2))),
+                 C.OUT_OF_RANGE, "max_audio_s"),
+    "Recognize": ("asr", lambda n: asr_pb2.RecognizeRequest(config=rc(sample_rate_hz=8000), audio=b"\0" * (n - n % 2)),
+                  C.OUT_OF_RANGE, "max_audio_s"),
+    "Understand": ("nlp", lambda n: nlp_pb2.UnderstandRequest(text="a" * n), C.INVALID_ARGUMENT, "max_text_chars"),
+    "Recommend": ("recommender", lambda n: recommender_pb2.RecommendRequest(
+        k=3, filters=recommender_pb2.Filters(exclude_item_ids=[1] * n)), C.INVALID_ARGUMENT, "exclude_item_ids"),
+    "Synthesize": ("tts", lambda n: tts_pb2.SynthesizeRequest(text="a" * n), C.INVALID_ARGUMENT, "max_text_chars"),
+}
+
+
+async def call_oversized(channels, method: str, request):
+    stage = OVERSIZED[method][0]
+    if method == "Converse":
+        stub = assistant_pb2_grpc.AssistantStub(channels[stage])
+        return await drain(stub.Converse(iter([converse_config(audio=rc(sample_rate_hz=8000)), request]), timeout=60))
+    if method == "Recognize":
+        return await asr_pb2_grpc.RecognizerStub(channels[stage]).Recognize(request, timeout=60)
+    if method == "Understand":
+        return await nlp_pb2_grpc.UnderstanderStub(channels[stage]).Understand(request, timeout=60)
+    if method == "Recommend":
+        return await recommender_pb2_grpc.RecommenderStub(channels[stage]).Recommend(request, timeout=60)
+    return await drain(tts_pb2_grpc.SynthesizerStub(channels[stage]).Synthesize(request, timeout=60))
+
+
+@pytest.mark.parametrize("method", sorted(OVERSIZED))
+async def test_oversized_messages_just_under_and_over_the_limit(channels, method):
+    stage, make, under_code, under_fragment = OVERSIZED[method]
+    await expect(C.RESOURCE_EXHAUSTED, "larger than max", call_oversized(channels, method, sized(make, LIMIT + 2)))
+    await expect(under_code, under_fragment, call_oversized(channels, method, sized(make, LIMIT - 8)))
+    await served(channels, stage)
+
+
+async def served(channels, stage: str) -> None:
+    """A good request to ``stage`` gets its answer."""
+    if stage == "orchestrator":
+        stub = assistant_pb2_grpc.AssistantStub(channels[stage])
+        events = await asyncio.wait_for(drain(stub.Converse(iter([converse_config(), AUDIO]), timeout=20)), 30)
+        assert events[0].WhichOneof("event") == "session"
+    elif stage == "asr":
+        stub = asr_pb2_grpc.RecognizerStub(channels[stage])
+        good = await stub.Recognize(asr_pb2.RecognizeRequest(config=rc(), audio=SPEECH_1S.tobytes()), timeout=20)
+        assert good.results and good.results[-1].is_final
+    elif stage == "nlp":
+        stub = nlp_pb2_grpc.UnderstanderStub(channels[stage])
+        assert (await stub.Understand(nlp_pb2.UnderstandRequest(text="recommend a comedy"), timeout=10)).intent
+    elif stage == "recommender":
+        stub = recommender_pb2_grpc.RecommenderStub(channels[stage])
+        assert (await stub.Recommend(recommender_pb2.RecommendRequest(k=3), timeout=10)).items
+    else:
+        stub = tts_pb2_grpc.SynthesizerStub(channels[stage])
+        chunks = await asyncio.wait_for(drain(stub.Synthesize(tts_pb2.SynthesizeRequest(text="Okay."), timeout=20)), 30)
+        assert chunks[-1].last and any(c.audio for c in chunks)
