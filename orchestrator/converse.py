@@ -36,6 +36,7 @@ from services.common import (
 )
 from services.common.audio_format import check_audio_format
 from services.common.context import REQUEST_ID, new_request_id
+from services.common.deadline import transit_ms
 from services.common.errors import UpstreamError, first_error, status_of
 from services.common.ids import validate_session_id, validate_voice_name
 
@@ -286,15 +287,9 @@ class Conversation:
             self._barge_in.discard(asyncio.current_task())
 
 
-def _delivery_ms(result: asr_pb2.SpeechResult, max_ms: float = 1000.0) -> float:
-    """How long the final result took from ASR to here, by the wall clocks of both (0 when unknown).
-
-    Exact on one host; across hosts it includes the clocks' offset, so a value outside 0..``max_ms`` is taken
-    for clock skew and ignored."""
-    if not result.sent_unix_ns:
-        return 0.0
-    ms = (time.time_ns() - result.sent_unix_ns) / 1e6
-    return ms if 0.0 <= ms <= max_ms else 0.0
+def _delivery_ms(result: asr_pb2.SpeechResult) -> float:
+    """How long the final result took from ASR to here, by the wall clocks of both (0 when unknown)."""
+    return transit_ms(result.sent_unix_ns)
 
 
 def _scaled(budget: BudgetConfig, total_ms: float) -> BudgetConfig:

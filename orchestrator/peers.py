@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -19,7 +20,7 @@ from protos import (
     tts_pb2,
     tts_pb2_grpc,
 )
-from services.common.context import BUDGET_HEADER, REQUEST_ID_HEADER, server_time_ms
+from services.common.context import BUDGET_HEADER, REQUEST_ID_HEADER, SENT_AT_HEADER, server_time_ms
 from services.common.settings import split_addresses
 from services.common.tracing import inject_metadata
 
@@ -181,7 +182,7 @@ def call_metadata(request_id: str, budget_ms: float | None = None) -> list[tuple
     """Request id, remaining budget (for the stage's deadline-aware batcher) and the trace context."""
     metadata = [(REQUEST_ID_HEADER, request_id)]
     if budget_ms is not None:
-        metadata.append((BUDGET_HEADER, f"{max(budget_ms, 0.0):.1f}"))
+        metadata += [(BUDGET_HEADER, f"{max(budget_ms, 0.0):.1f}"), (SENT_AT_HEADER, str(time.time_ns()))]
     return inject_metadata(metadata)
 
 

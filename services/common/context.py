@@ -13,6 +13,10 @@ REQUEST_ID_HEADER = "x-request-id"
 TRACEPARENT_HEADER = "traceparent"
 # Remaining turn budget in milliseconds, sent by the orchestrator beside the gRPC deadline.
 BUDGET_HEADER = "x-voxpipe-budget-ms"
+# The sender's wall clock (ns since the Unix epoch) when it set BUDGET_HEADER: the receiver takes the time the
+# request spent in transit (a slow link, a proxy, its own accept queue) off the budget. gRPC's own deadline
+# is relative and starts again on arrival, so without this a late request looks fresh.
+SENT_AT_HEADER = "x-voxpipe-sent-unix-ns"
 # Trailing metadata every stage sends back: milliseconds its handler took to the response (or to the first
 # message of a response stream), so a caller can split its own measurement into server time and hop.
 SERVER_TIME_HEADER = "x-voxpipe-server-ms"

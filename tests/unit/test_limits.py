@@ -35,6 +35,22 @@ def test_the_tighter_of_budget_and_grpc_deadline_wins_and_zero_is_already_spent(
     assert deadline_of(_context(None), clock=lambda: 100.0) is None
 
 
+def test_time_in_transit_is_taken_off_the_budget_unless_the_clocks_disagree():
+    def sent(ms_ago: float, budget: str = "250"):
+        context = _context(budget)
+        metadata = [*context.invocation_metadata(), ("x-voxpipe-sent-unix-ns", str(int(10**18 - ms_ago * 1e6)))]
+        return SimpleNamespace(time_remaining=lambda: None, invocation_metadata=lambda: metadata)
+
+    at = {"clock": lambda: 100.0, "wall_ns": lambda: 10**18}
+    assert deadline_of(sent(100), **at) == pytest.approx(100.15)  # 100 ms on the way: 150 ms left
+    assert deadline_of(sent(400), **at) == pytest.approx(99.85)  # arrived after its deadline
+    assert deadline_of(sent(-50), **at) == pytest.approx(100.25)  # sent "in the future": skew, ignored
+    assert deadline_of(sent(5_000), **at) == pytest.approx(100.25)  # beyond any plausible transit: skew
+    bad = SimpleNamespace(time_remaining=lambda: None, invocation_metadata=lambda: [
+        ("x-voxpipe-budget-ms", "250"), ("x-voxpipe-sent-unix-ns", "yesterday")])
+    assert deadline_of(bad, **at) == pytest.approx(100.25)
+
+
 def test_a_long_bad_budget_is_not_echoed_whole():
     with pytest.raises(InvalidArgumentError) as e:
         deadline_of(_context("x" * 10_000), clock=lambda: 0.0)
