@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 
 import grpc
 
+from orchestrator import metrics
 from orchestrator.admission import Admission
 from orchestrator.budget import PROFILES, BudgetConfig
 from orchestrator.converse import AssistantServicer, ConversationOptions
@@ -97,6 +98,8 @@ class OrchestratorStage(Stage):
                                    max_concurrent_turns=self.config.max_concurrent_turns,
                                    max_turns_per_s=self.config.max_turns_per_s,
                                    max_admission_wait_ms=self.config.max_admission_wait_ms)
+        metrics.CONVERSATIONS.set_function(lambda: self.admission.streams)
+        metrics.TURNS_IN_FLIGHT.set_function(lambda: self.admission.turns)
         self.sessions = SessionStore(max_sessions=self.config.max_sessions, ttl_s=settings.session_ttl_s)
         self.options = ConversationOptions(budget=budget, config_timeout_s=self.config.config_timeout_s,
                                            idle_timeout_s=self.config.idle_timeout_s)

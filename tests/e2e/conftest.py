@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,10 +29,19 @@ class Stack:
     addresses: dict[str, str]
     process: subprocess.Popen
     log: list[str]
+    metrics_ports: dict[str, int]
 
     @property
     def orchestrator(self) -> str:
         return self.addresses["orchestrator"]
+
+    def metric(self, stage: str, name: str) -> float:
+        """A stage's Prometheus sample ``name`` (unlabelled), read from its metrics endpoint."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_ports[stage]}/metrics", timeout=5) as reply:
+            for line in reply.read().decode().splitlines():
+                if line.startswith(name + " "):
+                    return float(line.split()[1])
+        raise KeyError(f"{stage} reports no {name}")
 
 
 def start_stack(models_dir, **env_overrides: str):
@@ -41,10 +51,11 @@ def start_stack(models_dir, **env_overrides: str):
     for stage in ("asr", "nlp", "recommender", "tts"):
         root = models_dir(stage)
     ports = {stage: free_port() for stage in STAGES}
+    metrics_ports = {stage: free_port() for stage in STAGES}
     env = {**os.environ, "VOXPIPE_MODELS_DIR": str(root), "VOXPIPE_LOG_LEVEL": "WARNING", **env_overrides}
     for stage, port in ports.items():
         env[f"VOXPIPE_{stage.upper()}__PORT"] = str(port)
-        env[f"VOXPIPE_{stage.upper()}__METRICS_PORT"] = "0"
+        env[f"VOXPIPE_{stage.upper()}__METRICS_PORT"] = str(metrics_ports[stage])
     process = subprocess.Popen([sys.executable, "-m", "clients.cli", "up"], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, cwd=Path(__file__).resolve().parents[2])
     log: list[str] = []
@@ -63,7 +74,7 @@ def start_stack(models_dir, **env_overrides: str):
             process.kill()
             pytest.fail("voxpipe up did not get every stage SERVING:\n" + "\n".join(log[-40:]))
         time.sleep(0.2)
-    yield Stack({s: f"127.0.0.1:{p}" for s, p in ports.items()}, process, log)
+    yield Stack({s: f"127.0.0.1:{p}" for s, p in ports.items()}, process, log, metrics_ports)
     process.send_signal(signal.SIGINT)
     try:
         code = process.wait(timeout=60)

@@ -5,6 +5,7 @@ so. The stack here is this module's own (it is damaged on purpose)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -105,6 +106,31 @@ async def test_asr_killed_ends_the_stream_with_unavailable_naming_it_quickly(fau
     await back_and_whole(faulty_stack, "asr")
 
 
+@pytest.mark.parametrize(("stage", "note"), [("nlp", "UNAVAILABLE"), ("recommender", "cached popularity"),
+                                           ("tts", "no audio: tts")])
+async def test_a_stage_killed_as_the_turn_starts_is_degraded_around_within_the_deadline(faulty_stack, stage, note):
+    """SIGKILL the stage the moment the final transcript arrives (the turn is starting): the turn answers
+    within its budget's reach, degraded around that stage, and says so; then the stage is back."""
+    pcm, rate = load_audio(BUNDLED_QUESTION)
+    final = asyncio.Event()
+
+    def on_event(response) -> None:
+        if response.WhichOneof("event") == "transcript" and response.transcript.is_final and response.transcript.text:
+            if not final.is_set():
+                os.kill(stage_pid(faulty_stack, stage), signal.SIGKILL)
+                final.set()
+
+    async with Conversation(faulty_stack.orchestrator, sample_rate_hz=rate, on_event=on_event) as conv:
+        await stream_audio(conv, pcm, rate, realtime=False)
+        await asyncio.wait_for(final.wait(), 30)
+        killed = time.monotonic()
+        turn = await conv.next_turn(timeout_s=30)
+    stages = {s.stage: s for s in turn.report.stages}
+    assert stages[stage].degraded and note in stages[stage].note, stages[stage]
+    assert turn.reply_text and time.monotonic() - killed < 5
+    await back_and_whole(faulty_stack, stage)
+
+
 def test_talk_on_silence_says_no_speech_was_heard(faulty_stack, tmp_path):
     import soundfile as sf
 
@@ -115,3 +141,88 @@ def test_talk_on_silence_says_no_speech_was_heard(faulty_stack, tmp_path):
                                "--address", faulty_stack.orchestrator, *extra], capture_output=True, text=True,
                               cwd=ROOT, timeout=60, check=False)
         assert done.returncode == 1 and expected in done.stdout, (done.stdout, done.stderr)
+
+
+_CLIENT = """
+import asyncio, sys
+from clients.api import Conversation, load_audio, stream_audio
+from clients.talk import BUNDLED_QUESTION
+
+async def one(address, pcm, rate):
+    def on_event(response):
+        if response.WhichOneof("event") == "audio":
+            print("audio", flush=True)
+    async with Conversation(address, sample_rate_hz=rate, on_event=on_event) as conv:
+        await stream_audio(conv, pcm, rate, realtime=False)
+        await conv.next_turn(timeout_s=120)
+
+async def main(address, n):
+    pcm, rate = load_audio(BUNDLED_QUESTION)
+    await asyncio.gather(*(one(address, pcm, rate) for _ in range(n)))
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+"""
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def test_a_hundred_clients_that_vanish_mid_turn_leave_no_task_slot_or_memory_behind(faulty_stack):
+    """50 conversations in client processes SIGKILLed as their replies stream, 50 that cancel their call as
+    the reply starts: afterwards no conversation or turn holds a slot, the orchestrator's and every stage's
+    event loop is back to its task count before, and the orchestrator's memory has not grown."""
+    stack = faulty_stack
+    stages = ("orchestrator", "nlp", "recommender", "tts", "asr")
+    await asyncio.wait_for(ask_while(stack), 60)  # every peer stream is open before the baseline
+    tasks_before = {s: stack.metric(s, "voxpipe_event_loop_tasks") for s in stages}
+    rss_before = rss_mib(stage_pid(stack, "orchestrator"))
+
+    async def killed_process(n: int) -> None:
+        process = await asyncio.create_subprocess_exec(sys.executable, "-c", _CLIENT, stack.orchestrator, str(n),
+                                                       cwd=ROOT, stdout=asyncio.subprocess.PIPE)
+        try:
+            await asyncio.wait_for(process.stdout.readline(), 60)  # a reply is streaming
+        finally:
+            process.kill()
+            await process.wait()
+
+    pcm, rate = load_audio(BUNDLED_QUESTION)
+
+    async def cancelled_call() -> None:
+        def on_event(response) -> None:
+            if response.WhichOneof("event") == "audio" and not conv._call.done():
+                conv._call.cancel()  # the client hangs up as its reply starts
+
+        conv = Conversation(stack.orchestrator, sample_rate_hz=rate, on_event=on_event)
+        async with conv:
+            await stream_audio(conv, pcm, rate, realtime=False)
+            with contextlib.suppress(Exception):
+                await conv.next_turn(timeout_s=60)
+        # (close() re-raises the CANCELLED the client chose)
+
+    for _ in range(5):
+        await asyncio.gather(*(killed_process(5) for _ in range(2)),
+                             *(_quiet(cancelled_call()) for _ in range(10)))
+    for _ in range(150):
+        settled = (stack.metric("orchestrator", "voxpipe_conversations_open") == 0
+                   and stack.metric("orchestrator", "voxpipe_turns_in_flight") == 0
+                   and all(stack.metric(s, "voxpipe_event_loop_tasks") <= tasks_before[s] for s in stages))
+        if settled:
+            break
+        await asyncio.sleep(0.2)
+    tasks_after = {s: stack.metric(s, "voxpipe_event_loop_tasks") for s in stages}
+    assert stack.metric("orchestrator", "voxpipe_conversations_open") == 0
+    assert stack.metric("orchestrator", "voxpipe_turns_in_flight") == 0
+    assert all(tasks_after[s] <= tasks_before[s] for s in stages), (tasks_before, tasks_after)
+    assert rss_mib(stage_pid(stack, "orchestrator")) - rss_before < 40, (rss_before,)
+    turn = await asyncio.wait_for(ask_while(stack), 60)
+    assert turn.audio and not turn.errors
+
+
+async def _quiet(coro) -> None:
+    with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError, EOFError):
+        await coro
