@@ -245,7 +245,8 @@ class Conversation:
                 if self.config.barge_in_on_speech and result.text.strip():
                     self.cancel_turn("user speech (barge-in)")
                 continue
-            received_s, delivery_ms = time.monotonic(), _delivery_ms(result)
+            # ASR -> here, by the wall clocks of both (0 when unknown)
+            received_s, delivery_ms = time.monotonic(), transit_ms(result.sent_unix_ns)
             self._turn_index += 1
             await self.emit(assistant_pb2.ConverseResponse(turn_index=self._turn_index, transcript=result))
             if not result.text.strip():
@@ -285,11 +286,6 @@ class Conversation:
                 code=status_of(e).name, message=f"{type(e).__name__}: {e}", stage="orchestrator")))
         finally:
             self._barge_in.discard(asyncio.current_task())
-
-
-def _delivery_ms(result: asr_pb2.SpeechResult) -> float:
-    """How long the final result took from ASR to here, by the wall clocks of both (0 when unknown)."""
-    return transit_ms(result.sent_unix_ns)
 
 
 def _scaled(budget: BudgetConfig, total_ms: float) -> BudgetConfig:

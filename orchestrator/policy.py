@@ -31,6 +31,7 @@ class Degradation(Enum):
     CACHED_POPULARITY = "cached popularity list, recommender skipped"
     ONE_SENTENCE = "one-sentence reply"
     NO_AUDIO = "no audio"  # TTS unavailable or failing: the reply is text only
+    AUDIO_CUT = "audio cut short"  # TTS failed after the first audio: the reply's text is whole, its audio not
 
 
 @dataclass(frozen=True, kw_only=True)

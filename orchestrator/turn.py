@@ -299,11 +299,13 @@ class TurnRunner:
                 if spend is not None:  # unary transport: TTS's time to first chunk is known at the stream's end
                     spend.server_ms = outcome.server_ms
             except grpc.aio.AioRpcError as e:
+                why = f"tts {'unavailable' if e.code() is grpc.StatusCode.UNAVAILABLE else 'failed'} ({e.code().name})"
                 if first_audio_s is None:  # the reply stays a text answer; the report says why it has no audio
-                    self._degrade(outcome, "tts", Degradation.NO_AUDIO,
-                                  f"tts {'unavailable' if e.code() is grpc.StatusCode.UNAVAILABLE else 'failed'} "
-                                  f"({e.code().name})")
+                    self._degrade(outcome, "tts", Degradation.NO_AUDIO, why)
                     self._finish_stage(budget, "tts", (self.clock() - start) * 1e3, outcome)
+                elif spend is not None:  # some audio went out: the report says the rest is missing
+                    self._degrade(outcome, "tts", Degradation.AUDIO_CUT, why)
+                    spend.degraded, spend.note = True, outcome.note
                 await emit(assistant_pb2.ConverseResponse(turn_index=turn.turn_index, error=assistant_pb2.TurnError(
                     code=e.code().name, message=e.details() or "", stage="tts")))
             finally:

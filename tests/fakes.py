@@ -24,6 +24,7 @@ from protos import (
     tts_pb2,
     tts_pb2_grpc,
 )
+from services.common import UnavailableError
 from services.common.calls import CallServer
 from services.common.interceptor import ServiceInterceptor
 
@@ -34,6 +35,7 @@ class FakeTiming:
     recommender_delay_s: float = 0.0
     tts_chunks: int = 3
     tts_chunk_delay_s: float = 0.0
+    tts_fail_after_chunks: int = -1  # >= 0: the synthesis fails (UNAVAILABLE) after this many chunks
     text: str = "recommend a comedy"
     tts_cancelled_at: list[float] = field(default_factory=list)
     recommend_requests: list[recommender_pb2.RecommendRequest] = field(default_factory=list)
@@ -117,6 +119,8 @@ class FakeTTS(tts_pb2_grpc.SynthesizerServicer):
     async def Synthesize(self, request, context):
         try:
             for i in range(self.timing.tts_chunks):
+                if i == self.timing.tts_fail_after_chunks:
+                    raise UnavailableError("fake tts: the voice process died")
                 await asyncio.sleep(self.timing.tts_chunk_delay_s)
                 yield tts_pb2.SynthesizeResponse(audio=b"\x00\x01" * 220, sample_rate_hz=22050, sentence_index=i,
                                                  last=i == self.timing.tts_chunks - 1)

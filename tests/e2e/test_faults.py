@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -106,8 +107,10 @@ async def test_asr_killed_ends_the_stream_with_unavailable_naming_it_quickly(fau
     await back_and_whole(faulty_stack, "asr")
 
 
-@pytest.mark.parametrize(("stage", "note"), [("nlp", "UNAVAILABLE"), ("recommender", "cached popularity"),
-                                           ("tts", "no audio: tts")])
+# A call already on its way when the process dies ends UNAVAILABLE (connection reset) or, if the reset is not
+# seen within the stage's share, DEADLINE_EXCEEDED: either way the stage is skipped and the note says why.
+@pytest.mark.parametrize(("stage", "note"), [("nlp", r"skip: (UNAVAILABLE|DEADLINE_EXCEEDED)"),
+                                           ("recommender", "cached popularity"), ("tts", "no audio: tts")])
 async def test_a_stage_killed_as_the_turn_starts_is_degraded_around_within_the_deadline(faulty_stack, stage, note):
     """SIGKILL the stage the moment the final transcript arrives (the turn is starting): the turn answers
     within its budget's reach, degraded around that stage, and says so; then the stage is back."""
@@ -126,7 +129,7 @@ async def test_a_stage_killed_as_the_turn_starts_is_degraded_around_within_the_d
         killed = time.monotonic()
         turn = await conv.next_turn(timeout_s=30)
     stages = {s.stage: s for s in turn.report.stages}
-    assert stages[stage].degraded and note in stages[stage].note, stages[stage]
+    assert stages[stage].degraded and re.search(note, stages[stage].note), stages[stage]
     assert turn.reply_text and time.monotonic() - killed < 5
     await back_and_whole(faulty_stack, stage)
 

@@ -111,6 +111,19 @@ async def test_recommender_down_gives_a_degraded_answer_not_a_hang(fakes, stage_
     assert events(responses, "reply") and events(responses, "audio")
 
 
+@TRANSPORTS
+async def test_tts_failing_mid_reply_keeps_the_audio_sent_and_says_it_was_cut_short(fakes, stage_calls):
+    timing, address = fakes
+    timing.tts_fail_after_chunks = 1
+    async with running_stage(create_stage(orchestrator_settings(address, stage_calls=stage_calls))) as (_, channel):
+        responses = await asyncio.wait_for(one_turn(channel, config(), assistant_pb2.ConverseRequest(audio=AUDIO), eou()), 15)
+    (report,) = events(responses, "report")
+    tts = next(s for s in report.stages if s.stage == "tts")
+    assert len(events(responses, "audio")) == 1 and events(responses, "reply")
+    assert tts.degraded and tts.note == "audio cut short: tts unavailable (UNAVAILABLE)", tts
+    assert [e.stage for e in events(responses, "error")] == ["tts"]
+
+
 async def test_asr_down_ends_the_stream_with_unavailable(fakes):
     _, address = fakes
     settings = orchestrator_settings(address, asr_address=closed_port_address())
