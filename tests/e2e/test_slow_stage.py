@@ -1,5 +1,4 @@
-"""A slow stage: the link to NLP delays every byte by 300 ms (a small TCP proxy), far past NLP's share of the
-turn budget. The turn is degraded around it and says so in its report, and NLP computes nothing for the late
+"""A slow stage: the link to NLP delays every byte by 800 ms (a small TCP proxy), past the whole turn budget. The turn is degraded around it and says so in its report, and NLP computes nothing for the late
 request: the request arrives with its budget already spent in transit (``x-voxpipe-sent-unix-ns``) and its
 batcher drops it on arrival. Real ASR, recommender and TTS (the session's stack), a real NLP stage and an
 orchestrator in this process (so NLP's counters can be read)."""
@@ -21,7 +20,8 @@ from tests.helpers import running_stage
 from tests.stage.nlp_fixtures import nlp_models_fixture, nlp_settings  # noqa: F401
 
 pytestmark = [pytest.mark.models, pytest.mark.slow]
-DELAY_S = 0.3
+DELAY_S = 0.8
+BUDGET_MS = 600
 
 
 class DelayingProxy:
@@ -93,12 +93,17 @@ async def test_a_slow_link_to_nlp_is_degraded_around_and_nlp_computes_nothing_la
         settings = StageSettings(name="orchestrator", models_dir=Path("/nonexistent"), peers=peers)
         try:
             async with running_stage(create_orchestrator(settings)) as (orchestrator, _):
-                before = nlp_counts()
                 pcm, rate = load_audio(BUNDLED_QUESTION)
-                async with Conversation(orchestrator.address, sample_rate_hz=rate) as conv:
-                    await stream_audio(conv, pcm, rate, realtime=False)
-                    turn = await conv.next_turn(timeout_s=30)
-                await asyncio.sleep(2 * DELAY_S)  # the late request (and its cancel) reach NLP
+                # A turn's budget (600 ms) below the delay: whatever the earlier stages leave, NLP's timeout and
+                # the budget it is sent are shorter than the way there. The first turn opens the (delayed)
+                # connection and call stream; the second is the one measured.
+                async with Conversation(orchestrator.address, sample_rate_hz=rate, budget_ms=BUDGET_MS) as conv:
+                    for _ in range(2):
+                        await asyncio.sleep(2 * DELAY_S)  # a late request (and its cancel) has reached NLP
+                        before = nlp_counts()
+                        await stream_audio(conv, pcm, rate, realtime=False)
+                        turn = await conv.next_turn(timeout_s=30)
+                await asyncio.sleep(2 * DELAY_S)
                 after = nlp_counts()
         finally:
             await proxy.close()
