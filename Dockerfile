@@ -7,8 +7,17 @@
 #
 #   docker build -t voxpipe:local .                                   # CPU (ONNX Runtime)
 #   docker build -t voxpipe:gpu --build-arg VOXPIPE_EXTRAS=otlp,gpu .  # GPU (PyTorch CUDA)
+#
+# Where no registry is reachable (docs/DOCKER.md, deploy/containers.sh): BASE_IMAGE names a local Debian
+# bookworm image with python3 (>= 3.11), and MODELS_FROM=host-models takes the model repository built on the
+# host (copied to deploy/models/) instead of building it here with torch.
 
-FROM python:3.11.14-slim-bookworm AS base
+# Any Debian bookworm image with Python 3.11 and python-is-python3 works as the base.
+ARG BASE_IMAGE=python:3.11.14-slim-bookworm
+# Where /models comes from: `builder` (built in the image) or `host-models` (deploy/models/ in the context).
+ARG MODELS_FROM=builder
+
+FROM ${BASE_IMAGE} AS base
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -17,6 +26,20 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN apt-get update \
     && apt-get install -y --no-install-recommends espeak-ng libsndfile1 \
     && rm -rf /var/lib/apt/lists/*
+
+# ---------------------------------------------------------------------------------------------------
+FROM base AS wheel
+# voxpipe's own wheel, no dependencies: what the runtime stage installs. Only the package sources: not the
+# whole context, which may hold a host model repository (deploy/models/).
+WORKDIR /src
+COPY pyproject.toml README.md /src/
+COPY protos /src/protos
+COPY services /src/services
+COPY engines /src/engines
+COPY orchestrator /src/orchestrator
+COPY clients /src/clients
+RUN python -m venv /opt/wheel-venv \
+    && /opt/wheel-venv/bin/pip wheel --no-deps --wheel-dir /wheels /src
 
 # ---------------------------------------------------------------------------------------------------
 FROM base AS builder
@@ -29,12 +52,18 @@ WORKDIR /src
 COPY . /src
 # faster-whisper is the ASR build's golden reference (see engines/build/asr_golden.py); the same pin as
 # pyproject.toml, which tests/unit/test_dockerfile.py checks.
-RUN pip install "/src[build]" faster-whisper==1.2.1 \
-    && pip wheel --no-deps --wheel-dir /wheels /src
+RUN pip install "/src[build]" faster-whisper==1.2.1
 # Run from the source tree (cwd first on sys.path) so builds find their golden fixtures under tests/.
 ENV VOXPIPE_MODELS_DIR=/models VOXPIPE_CACHE_DIR=/tmp/voxpipe-cache
 RUN python -m clients.cli build \
     && rm -rf /tmp/voxpipe-cache
+
+# ---------------------------------------------------------------------------------------------------
+# A model repository built on the host (`voxpipe build`, then copied to deploy/models/).
+FROM scratch AS host-models
+COPY deploy/models/ /models/
+
+FROM ${MODELS_FROM} AS models
 
 # ---------------------------------------------------------------------------------------------------
 FROM base AS runtime
@@ -48,14 +77,14 @@ RUN groupadd --system --gid 10001 voxpipe \
     && useradd --system --uid 10001 --gid voxpipe --create-home --home-dir /home/voxpipe \
        --shell /usr/sbin/nologin voxpipe
 ENV PATH=/opt/venv/bin:$PATH
-COPY --from=builder /wheels /wheels
+COPY --from=wheel /wheels /wheels
 # DL3013: the wheel file fixes voxpipe's version and voxpipe pins or bounds its own dependencies.
 # hadolint ignore=DL3013
 RUN python -m venv /opt/venv \
     && wheel="$(ls /wheels/voxpipe-*.whl)" \
     && pip install "${wheel}[${VOXPIPE_EXTRAS}]" \
     && rm -rf /wheels
-COPY --from=builder /models /models
+COPY --from=models /models /models
 COPY services/common/voxpipe.toml /etc/voxpipe/voxpipe.toml
 COPY deploy/healthcheck.py /opt/voxpipe/healthcheck.py
 # MPS pipe and log directories, owned by the voxpipe UID; compose mounts shared volumes here and a

@@ -50,9 +50,10 @@ def test_hadolint_flags_a_bad_dockerfile(hadolint, tmp_path):
 
 
 def test_base_images_are_pinned_never_latest(instructions):
-    stages = {i.stage for i in instructions}
+    stages = {i.stage for i in instructions} | {"scratch"}
+    defaults = dict(i.args.split("=", 1) for i in instructions if i.keyword == "ARG" and "=" in i.args)
     for ins in (i for i in instructions if i.keyword == "FROM"):
-        image = ins.args.split()[0]
+        image = re.sub(r"\$\{(\w+)\}", lambda m: defaults[m.group(1)], ins.args.split()[0])  # a build arg's default
         if image in stages:
             continue  # FROM an earlier stage
         name, _, tag = image.partition(":")
