@@ -9,8 +9,8 @@
 #   deploy/containers.sh env     # the exports that point docker / docker compose at the socket
 #   deploy/containers.sh down    # stop the socket service and health ticker this script started (images stay)
 #
-# State lives under $VOXPIPE_CONTAINERS_DIR (default ~/.cache/voxpipe/containers). Needs root (or sudo) to
-# install packages and to run podman rootful.
+# State lives under $VOXPIPE_CONTAINERS_DIR (default ~/.cache/voxpipe/containers). Runs as root (through sudo
+# if started by another user): it installs packages and runs podman rootful.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,8 +23,8 @@ BASE_IMAGE="localhost/voxpipe-base:bookworm"
 MIRROR="${VOXPIPE_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 MODELS="${VOXPIPE_MODELS_DIR:-$HOME/.cache/voxpipe/models}"
 PACKAGES=(podman runc catatonit debootstrap iptables netavark aardvark-dns)
-SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+# Rootful podman, apt and debootstrap: run the whole script as root.
+[ "$(id -u)" -eq 0 ] || exec sudo -E "$0" "$@"
 
 say() { echo "containers: $*" >&2; }
 
@@ -39,8 +39,8 @@ install_packages() {
   done
   if [ "${#missing[@]}" -gt 0 ]; then
     say "installing ${missing[*]}"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
 }
 
@@ -66,13 +66,13 @@ build_base() {
   local rootfs="$STATE/rootfs"
   say "building $BASE_IMAGE with debootstrap from $MIRROR (about a minute)"
   rm -rf "$rootfs"
-  $SUDO debootstrap --variant=minbase --include=python3,python3-venv,python-is-python3,ca-certificates \
+  debootstrap --variant=minbase --include=python3,python3-venv,python-is-python3,ca-certificates \
     bookworm "$rootfs" "$MIRROR" >"$STATE/debootstrap.log" 2>&1 || { tail -20 "$STATE/debootstrap.log" >&2; exit 1; }
   # The image trusts what the host trusts (a TLS-inspecting proxy in front of the package registries).
   cp /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/certs/ca-certificates.crt"
-  $SUDO rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
   tar -C "$rootfs" -c . | podman import --quiet - "$BASE_IMAGE" >/dev/null
-  $SUDO rm -rf "$rootfs"
+  rm -rf "$rootfs"
 }
 
 # Podman runs HEALTHCHECKs from systemd timers; without systemd they never run, every container stays
