@@ -187,28 +187,21 @@ def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Stac
         device=env.get("VOXPIPE_DEVICE", stack.get("device", "cpu")),
         host=env.get("VOXPIPE_HOST", stack.get("host", "127.0.0.1")),
         log_level=env.get("VOXPIPE_LOG_LEVEL", stack.get("log_level", "INFO")),
-        session_ttl_s=_session_ttl_s(env.get("VOXPIPE_SESSION_TTL_S", stack.get("session_ttl_s", DEFAULT_SESSION_TTL_S))),
+        session_ttl_s=_positive("session_ttl_s", env.get("VOXPIPE_SESSION_TTL_S",
+                                                          stack.get("session_ttl_s", DEFAULT_SESSION_TTL_S)),
+                                unit=" of seconds"),
         trace_file_max_mb=_positive("trace_file_max_mb", env.get("VOXPIPE_TRACE_FILE_MAX_MB",
                                                                   stack.get("trace_file_max_mb", 64.0))),
         sections=sections,
     )
 
 
-def _session_ttl_s(value: Any) -> float:
-    try:
-        ttl_s = float(value)
-    except (TypeError, ValueError) as e:
-        raise SettingsError(f"[stack] session_ttl_s={value!r} is not a number of seconds") from e
-    if not ttl_s > 0:
-        raise SettingsError(f"[stack] session_ttl_s={value!r} must be > 0")
-    return ttl_s
-
-
-def _positive(key: str, value: Any) -> float:
+def _positive(key: str, value: Any, *, unit: str = "") -> float:
+    """A ``[stack]`` number that must be > 0; SettingsError naming the key and value otherwise."""
     try:
         number = float(value)
     except (TypeError, ValueError) as e:
-        raise SettingsError(f"[stack] {key}={value!r} is not a number") from e
+        raise SettingsError(f"[stack] {key}={value!r} is not a number{unit}") from e
     if not number > 0:
         raise SettingsError(f"[stack] {key}={value!r} must be > 0")
     return number
