@@ -27,9 +27,8 @@ import grpc
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.soak import WAVS, rss_mib, user  # noqa: E402
+from benchmarks.soak import WAVS, launch_on_free_ports, rss_mib, user  # noqa: E402
 from clients.api import Conversation, load_audio  # noqa: E402
-from services.common import settings as stack_settings  # noqa: E402
 
 
 async def flooder(address: str, pcm: bytes, rate: int, audio_s: float) -> dict:
@@ -66,19 +65,10 @@ def loop_tasks(settings, stage: str) -> int:
 
 
 async def main(args: argparse.Namespace) -> dict:
-    from benchmarks.e2e_bench import free_port
-    from services.launcher import launch, shutdown
+    from services.launcher import shutdown
 
-    for stage in stack_settings.STAGE_ORDER:
-        os.environ[f"VOXPIPE_{stage.upper()}__PORT"] = str(free_port())
-        os.environ[f"VOXPIPE_{stage.upper()}__METRICS_PORT"] = str(free_port())
-    os.environ.setdefault("VOXPIPE_LOG_LEVEL", "WARNING")
-    if args.max_audio_s:
-        os.environ["VOXPIPE_ASR__MAX_AUDIO_S"] = str(args.max_audio_s)
-    settings = stack_settings.from_env(os.environ)
-    stack = await launch(settings)
-    procs = {s.label: s.process for s in stack.stages}
-    address = settings.stage("orchestrator").server.address
+    limit = {"VOXPIPE_ASR__MAX_AUDIO_S": str(args.max_audio_s)} if args.max_audio_s else {}
+    stack, settings, procs, address = await launch_on_free_ports(metrics=True, **limit)
     pcm, rate = load_audio(WAVS[0])
     watched = ("orchestrator", "asr")
     peak: dict[str, float] = collections.defaultdict(float)

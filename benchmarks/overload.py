@@ -26,9 +26,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.soak import WAVS, rss_mib, user  # noqa: E402
+from benchmarks.soak import WAVS, launch_on_free_ports, rss_mib, user  # noqa: E402
 from clients.api import load_audio  # noqa: E402
-from services.common import settings as stack_settings  # noqa: E402
 
 
 async def phase(address: str, clips, users: int, seconds: float, procs: dict) -> dict:
@@ -60,20 +59,12 @@ async def phase(address: str, clips, users: int, seconds: float, procs: dict) ->
 
 async def run(max_turns: int, args: argparse.Namespace) -> dict:
     """One stack with ``max_concurrent_turns=max_turns`` (and ``--max-streams``), through the three phases."""
-    from benchmarks.e2e_bench import free_port
-    from services.launcher import launch, shutdown
+    from services.launcher import shutdown
 
-    for stage in stack_settings.STAGE_ORDER:
-        os.environ[f"VOXPIPE_{stage.upper()}__PORT"] = str(free_port())
-        os.environ[f"VOXPIPE_{stage.upper()}__METRICS_PORT"] = "0"
-    os.environ.setdefault("VOXPIPE_LOG_LEVEL", "WARNING")
-    os.environ["VOXPIPE_ORCHESTRATOR__MAX_CONCURRENT_TURNS"] = str(max_turns)
+    admission = {"VOXPIPE_ORCHESTRATOR__MAX_CONCURRENT_TURNS": str(max_turns)}
     if args.max_streams:
-        os.environ["VOXPIPE_ORCHESTRATOR__MAX_STREAMS"] = str(args.max_streams)
-    settings = stack_settings.from_env(os.environ)
-    stack = await launch(settings)
-    procs = {s.label: s.process for s in stack.stages}
-    address = settings.stage("orchestrator").server.address
+        admission["VOXPIPE_ORCHESTRATOR__MAX_STREAMS"] = str(args.max_streams)
+    stack, _, procs, address = await launch_on_free_ports(**admission)
     clips = [load_audio(p) for p in WAVS]
     try:
         await user(address, clips, 0, time.monotonic() + 0.1, 0, [], [])  # warm-up

@@ -137,19 +137,27 @@ async def prober(settings, stop_at: float, every_s: float, expected: list, error
         await asyncio.sleep(every_s)
 
 
-async def main(args: argparse.Namespace) -> dict:
+async def launch_on_free_ports(*, metrics: bool = False, **env: str):
+    """The whole CPU stack, as ``voxpipe up`` starts it, on free ports (metrics endpoints too with ``metrics``),
+    with ``env`` added to the environment. Returns the stack, its settings, its processes by label and the
+    orchestrator's address."""
     from benchmarks.e2e_bench import free_port
-    from services.launcher import launch, shutdown
+    from services.launcher import launch
 
     for stage in stack_settings.STAGE_ORDER:
         os.environ[f"VOXPIPE_{stage.upper()}__PORT"] = str(free_port())
-        os.environ[f"VOXPIPE_{stage.upper()}__METRICS_PORT"] = "0"
+        os.environ[f"VOXPIPE_{stage.upper()}__METRICS_PORT"] = str(free_port()) if metrics else "0"
     os.environ.setdefault("VOXPIPE_LOG_LEVEL", "WARNING")
-    os.environ["VOXPIPE_ORCHESTRATOR__CONFIG_TIMEOUT_S"] = "5"
+    os.environ.update(env)
     settings = stack_settings.from_env(os.environ)
     stack = await launch(settings)
-    procs = {s.label: s.process for s in stack.stages}
-    address = settings.stage("orchestrator").server.address
+    return stack, settings, {s.label: s.process for s in stack.stages}, settings.stage("orchestrator").server.address
+
+
+async def main(args: argparse.Namespace) -> dict:
+    from services.launcher import shutdown
+
+    stack, settings, procs, address = await launch_on_free_ports(VOXPIPE_ORCHESTRATOR__CONFIG_TIMEOUT_S="5")
     clips = [load_audio(p) for p in WAVS]
     try:
         await user(address, clips, 0, time.monotonic() + 0.1, 0, [], [])  # warm-up turn
