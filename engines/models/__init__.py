@@ -14,20 +14,21 @@ from typing import Any
 
 from engines.errors import ModelConfigError
 
-KINDS = ("whisper_encoder", "whisper_decoder", "sentence_encoder", "item_scorer", "vits_encoder", "vits_decoder")
+KINDS = ("whisper_encoder", "whisper_decoder", "whisper_scorer", "sentence_encoder", "item_scorer", "vits_encoder", "vits_decoder")
 
 
 def build_module(spec: dict[str, Any]):
     """An ``nn.Module`` of the kind and arguments in ``spec`` (weights not loaded)."""
     kind, args = spec.get("kind"), spec.get("args", {})
-    if kind in ("whisper_encoder", "whisper_decoder"):
-        from engines.models.whisper import WhisperDecoder, WhisperEncoder
+    if kind in ("whisper_encoder", "whisper_decoder", "whisper_scorer"):
+        from engines.models.whisper import WhisperDecoder, WhisperEncoder, WhisperScorer
         from engines.models.whisper_spec import GreedyRule, WhisperDims
 
         dims = WhisperDims(**args["dims"])
         if kind == "whisper_encoder":
             return WhisperEncoder(dims)
-        return WhisperDecoder(dims, GreedyRule.from_dict(args["rule"]))
+        decoder = WhisperScorer if kind == "whisper_scorer" else WhisperDecoder
+        return decoder(dims, GreedyRule.from_dict(args["rule"]))
     if kind == "sentence_encoder":
         from engines.models.bert import BertShape, SentenceEncoder
 

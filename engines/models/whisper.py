@@ -237,6 +237,43 @@ class WhisperDecoder(nn.Module):
         picked = self.pick(self.logits(x), positions)
         return (*picked, torch.stack(new_keys, dim=1), torch.stack(new_values, dim=1))
 
+    # -- forced decoding: the log-probability of given transcripts ---------------------------------
+
+    def score(self, tokens: torch.Tensor, score_from: torch.Tensor, *cross: torch.Tensor) -> torch.Tensor:
+        """How likely the decoder finds given token sequences, all positions in one pass (teacher forcing).
+
+        tokens [B, C, T] int64: C candidate sequences per utterance (prompt, text tokens, ``<|endoftext|>``;
+        shorter ones padded with any token, their padding's scores ignored by the caller); score_from [B]
+        int64 (>= 1): the first position worth scoring (candidates share the tokens before it, so those
+        score the same); ``cross`` as in :meth:`forward`, one utterance per row, shared by its C candidates.
+
+        Returns logprob [B, C, T - s] (s = the smallest ``score_from``): the log-probability of token j after
+        tokens 0..j-1, for j = s..T-1, under the greedy rule's masks (the suppressed tokens are excluded from
+        the softmax, and at the first text position the begin-suppressed ones too, as :meth:`pick` does).
+        """
+        b, c, t = tokens.shape
+        d = self.dims.n_state
+        x = self.embedding[tokens.reshape(b * c, t)] + self.pos[:t]
+        steps = torch.arange(t, device=tokens.device)
+        causal = (steps.unsqueeze(0) > steps.unsqueeze(1)).to(x.dtype) * _NEG  # [T, T]: no peeking ahead
+        for i, layer in enumerate(self.layers):
+            h = layer.ln_self(x)
+            x = x + layer.out(_attend(layer.q(h), layer.k(h), layer.v(h), layer.n_head, causal))
+            # The C candidates of an utterance attend to its cross K/V as one [C*T]-query batch: no copies.
+            x = layer.cross_and_mlp(x.reshape(b, c * t, d), cross[2 * i], cross[2 * i + 1]).reshape(b * c, t, d)
+        first = torch.min(score_from)
+        predicted = torch.arange(first, t, device=tokens.device)  # the positions scored
+        hidden = torch.index_select(self.ln(x), 1, predicted - 1)  # each predicted by the position before
+        projection = getattr(self, "_projection", None)
+        if projection is None:
+            projection = self.embedding.float().t()
+        logits = torch.matmul(hidden.float(), projection)  # [B*C, T-s, V]
+        at_first = (predicted == self.prompt.shape[0]).view(1, -1, 1)
+        mask = self.mask_always.view(1, 1, -1) | (at_first & self.mask_first.view(1, 1, -1))
+        logprobs = torch.log_softmax(logits.masked_fill(mask, float("-inf")), dim=-1)
+        targets = torch.index_select(tokens.reshape(b * c, t), 1, predicted)
+        return logprobs.gather(2, targets.unsqueeze(2)).reshape(b, c, -1)
+
     # -- the GPU form: static per-slot buffers, written in place -----------------------------------
 
     def step(self, tokens: torch.Tensor, positions: torch.Tensor, self_k: list[torch.Tensor],
@@ -262,3 +299,12 @@ class WhisperDecoder(nn.Module):
             x = x + layer.out(_attend(layer.q(h), self_k[i], self_v[i], layer.n_head, visible))
             x = layer.cross_and_mlp(x, cross_k[i], cross_v[i], keys_transposed=False)
         return self.pick(self.logits(x), positions)
+
+
+class WhisperScorer(WhisperDecoder):
+    """The decoder's weights served as :meth:`WhisperDecoder.score` (the ``whisper-tiny-en-scorer`` model):
+    phrase boosting rescores candidate transcripts with it, all tokens in one call."""
+
+    def forward(self, tokens: torch.Tensor, score_from: torch.Tensor,  # type: ignore[override]
+                *cross: torch.Tensor) -> torch.Tensor:
+        return self.score(tokens, score_from, *cross)

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 from protos import asr_pb2
+from services.asr.phrases import MAX_BOOST, validate_phrases
 from services.common import InvalidArgumentError
 from services.common.audio_format import check_audio_format
 from services.common.errors import shown
@@ -42,6 +43,13 @@ class AsrConfig:
     # GPU: an interim starts only while fewer utterances than this wait for the encoder and the decoder; a
     # stream whose interim was skipped for load waits 2x, then 4x its interval before it tries again.
     interim_max_queue: int = 8
+    # Phrase boosting (docs/asr.md): each final is rescored with the phrases that sound like part of it.
+    # default_phrases: "catalog" = the movie titles of the recommender model (its items.tsv); "" = none; else a
+    # UTF-8 text file, one phrase per line. A request adds its own and may switch these off.
+    default_phrases: str = "catalog"
+    phrase_boost: float = 4.0             # nats credited per phrase token (a request's phrase with boost 0 gets it)
+    phrase_candidates: int = 8            # candidate phrases rescored per final, at most
+    phrase_min_similarity: float = 0.5    # phonetic similarity (0..1) a span needs to be a candidate
 
     def __post_init__(self) -> None:
         if not 50 <= self.silence_ms <= 10_000:
@@ -56,6 +64,12 @@ class AsrConfig:
             raise ValueError(f"max_audio_s={self.max_audio_s} must be > 0")
         if self.stream_max_lead_s < 0:
             raise ValueError(f"stream_max_lead_s={self.stream_max_lead_s} must be >= 0 (0: no bound)")
+        if not 0.0 < self.phrase_boost <= MAX_BOOST:
+            raise ValueError(f"phrase_boost={self.phrase_boost} is outside (0, {MAX_BOOST:g}]")
+        if not 1 <= self.phrase_candidates <= 32:
+            raise ValueError(f"phrase_candidates={self.phrase_candidates} is outside 1..32")
+        if not 0.0 < self.phrase_min_similarity < 1.0:
+            raise ValueError(f"phrase_min_similarity={self.phrase_min_similarity} is outside (0, 1)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,6 +83,8 @@ class StreamSettings:
     speech_threshold: float
     min_speech_ms: int
     interim_interval_ms: int
+    phrases: tuple[tuple[str, float], ...] = ()  # the request's own (text, boost)
+    default_phrases: bool = True
 
 
 def settings_from_proto(config: asr_pb2.RecognitionConfig, defaults: AsrConfig) -> StreamSettings:
@@ -93,6 +109,8 @@ def settings_from_proto(config: asr_pb2.RecognitionConfig, defaults: AsrConfig) 
     interval = config.interim_interval_ms or defaults.interim_interval_ms
     if not 100 <= interval <= 10_000:
         raise InvalidArgumentError(f"interim_interval_ms={config.interim_interval_ms} is outside 100..10000")
+    phrases = tuple(validate_phrases(config.phrases, defaults.phrase_boost))
     return StreamSettings(sample_rate_hz=rate, language_code=language, interim_results=config.interim_results,
                           silence_ms=silence_ms, speech_threshold=float(threshold), min_speech_ms=min_speech_ms,
-                          interim_interval_ms=interval)
+                          interim_interval_ms=interval, phrases=phrases,
+                          default_phrases=not config.disable_default_phrases)

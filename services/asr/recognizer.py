@@ -17,10 +17,12 @@ from prometheus_client import Counter
 
 from engines.batcher import DynamicBatcher
 from engines.generation import GenerationScheduler
-from services.asr.config import AsrConfig
+from services.asr.boosting import PhraseBooster
+from services.asr.config import AsrConfig, StreamSettings
 from services.asr.decoding import DecodeResult
 from services.asr.features import log_mel
 from services.asr.generation import EncodedUtterance
+from services.asr.phrases import PhraseSet
 from services.asr.tokenizer import WhisperTokenizer
 from services.asr.vad import VadJob, VadResult
 
@@ -39,6 +41,7 @@ class Transcript:
     no_speech: bool
     encoder_ms: float
     decoder_ms: float
+    boosted_phrases: tuple[str, ...] = ()
 
 
 class SpeechRecognizer:
@@ -47,6 +50,7 @@ class SpeechRecognizer:
     def __init__(self, *, encoder: DynamicBatcher[np.ndarray, EncodedUtterance],
                  decoder: GenerationScheduler[EncodedUtterance, DecodeResult],
                  vad: DynamicBatcher[VadJob, VadResult], tokenizer: WhisperTokenizer, config: AsrConfig,
+                 booster: PhraseBooster | None = None, default_phrases: PhraseSet | None = None,
                  gpu: bool = False) -> None:
         self.encoder = encoder
         self.gpu = gpu
@@ -54,8 +58,20 @@ class SpeechRecognizer:
         self.vad_batcher = vad
         self.tokenizer = tokenizer
         self.config = config
+        self.booster = booster
+        self.default_phrases = default_phrases
         self.interims_in_flight = 0
         self.finals_in_flight = 0
+
+    async def phrase_sets(self, settings: StreamSettings) -> tuple[PhraseSet, ...]:
+        """The phrases a stream's finals are boosted with: the stage's defaults unless the request switched
+        them off, and the request's own (their phonetic keys computed in a worker thread)."""
+        if self.booster is None:
+            return ()
+        sets = [self.default_phrases] if settings.default_phrases and self.default_phrases else []
+        if settings.phrases:
+            sets.append(await asyncio.to_thread(PhraseSet, settings.phrases, self.booster.keys))
+        return tuple(sets)
 
     def interim_gate(self) -> bool:
         """Whether an interim decode may start now; counts a refusal as skipped for load.
@@ -98,9 +114,11 @@ class SpeechRecognizer:
         """Speech probabilities of a stream's next frames."""
         return await self.vad_batcher.submit(job)
 
-    async def transcribe(self, audio_16k: np.ndarray, *, deadline_s: float | None, final: bool = True) -> Transcript:
+    async def transcribe(self, audio_16k: np.ndarray, *, deadline_s: float | None, final: bool = True,
+                         phrases: tuple[PhraseSet, ...] = ()) -> Transcript:
         """Greedy transcript of one utterance (<= 30 s of 16 kHz float32). A final is urgent on the GPU (its
-        batches take the high-priority CUDA stream); an interim is not."""
+        batches take the high-priority CUDA stream); an interim is not. A final with ``phrases`` is then
+        rescored with the candidate phrases (``boosting.py``)."""
         started = time.perf_counter()
         mel = await asyncio.to_thread(log_mel, audio_16k)
         enc = await self.encoder.submit(mel, deadline_s=deadline_s, urgent=final)
@@ -109,7 +127,11 @@ class SpeechRecognizer:
         # faster-whisper's no-speech rule: a confident <|nocaptions|> and a weak transcript mean silence.
         no_speech = (result.no_speech_prob > self.config.no_speech_prob
                      and result.avg_logprob < self.config.logprob_threshold)
-        text = "" if no_speech else self.tokenizer.decode(result.tokens)
-        return Transcript(text=text, tokens=result.tokens, confidence=result.confidence if text else 0.0,
+        tokens, boosted = result.tokens, ()
+        if final and phrases and not no_speech and tokens and self.booster is not None:
+            rescored = await self.booster.rescore(tokens, enc, phrases, deadline_s=deadline_s)
+            tokens, boosted = rescored.tokens, (rescored.phrase,) if rescored.phrase else ()
+        text = "" if no_speech else self.tokenizer.decode(tokens)
+        return Transcript(text=text, tokens=tokens, confidence=result.confidence if text else 0.0,
                           no_speech=no_speech, encoder_ms=(encoded - started) * 1e3,
-                          decoder_ms=(time.perf_counter() - encoded) * 1e3)
+                          decoder_ms=(time.perf_counter() - encoded) * 1e3, boosted_phrases=boosted)

@@ -48,6 +48,7 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
             raise InvalidArgumentError(
                 f"the first StreamingRecognizeRequest must carry config, got {kind or 'an empty request'}")
         settings = settings_from_proto(first.config, config)
+        phrases = await recognizer.phrase_sets(settings)
         # Bounded: a client that stops reading stalls its own session, not the server.
         results: asyncio.Queue[object] = asyncio.Queue(maxsize=64)
 
@@ -56,7 +57,7 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
 
         async def pump(tasks: asyncio.TaskGroup) -> None:
             session = StreamSession(recognizer, settings, config, emit=emit, tasks=tasks,
-                                    deadline_s=deadline_of(context))
+                                    deadline_s=deadline_of(context), phrases=phrases)
             pace = RealTimePace(config.stream_max_lead_s)
             async for request in request_iterator:
                 kind = request.WhichOneof("request")
@@ -95,6 +96,7 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
         if seconds > stage.config.max_audio_s:
             raise OutOfRangeError(f"audio is {seconds:.1f} s long, over max_audio_s={stage.config.max_audio_s:g} s")
         data = await asyncio.to_thread(strip_wav_header, request.audio, settings.sample_rate_hz)
+        phrases = await stage.recognizer.phrase_sets(settings)
         response = asr_pb2.RecognizeResponse()
 
         async def emit(result: asr_pb2.SpeechResult) -> None:
@@ -106,7 +108,7 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
         try:
             async with asyncio.TaskGroup() as tasks:
                 session = StreamSession(stage.recognizer, settings, stage.config, emit=emit, tasks=tasks,
-                                        deadline_s=deadline_of(context))
+                                        deadline_s=deadline_of(context), phrases=phrases)
                 for start in range(0, len(data), step):
                     await session.pcm(data[start:start + step])
                 await session.finish()

@@ -3,7 +3,9 @@ schedulers and registers the servicer (``servicer.py``); the model logic lives i
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -12,7 +14,9 @@ from engines.batcher import DynamicBatcher
 from engines.generation import GenerationScheduler
 from engines.repository import create_engines
 from protos import asr_pb2, asr_pb2_grpc
+from services.asr.boosting import SCORER_MODEL, PhraseBooster, ScoreJob, scorer_batch_fn
 from services.asr.config import AsrConfig
+from services.asr.decoding import rule_from_config
 from services.asr.features import log_mel
 from services.asr.generation import (
     DECODER_MODEL,
@@ -21,6 +25,7 @@ from services.asr.generation import (
     create_generators,
     encoder_batch_fn,
 )
+from services.asr.phrases import PhoneticKeys, PhraseSet
 from services.asr.recognizer import SpeechRecognizer
 from services.asr.servicer import RecognizerServicer
 from services.asr.stream import RATE
@@ -32,7 +37,10 @@ from services.common import (
     StageSettings,
     options_to,
 )
+from services.common.catalog import load_items, spoken_title
 from services.common.stage import Scheduler, Warmable, announce, model_repository
+
+log = logging.getLogger(__name__)
 
 
 class AsrStage(Stage):
@@ -54,34 +62,70 @@ class AsrStage(Stage):
         return self._recognizer
 
     def load(self) -> None:
-        """Load the three models and build their schedulers (runs in a worker thread)."""
-        enc_model, dec_model, vad_model = (self.repo.resolve(n) for n in (ENCODER_MODEL, DECODER_MODEL, VAD_MODEL))
-        encoders, vads = create_engines(enc_model), create_engines(vad_model)
+        """Load the four models and the default phrases, build the schedulers (runs in a worker thread)."""
+        enc_model, dec_model, vad_model, scorer_model = (
+            self.repo.resolve(n) for n in (ENCODER_MODEL, DECODER_MODEL, VAD_MODEL, SCORER_MODEL))
+        encoders, vads, scorers = create_engines(enc_model), create_engines(vad_model), create_engines(scorer_model)
         generators = create_generators(dec_model)
-        self._engines = [*encoders, *vads, *generators]
+        self._engines = [*encoders, *vads, *generators, *scorers]
         tokenizer = WhisperTokenizer(dec_model.folder / dec_model.config.metadata.get("tokenizer", "tokenizer.json"))
         self._enc_fns = [encoder_batch_fn(e) for e in encoders]
         self._vad_fns = [vad_batch_fn(e) for e in vads]
         self._generators = generators
-        for model in (enc_model, dec_model, vad_model):
+        for model in (enc_model, dec_model, vad_model, scorer_model):
             announce(self.name, model)
+        keys = PhoneticKeys()
+        self._rule = rule_from_config(dec_model.config)
+        self._scorer_fns = [scorer_batch_fn(e) for e in scorers]
+        booster = PhraseBooster(
+            DynamicBatcher("whisper-scorer", self._scorer_fns, scorer_model.serving.batching, stage=self.name),
+            tokenizer=tokenizer, rule=self._rule, keys=keys,
+            max_candidates=self.config.phrase_candidates, min_similarity=self.config.phrase_min_similarity)
         self._recognizer = SpeechRecognizer(
             encoder=DynamicBatcher("whisper-encoder", self._enc_fns, enc_model.serving.batching, stage=self.name),
             decoder=GenerationScheduler("whisper-decoder", generators, dec_model.serving.batching, stage=self.name),
             vad=DynamicBatcher("silero-vad", self._vad_fns, vad_model.serving.batching, stage=self.name),
-            tokenizer=tokenizer, config=self.config, gpu=enc_model.serving.device == "cuda")
+            tokenizer=tokenizer, config=self.config, booster=booster, default_phrases=self._default_phrases(keys),
+            gpu=enc_model.serving.device == "cuda")
+
+    def _default_phrases(self, keys: PhoneticKeys) -> PhraseSet | None:
+        """``[asr] default_phrases``: the catalogue's titles, a file's lines, or none."""
+        source = self.config.default_phrases
+        if not source:
+            return None
+        boost = self.config.phrase_boost
+        if source == "catalog":
+            items_path = self.repo.root / "recommender" / "items.tsv"
+            if not items_path.is_file():
+                log.warning("asr: [asr] default_phrases=catalog, but %s is missing (run `voxpipe build "
+                            "recommender`); finals are boosted with request phrases only", items_path)
+                return None
+            phrases = [(spoken_title(item.title), boost) for item in load_items(items_path) if item.year]
+        else:
+            path = Path(source).expanduser()
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as e:
+                raise FailedPreconditionError(f"[asr] default_phrases={source!r} cannot be read: {e}") from e
+            phrases = [(line, boost) for line in lines if line.strip()]
+        phrase_set = PhraseSet(phrases, keys)
+        log.info("asr: %d default phrases (%s) for boosting", len(phrase_set), source)
+        return phrase_set
 
     def engines(self) -> Sequence[Warmable]:
         return self._engines
 
     def warm(self) -> None:
-        """Half a second of silence through the VAD, each encoder and each decoder (a few steps)."""
+        """Half a second of silence through the VAD, each encoder, each decoder (a few steps) and each scorer."""
         silence = np.zeros(RATE // 2, np.float32)
         for fn in self._vad_fns:
             fn([VadJob(frames_of(silence), VadState.initial())])
         mel = log_mel(silence)
         for enc_fn in self._enc_fns:
             encoded = enc_fn([mel])[0]
+            sequences = np.array([[*self._rule.prompt, self._rule.eot]] * 2, np.int64)
+            for scorer_fn in self._scorer_fns:
+                scorer_fn([ScoreJob(sequences, 1, encoded)])
             for generator in self._generators:
                 generator.prefill([(0, encoded)])
                 for _ in range(3):
@@ -91,7 +135,7 @@ class AsrStage(Stage):
 
     def batchers(self) -> Sequence[Scheduler]:
         r = self._recognizer
-        return () if r is None else (r.vad_batcher, r.encoder, r.decoder)
+        return () if r is None else (r.vad_batcher, r.encoder, r.decoder, *((r.booster.scorer,) if r.booster else ()))
 
     def register(self, server: grpc.aio.Server) -> None:
         asr_pb2_grpc.add_RecognizerServicer_to_server(RecognizerServicer(self), server)

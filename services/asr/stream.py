@@ -26,6 +26,7 @@ from protos import asr_pb2
 from services.asr.audio import StreamResampler, pcm16_to_float, strip_wav_header
 from services.asr.config import AsrConfig, StreamSettings
 from services.asr.endpointing import FRAME_SAMPLES, Endpointer, EndpointerConfig, Event, EventKind
+from services.asr.phrases import PhraseSet
 from services.asr.recognizer import INTERIMS, SpeechRecognizer, Transcript
 from services.asr.vad import VadJob, VadState, frames_of
 from services.common import OutOfRangeError
@@ -104,9 +105,11 @@ class StreamSession:
     """State of one StreamingRecognize call; the servicer feeds it requests in order."""
 
     def __init__(self, recognizer: SpeechRecognizer, settings: StreamSettings, config: AsrConfig, *,
-                 emit: Emit, tasks: asyncio.TaskGroup, deadline_s: float | None) -> None:
+                 emit: Emit, tasks: asyncio.TaskGroup, deadline_s: float | None,
+                 phrases: tuple[PhraseSet, ...] = ()) -> None:
         self.recognizer = recognizer
         self.settings = settings
+        self.phrases = phrases  # finals are boosted with these (SpeechRecognizer.phrase_sets)
         self.config = config
         self._emit = emit
         self._tasks = tasks
@@ -262,6 +265,7 @@ class StreamSession:
             if transcript is not None:
                 template.text = transcript.text
                 template.confidence = transcript.confidence
+                template.boosted_phrases.extend(transcript.boosted_phrases)
             template.latency_ms = (time.monotonic() - endpoint_at) * 1e3
             template.sent_unix_ns = time.time_ns()
             await self._emit(template)
@@ -311,7 +315,8 @@ class StreamSession:
         deadline = self._rpc_deadline_s
         if final and deadline is None:
             deadline = time.monotonic() + self.config.final_timeout_s
-        return lambda: self.recognizer.transcribe(audio, deadline_s=deadline, final=final)
+        phrases = self.phrases if final else ()
+        return lambda: self.recognizer.transcribe(audio, deadline_s=deadline, final=final, phrases=phrases)
 
     def _spawn_final(self, coro) -> asyncio.Task:
         return self.recognizer.track(self._spawn(coro), final=True)

@@ -32,7 +32,11 @@ class WhisperTokenizer:
 
     def decode(self, tokens: list[int] | tuple[int, ...]) -> str:
         """Text of the tokens, special and timestamp tokens dropped (as faster-whisper does)."""
-        return self._tok.decode([t for t in tokens if t < self.eot]).strip()
+        return self.raw_text(tokens).strip()
+
+    def raw_text(self, tokens: list[int] | tuple[int, ...]) -> str:
+        """:meth:`decode` with the leading space kept: ``encode(raw_text(t)) == t`` for canonical tokens."""
+        return self._tok.decode([t for t in tokens if t < self.eot])
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` without any special tokens."""

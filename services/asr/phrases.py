@@ -1,0 +1,166 @@
+"""Phrase boosting, the host side: which boosted phrases the speaker may have said where the decoder heard
+something else.
+
+Every phrase gets a phonetic key: its espeak-ng phonemes (en-us) without stress, length marks or spaces,
+so "Gattaca" and a first-pass "get talk up" compare as ``ɡætɑkə`` and ``ɡɛttɔkʌp``. A transcript's word
+windows (up to ``MAX_WINDOW_WORDS``) get keys the same way (each word's key cached), and
+:func:`find_candidates` pairs windows with phrases whose keys are close: rapidfuzz's normalised
+Levenshtein similarity of at least ``min_similarity``, lengths within 0.6..1.6x of each other, both keys at
+least ``MIN_KEY_PHONEMES`` long (short keys match anything). A window already spelling the phrase is not a
+candidate (there is nothing to fix). The best ``max_candidates`` pairs, one per phrase, go to the decoder,
+which decides (``boosting.py``): candidates are suggestions, never replacements.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from rapidfuzz import process
+from rapidfuzz.distance import Levenshtein
+
+from services.common.errors import InvalidArgumentError, shown
+from services.common.phonemes import EspeakPhonemizer
+
+MAX_WINDOW_WORDS = 6
+MIN_KEY_PHONEMES = 5
+LENGTH_RATIO = (0.6, 1.6)
+ARTICLES = ("the", "a", "an")
+# Limits of one request's phrases (RecognitionConfig.phrases); the stage's own list (the catalogue) has none.
+MAX_PHRASES = 1000
+MAX_PHRASE_CHARS = 100
+MAX_BOOST = 20.0
+
+_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
+_MARKS = re.compile(r"[ˈˌːˑ\s\-‿]")
+
+
+@dataclass(frozen=True, slots=True)
+class Phrase:
+    """A phrase to favour and how much: ``boost`` nats per token of the phrase (see ``boosting.py``)."""
+
+    text: str
+    boost: float
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """``phrase`` may be what was said in ``text[start:end]`` (phonetic keys ``similarity`` apart, 0..1)."""
+
+    start: int
+    end: int
+    phrase: Phrase
+    similarity: float
+
+
+class PhoneticKeys:
+    """Phonetic keys of text, word by word (each word's key cached; thread-safe: espeak-ng has its lock)."""
+
+    def __init__(self, cache_words: int = 50_000) -> None:
+        self._espeak = EspeakPhonemizer("en-us")
+        self._lock = threading.Lock()
+        self._word_key = lru_cache(maxsize=cache_words)(self._uncached)
+
+    def _uncached(self, word: str) -> str:
+        return _MARKS.sub("", "".join(self._espeak.phonemize(word)))
+
+    def word(self, word: str) -> str:
+        """Key of one word (lower-cased)."""
+        with self._lock:  # lru_cache is thread-safe, but two threads would phonemize the same word twice
+            return self._word_key(word.lower())
+
+    def text(self, text: str) -> str:
+        """Key of a phrase: its words' keys joined."""
+        return "".join(self.word(m.group()) for m in _WORD.finditer(text))
+
+
+class PhraseSet:
+    """Phrases with their keys, searchable together (built once: the stage's catalogue, or one request's)."""
+
+    def __init__(self, phrases: Iterable[tuple[str, float]], keys: PhoneticKeys) -> None:
+        seen: dict[str, Phrase] = {}
+        for text, boost in phrases:
+            text = " ".join(text.split())
+            if text.lower() not in seen:
+                seen[text.lower()] = Phrase(text, boost, keys.text(text))
+        # Only phrases with a usable key take part in fuzzy matching.
+        self.phrases = tuple(p for p in seen.values() if len(p.key) >= MIN_KEY_PHONEMES)
+        self._keys = [p.key for p in self.phrases]
+
+    def __len__(self) -> int:
+        return len(self.phrases)
+
+    def similar(self, window_keys: Sequence[str], min_similarity: float) -> list[tuple[int, int, float]]:
+        """(window index, phrase index, similarity) of every pair at least ``min_similarity`` alike."""
+        if not window_keys or not self.phrases:
+            return []
+        scores = process.cdist(window_keys, self._keys, scorer=Levenshtein.normalized_similarity,
+                               score_cutoff=min_similarity, dtype=np.float32)
+        lo, hi = LENGTH_RATIO
+        out = []
+        for w, p in zip(*np.nonzero(scores), strict=True):
+            if lo <= len(window_keys[w]) / len(self._keys[p]) <= hi:
+                out.append((int(w), int(p), float(scores[w, p])))
+        return out
+
+
+def find_candidates(text: str, sets: Sequence[PhraseSet], keys: PhoneticKeys, *, max_candidates: int,
+                    min_similarity: float) -> list[Candidate]:
+    """Best phrase candidates for spans of ``text`` (see the module docstring), best first."""
+    words = list(_WORD.finditer(text))
+    word_keys = [keys.word(m.group()) for m in words]
+    windows: list[tuple[int, int]] = []  # (first word, word count)
+    window_keys: list[str] = []
+    for i in range(len(words)):
+        for n in range(1, min(MAX_WINDOW_WORDS, len(words) - i) + 1):
+            key = "".join(word_keys[i:i + n])
+            if len(key) >= MIN_KEY_PHONEMES:
+                windows.append((i, n))
+                window_keys.append(key)
+    heard = " " + " ".join(m.group().lower() for m in words) + " "
+    found: list[Candidate] = []
+    for phrase_set in sets:
+        for w, p, similarity in phrase_set.similar(window_keys, min_similarity):
+            i, n = windows[w]
+            phrase = phrase_set.phrases[p]
+            if f" {' '.join(_WORD.findall(phrase.text.lower()))} " in heard:
+                continue  # already heard right
+            start, end = words[i].start(), words[i + n - 1].end()
+            article = phrase.text.split()[0].lower()
+            if article in ARTICLES and i > 0 and words[i - 1].group().lower() == article:
+                start = words[i - 1].start()  # "the" + "Mighty" -> "The Mighty", not "the The Mighty"
+            found.append(Candidate(start, end, phrase, similarity))
+    found.sort(key=lambda c: (-c.similarity, c.start))
+    best: dict[str, Candidate] = {}
+    for c in found:
+        best.setdefault(c.phrase.text.lower(), c)
+        if len(best) >= max_candidates:
+            break
+    return list(best.values())
+
+
+def validate_phrases(phrases: Sequence, default_boost: float) -> list[tuple[str, float]]:
+    """One request's ``RecognitionConfig.phrases`` as (text, boost); raises InvalidArgumentError naming a bad one.
+
+    A phrase is 1..``MAX_PHRASE_CHARS`` characters with a letter or digit; its boost is 0 (the stage's
+    default) or within (0, ``MAX_BOOST``]; at most ``MAX_PHRASES`` phrases.
+    """
+    if len(phrases) > MAX_PHRASES:
+        raise InvalidArgumentError(f"phrases has {len(phrases)} entries; at most {MAX_PHRASES} are accepted")
+    out = []
+    for i, p in enumerate(phrases):
+        text = " ".join(p.phrase.split())
+        if not text or len(text) > MAX_PHRASE_CHARS or not _WORD.search(text):
+            raise InvalidArgumentError(f"phrases[{i}].phrase={shown(p.phrase)} must have 1..{MAX_PHRASE_CHARS} "
+                                       "characters, with a letter or digit")
+        if math.isnan(p.boost) or not 0.0 <= p.boost <= MAX_BOOST:
+            raise InvalidArgumentError(f"phrases[{i}].boost={p.boost} is outside 0..{MAX_BOOST:g} (0: the server's "
+                                       "default)")
+        out.append((text, p.boost or default_boost))
+    return out
