@@ -82,11 +82,15 @@ async def _wait_serving(address: str, timeout_s: float = 120.0) -> None:
     raise TimeoutError(f"ASR server at {address} not SERVING after {timeout_s} s")
 
 
-async def _stream(stub, pcm: np.ndarray, *, interim: bool = True) -> list[asr_pb2.SpeechResult]:
-    """Stream int16 audio at real-time pace; return the final results."""
+async def _stream(stub, pcm: np.ndarray, *, interim: bool = True,
+                  config: asr_pb2.RecognitionConfig | None = None) -> list[asr_pb2.SpeechResult]:
+    """Stream int16 audio at real-time pace (``config``, default LINEAR16 at RATE); return the final results."""
     async def requests():
-        yield asr_pb2.StreamingRecognizeRequest(config=asr_pb2.RecognitionConfig(
-            encoding=common_pb2.LINEAR16, sample_rate_hz=RATE, interim_results=interim))
+        first = asr_pb2.RecognitionConfig(encoding=common_pb2.LINEAR16, sample_rate_hz=RATE)
+        if config is not None:
+            first.CopyFrom(config)
+        first.interim_results = interim
+        yield asr_pb2.StreamingRecognizeRequest(config=first)
         loop = asyncio.get_running_loop()
         start = loop.time()
         for i, offset in enumerate(range(0, len(pcm), CHUNK)):

@@ -41,6 +41,7 @@ PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x
 MODEL_FILES = {
     "whisper-tiny-en-encoder": ("config.json", "model.safetensors"),
     "whisper-tiny-en-decoder": ("config.json", "model.safetensors", "tokenizer.json"),
+    "whisper-tiny-en-scorer": ("config.json",),  # its PyTorch weights are the decoder's
     "silero-vad": ("config.json", "model.onnx"),
     "minilm": ("config.json", "model.safetensors", "tokenizer.json", "catalog.tsv"),
     "recommender": ("config.json", "model.safetensors", "model.onnx", "items.tsv", "vectors.npz"),

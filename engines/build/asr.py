@@ -133,7 +133,6 @@ def _build_whisper(work: Path, ct2: Path, source: dict) -> None:
     shutil.move(str(dec_path), dec_dir / "model.onnx")
     save_weights(encoder_state(model, dims), enc_dir / "model.safetensors")
     save_weights(decoder_state(model, dims), dec_dir / "model.safetensors")
-    shutil.copy(dec_dir / "model.safetensors", scorer_dir / "model.safetensors")
     shutil.copy(ct2 / "tokenizer.json", dec_dir / "tokenizer.json")
     artifacts = {"onnx": "model.onnx", "torch": "model.safetensors"}
     ModelConfig(
@@ -182,7 +181,8 @@ def _build_whisper(work: Path, ct2: Path, source: dict) -> None:
                   for n in cross_input_names(L))
     ModelConfig(
         name=SCORER,
-        artifacts=artifacts,
+        # The PyTorch backend reads the decoder's weights (the same module, a different forward).
+        artifacts={"onnx": "model.onnx", "torch": f"../{DECODER}/model.safetensors"},
         inputs=(TensorSpec(name="tokens", dtype="int64", dims=(-1, -1, -1)),
                 TensorSpec(name="score_from", dtype="int64", dims=(-1,)), *cross),
         outputs=(TensorSpec(name="logprob", dtype="float32", dims=(-1, -1, -1)),),

@@ -2,11 +2,11 @@
 something else.
 
 Every phrase gets a phonetic key: its espeak-ng phonemes (en-us) without stress, length marks or spaces,
-so "Gattaca" and a first-pass "get talk up" compare as ``ɡætɑkə`` and ``ɡɛttɔkʌp``. A transcript's word
+so "Casablanca" and a first-pass "Castle Blanca" compare as ``kæsɐblæŋkə`` and ``kæsəlblæŋkə``. A transcript's word
 windows (up to ``MAX_WINDOW_WORDS``) get keys the same way (each word's key cached), and
 :func:`find_candidates` pairs windows with phrases whose keys are close: rapidfuzz's normalised
 Levenshtein similarity of at least ``min_similarity``, lengths within 0.6..1.6x of each other, both keys at
-least ``MIN_KEY_PHONEMES`` long (short keys match anything). A window already spelling the phrase is not a
+least ``MIN_KEY_PHONEMES`` long (short keys match anything). A phrase the transcript already holds is not a
 candidate (there is nothing to fix). The best ``max_candidates`` pairs, one per phrase, go to the decoder,
 which decides (``boosting.py``): candidates are suggestions, never replacements.
 """

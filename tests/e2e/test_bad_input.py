@@ -101,6 +101,9 @@ STREAMING_RECOGNIZE = {
     "audio before config": ([asr_pb2.StreamingRecognizeRequest(audio=b"\0\0")], C.INVALID_ARGUMENT,
                             "must carry config, got audio"),
     "config twice": ([asr_pb2.StreamingRecognizeRequest(config=rc())] * 2, C.FAILED_PRECONDITION, "already sent"),
+    "negative phrase boost": ([asr_pb2.StreamingRecognizeRequest(config=rc(phrases=[
+        asr_pb2.SpeechPhrase(phrase="Gattaca"), asr_pb2.SpeechPhrase(phrase="Heathers", boost=-2)]))],
+        C.INVALID_ARGUMENT, "phrases[1].boost=-2.0"),
     "unknown control": ([asr_pb2.StreamingRecognizeRequest(config=rc()), asr_pb2.StreamingRecognizeRequest(
         control=asr_pb2.RecognizerControl(action=7))], C.INVALID_ARGUMENT, "control.action=7"),
     "Inf interim interval": ([asr_pb2.StreamingRecognizeRequest(config=rc(interim_interval_ms=50))],
@@ -120,6 +123,16 @@ RECOGNIZE = {
     "odd byte count": (asr_pb2.RecognizeRequest(config=rc(), audio=b"\0\0\0"), C.INVALID_ARGUMENT, "odd"),
     "over-long audio": (asr_pb2.RecognizeRequest(config=rc(sample_rate_hz=8000), audio=b"\0\0" * 8000 * 601),
                         C.OUT_OF_RANGE, "max_audio_s"),
+    "empty phrase": (asr_pb2.RecognizeRequest(config=rc(phrases=[asr_pb2.SpeechPhrase(phrase=" ")])),
+                     C.INVALID_ARGUMENT, "phrases[0].phrase=' '"),
+    "huge phrase": (asr_pb2.RecognizeRequest(config=rc(phrases=[asr_pb2.SpeechPhrase(phrase=HUGE)])),
+                    C.INVALID_ARGUMENT, "1..100 characters"),
+    "NaN phrase boost": (asr_pb2.RecognizeRequest(config=rc(phrases=[asr_pb2.SpeechPhrase(phrase="Gattaca", boost=NAN)])),
+                         C.INVALID_ARGUMENT, "phrases[0].boost=nan"),
+    "phrase boost too high": (asr_pb2.RecognizeRequest(
+        config=rc(phrases=[asr_pb2.SpeechPhrase(phrase="Gattaca", boost=50)])), C.INVALID_ARGUMENT, "boost=50.0"),
+    "too many phrases": (asr_pb2.RecognizeRequest(config=rc(phrases=[asr_pb2.SpeechPhrase(phrase="Gattaca")] * 1001)),
+                         C.INVALID_ARGUMENT, "1001 entries"),
     "huge language code": (asr_pb2.RecognizeRequest(config=rc(language_code=HUGE)), C.INVALID_ARGUMENT,
                            "language_code"),
 }

@@ -160,3 +160,14 @@ async def test_an_unknown_voice_is_refused_when_the_stream_opens(stack):
     assert "config.voice='en_GB-nobody'" in err.value.details() and "en_us-joe-medium" in err.value.details()
     (turn,) = await ask(stack.orchestrator, [(pcm, rate)], voice="EN_us-JOE-medium")  # TTS ignores case too
     assert turn.audio
+
+
+async def test_a_film_title_whisper_mishears_is_heard_through_the_catalogue(stack):
+    # Whisper tiny alone hears "what year did not start to come out"; the ASR stage boosts the catalogue's
+    # titles by default, so the NLP gets the title and the reply answers about the film.
+    pcm, rate = load_audio(Path(__file__).resolve().parents[1] / "fixtures" / "asr_titles" / "nosferatu.wav")
+    (turn,) = await ask(stack.orchestrator, [(pcm, rate)])
+    assert "Nosferatu" in turn.transcript, turn.transcript
+    titles = [e.value for e in turn.understanding.entities if e.type == "title"]
+    assert titles == ["Nosferatu (Nosferatu, eine Symphonie des Grauens)"], turn.understanding
+    assert "Nosferatu" in turn.reply_text and "1922" in turn.reply_text, turn.reply_text

@@ -31,6 +31,9 @@ def asr_root(models_dir) -> Path:
 
 
 def _stage(root: Path, **config) -> AsrStage:
+    # Greedy transcripts: whether the catalogue is there to boost depends on which models other tests built
+    # (phrase boosting has its own tests, test_asr_boosting.py).
+    config.setdefault("default_phrases", "")
     return AsrStage(StageSettings(name="asr", models_dir=root), AsrConfig(**config))
 
 

@@ -1,0 +1,183 @@
+"""Phrase boosting benchmark: does the assistant hear movie titles, and what does it cost?
+
+Boosting off (``disable_default_phrases``) vs on (the catalogue's titles, the stage default), same run, real
+ASR and NLP servers (subprocesses, as ``voxpipe serve`` starts them):
+
+1. title recall: every clip of the title set (``make_title_testset.py``) through ``Recognize``, the final text
+   through NLP ``Understand``; a hit when the expected title is among the title entities;
+2. false titles: the same for the questions that name none (any title entity is false);
+3. WER on the ASR benchmark's general speech: the ``make_asr_testset.py`` clips whose reference names no
+   title (by the NLP on the reference text), normalised as ``asr_bench.py`` reports it;
+4. endpoint -> final latency: every ``--latency-every``-th title clip streamed at real time, off and on
+   alternately (so both see the same machine load); ``SpeechResult.latency_ms`` of the VAD finals.
+
+    flock /tmp/voxpipe-bench.lock .venv/bin/python -m benchmarks.title_bench [--json docs/bench/titles.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import soundfile as sf
+
+from benchmarks.asr_bench import GAP_S, RATE, _free_port, _pcm16, _stream, _wait_serving
+from benchmarks.asr_wer import wer
+from benchmarks.make_asr_testset import make_set as make_asr_set
+from benchmarks.make_title_testset import make_set as make_title_set
+from protos import asr_pb2, asr_pb2_grpc, common_pb2, nlp_pb2, nlp_pb2_grpc
+from services.common.settings import cache_root
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _config(boost: bool) -> asr_pb2.RecognitionConfig:
+    return asr_pb2.RecognitionConfig(encoding=common_pb2.LINEAR16, sample_rate_hz=RATE,
+                                     disable_default_phrases=not boost)
+
+
+async def _recognize(asr, nlp, wav: bytes, boost: bool) -> tuple[str, list[str], list[str]]:
+    """Final text, the NLP's title entities and the boosted phrases of one clip."""
+    reply = await asr.Recognize(asr_pb2.RecognizeRequest(config=_config(boost), audio=wav), timeout=60)
+    text = " ".join(r.text for r in reply.results if r.text)
+    boosted = [p for r in reply.results for p in r.boosted_phrases]
+    if not text:
+        return "", [], boosted
+    understood = await nlp.Understand(nlp_pb2.UnderstandRequest(text=text), timeout=10)
+    return text, [e.value for e in understood.entities if e.type == "title"], boosted
+
+
+async def _titles_of(nlp, text: str) -> list[str]:
+    understood = await nlp.Understand(nlp_pb2.UnderstandRequest(text=text), timeout=10)
+    return [e.value for e in understood.entities if e.type == "title"]
+
+
+async def run(asr_address: str, nlp_address: str, titles_dir: Path, asr_dir: Path, latency_every: int) -> dict:
+    entries = json.loads((titles_dir / "references.json").read_text())
+    general = json.loads((asr_dir / "references.json").read_text())
+    async with grpc.aio.insecure_channel(asr_address) as ac, grpc.aio.insecure_channel(nlp_address) as nc:
+        asr, nlp = asr_pb2_grpc.RecognizerStub(ac), nlp_pb2_grpc.UnderstanderStub(nc)
+        rows = []
+        for e in entries:
+            wav = (titles_dir / e["file"]).read_bytes()
+            row = {**e, "reference_titles": await _titles_of(nlp, e["text"])}
+            for mode in ("off", "on"):
+                text, found, boosted = await _recognize(asr, nlp, wav, mode == "on")
+                row[mode] = {"text": text, "titles": found, "boosted": boosted}
+            rows.append(row)
+        plain = []
+        for e in general:
+            if await _titles_of(nlp, e["text"]):
+                continue  # the general-speech WER leaves out questions naming a title
+            wav = (asr_dir / e["file"]).read_bytes()
+            texts = {mode: (await _recognize(asr, nlp, wav, mode == "on"))[0] for mode in ("off", "on")}
+            plain.append({"id": e["id"], "reference": e["text"], **texts})
+        latency: dict[str, list[float]] = {"off": [], "on": []}
+        gap = np.zeros(int(GAP_S * RATE), np.float32)
+        for i, e in enumerate(entries[::latency_every]):
+            pcm = _pcm16(np.concatenate([sf.read(titles_dir / e["file"], dtype="float32")[0], gap]))
+            for mode in (("off", "on") if i % 2 == 0 else ("on", "off")):
+                finals = await asyncio.wait_for(_stream(asr, pcm, interim=False, config=_config(mode == "on")), 120)
+                latency[mode] += [f.latency_ms for f in finals if f.endpoint_reason == asr_pb2.VAD_SILENCE]
+    return {"rows": rows, "general": plain, "latency_ms": latency}
+
+
+def summarise(result: dict) -> dict:
+    rows = result["rows"]
+    # A title question counts only if the NLP finds its title in the reference text: the set measures hearing.
+    titled = [r for r in rows if r["set"] == "titles" and r["title"] in r["reference_titles"]]
+    none = [r for r in rows if r["set"] == "none"]
+    out: dict = {"title_questions": len(titled), "title_questions_left_out": sum(r["set"] == "titles" for r in rows)
+                 - len(titled), "none_questions": len(none)}
+    for mode in ("off", "on"):
+        hits = [r["title"] in r[mode]["titles"] for r in titled]
+        by_voice: dict[str, list[bool]] = {}
+        for r, hit in zip(titled, hits, strict=True):
+            by_voice.setdefault("piper" if r["voice"].startswith("piper") else "espeak-ng", []).append(hit)
+        out[mode] = {
+            "title_recall": sum(hits) / len(titled),
+            "title_recall_by_voice": {v: round(sum(h) / len(h), 3) for v, h in by_voice.items()},
+            "false_titles": sum(bool(r[mode]["titles"]) for r in none) / len(none),
+            "false_title_examples": [(r["text"], r[mode]["text"], r[mode]["titles"]) for r in none if r[mode]["titles"]],
+            "boosted_finals": sum(bool(r[mode]["boosted"]) for r in rows),
+            "wer_general": wer([g["reference"] for g in result["general"]], [g[mode] for g in result["general"]]),
+            "endpoint_to_final_p50_ms": float(np.median(result["latency_ms"][mode])),
+            "endpoint_to_final_p90_ms": float(np.percentile(result["latency_ms"][mode], 90)),
+            "latency_finals": len(result["latency_ms"][mode]),
+        }
+    out["general_clips"] = len(result["general"])
+    out["latency_ratio_p50"] = out["on"]["endpoint_to_final_p50_ms"] / out["off"]["endpoint_to_final_p50_ms"]
+    out["still_missed"] = [(r["text"], r["on"]["text"]) for r in titled if r["title"] not in r["on"]["titles"]]
+    return out
+
+
+def report(s: dict) -> str:
+    off, on = s["off"], s["on"]
+    return "\n".join([
+        f"title questions {s['title_questions']} (+{s['title_questions_left_out']} whose title the NLP misses in the "
+        f"reference text, left out); questions naming none {s['none_questions']}; general clips {s['general_clips']}",
+        "| what | boosting off | boosting on | target |",
+        "|---|---|---|---|",
+        f"| title recall | {off['title_recall']:.1%} | {on['title_recall']:.1%} | >= 90 % on |",
+        f"| title recall, Piper / espeak-ng | {off['title_recall_by_voice'].get('piper', 0):.1%} / "
+        f"{off['title_recall_by_voice'].get('espeak-ng', 0):.1%} | {on['title_recall_by_voice'].get('piper', 0):.1%} / "
+        f"{on['title_recall_by_voice'].get('espeak-ng', 0):.1%} | |",
+        f"| false titles | {off['false_titles']:.1%} | {on['false_titles']:.1%} | <= 1 % |",
+        f"| WER, general speech | {off['wer_general']:.3f} | {on['wer_general']:.3f} | on - off <= +0.005 |",
+        f"| endpoint -> final p50 (p90), streamed | {off['endpoint_to_final_p50_ms']:.0f} ms "
+        f"({off['endpoint_to_final_p90_ms']:.0f}) | {on['endpoint_to_final_p50_ms']:.0f} ms "
+        f"({on['endpoint_to_final_p90_ms']:.0f}) | ratio {s['latency_ratio_p50']:.2f} (<= 1.2) |",
+        f"| finals with a phrase put in | {off['boosted_finals']} | {on['boosted_finals']} | |",
+    ])
+
+
+def _serve(stage: str, port: int) -> subprocess.Popen:
+    env = {**os.environ, "VOXPIPE_LOG_LEVEL": "WARNING"}
+    return subprocess.Popen([sys.executable, "-m", "clients.cli", "serve", stage, "--port", str(port)], cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--latency-every", type=int, default=3, help="stream every Nth title clip for latency")
+    parser.add_argument("--json", type=Path, help="also write the summary (and every row) here")
+    args = parser.parse_args()
+    cache = cache_root(os.environ)
+    titles_dir, asr_dir = cache / "title-testset", cache / "asr-testset"
+    make_title_set(titles_dir, cache)
+    make_asr_set(asr_dir, piper_cache=cache)
+    ports = {"asr": _free_port(), "nlp": _free_port()}
+    servers = {stage: _serve(stage, port) for stage, port in ports.items()}
+    started = time.time()
+    try:
+        addresses = {stage: f"127.0.0.1:{port}" for stage, port in ports.items()}
+        for address in addresses.values():
+            asyncio.run(_wait_serving(address))
+        result = asyncio.run(run(addresses["asr"], addresses["nlp"], titles_dir, asr_dir, args.latency_every))
+    finally:
+        for server in servers.values():
+            server.terminate()
+            server.wait(timeout=20)
+    summary = summarise(result)
+    print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}; machine: {platform.node()}, "
+          f"{os.cpu_count()} cores, load avg at end {os.getloadavg()[0]:.1f}")
+    print(report(summary))
+    print("still missed with boosting on:")
+    for text, heard in summary["still_missed"]:
+        print(f"  {text} | {heard}")
+    print("false titles with boosting on:", summary["on"]["false_title_examples"])
+    if args.json:
+        args.json.write_text(json.dumps({"summary": summary, "rows": result["rows"]}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Phrase boosting on the real ASR stage (port 0): the scorer agrees with the decoder, a title the greedy pass
+mishears is heard with boosting on and not with it off, request phrases work alone, and nothing is put into
+a question naming no phrase."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from engines.repository import ModelRepository, create_engines
+from protos import asr_pb2, asr_pb2_grpc, common_pb2
+from services.asr import AsrConfig, AsrStage
+from services.asr.boosting import SCORER_MODEL, ScoreJob, scorer_batch_fn
+from services.asr.decoding import rule_from_config
+from services.asr.features import log_mel
+from services.asr.generation import (
+    DECODER_MODEL,
+    ENCODER_MODEL,
+    create_generators,
+    encoder_batch_fn,
+    transcribe,
+)
+from services.common import StageSettings
+from tests.helpers import running_stage
+
+pytestmark = [pytest.mark.models]
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "asr_titles"
+REFERENCES = {r["file"]: r for r in json.loads((FIXTURES / "references.json").read_text())}
+
+
+@pytest.fixture
+def asr_root(models_dir) -> Path:
+    return models_dir("asr")
+
+
+@pytest.fixture
+def titles_file(tmp_path) -> Path:
+    path = tmp_path / "titles.txt"
+    path.write_text("Nosferatu\nCasablanca\nThe Usual Suspects\nToy Story\nGattaca\nAmadeus\n")
+    return path
+
+
+def _config(**kw) -> asr_pb2.RecognitionConfig:
+    return asr_pb2.RecognitionConfig(encoding=common_pb2.LINEAR16, sample_rate_hz=16_000, **kw)
+
+
+async def _recognize(channel, name: str, **config) -> asr_pb2.SpeechResult:
+    reply = await asr_pb2_grpc.RecognizerStub(channel).Recognize(
+        asr_pb2.RecognizeRequest(config=_config(**config), audio=(FIXTURES / name).read_bytes()), timeout=60)
+    assert len(reply.results) == 1, reply
+    return reply.results[0]
+
+
+def test_the_scorer_gives_the_greedy_tokens_the_decoders_probabilities(asr_root):
+    # The forced decode and the step decoder are the same model: the scorer's log-probability of each greedy
+    # token (and of the end token) equals what the decoder's greedy pick reported for it.
+    repo = ModelRepository(asr_root)
+    encoder = create_engines(repo.resolve(ENCODER_MODEL))[0]
+    decoder_model = repo.resolve(DECODER_MODEL)
+    generator = create_generators(decoder_model)[0]
+    scorer = scorer_batch_fn(create_engines(repo.resolve(SCORER_MODEL))[0])
+    rule = rule_from_config(decoder_model.config)
+    audio, _ = sf.read(FIXTURES / "nosferatu.wav", dtype="float32")
+    result = transcribe(encoder, generator, audio)
+    encoded = encoder_batch_fn(encoder)([log_mel(audio)])[0]
+    row = [*rule.prompt, *result.tokens, rule.eot]
+    other = [*rule.prompt, *result.tokens[:2], rule.eot, rule.eot]  # a second, shorter candidate beside it
+    grid = np.array([row, other + [rule.eot] * (len(row) - len(other))], np.int64)
+    logprob, = scorer([ScoreJob(grid, len(rule.prompt), encoded)])
+    assert logprob.shape == (2, len(row) - len(rule.prompt))
+    np.testing.assert_allclose(np.exp(logprob[0]), [*result.token_probs, result.eot_prob], atol=2e-3)
+    # Rows are independent: the shorter candidate's shared prefix scores the same as in the full row.
+    np.testing.assert_allclose(logprob[1, :2], logprob[0, :2], atol=1e-4)
+
+
+async def test_a_catalogue_title_is_heard_with_boosting_and_not_without(asr_root, titles_file):
+    stage = AsrStage(StageSettings(name="asr", models_dir=asr_root), AsrConfig(default_phrases=str(titles_file)))
+    async with running_stage(stage) as (_, channel):
+        off = await _recognize(channel, "nosferatu.wav", disable_default_phrases=True)
+        on = await _recognize(channel, "nosferatu.wav")
+        plain = await _recognize(channel, "no_title.wav")
+    assert "nosferatu" not in off.text.lower() and not off.boosted_phrases, off
+    assert "Nosferatu" in on.text and list(on.boosted_phrases) == ["Nosferatu"], on
+    assert not plain.boosted_phrases and "tonight" in plain.text.lower(), plain
+
+
+async def test_request_phrases_alone_and_a_streamed_final(asr_root):
+    stage = AsrStage(StageSettings(name="asr", models_dir=asr_root), AsrConfig(default_phrases=""))
+    async with running_stage(stage) as (_, channel):
+        none = await _recognize(channel, "nosferatu.wav")
+        unrelated = await _recognize(channel, "nosferatu.wav", phrases=[asr_pb2.SpeechPhrase(phrase="Casablanca")])
+        boosted = await _recognize(channel, "nosferatu.wav", phrases=[asr_pb2.SpeechPhrase(phrase="Nosferatu", boost=6)])
+        pcm = sf.read(FIXTURES / "nosferatu.wav", dtype="int16")[0]
+        pcm = np.concatenate([pcm, np.zeros(16_000, np.int16)])
+
+        async def requests():
+            yield asr_pb2.StreamingRecognizeRequest(config=_config(phrases=[asr_pb2.SpeechPhrase(phrase="Nosferatu")]))
+            for i in range(0, len(pcm), 3200):
+                yield asr_pb2.StreamingRecognizeRequest(audio=pcm[i:i + 3200].tobytes())
+
+        streamed = [r.result async for r in asr_pb2_grpc.RecognizerStub(channel).StreamingRecognize(requests())]
+    assert not none.boosted_phrases and none.text == unrelated.text and not unrelated.boosted_phrases
+    assert "Nosferatu" in boosted.text and list(boosted.boosted_phrases) == ["Nosferatu"]
+    assert [r.text for r in streamed if r.is_final] == [boosted.text]
+    assert list(streamed[-1].boosted_phrases) == ["Nosferatu"]
+
+
+def test_the_pytorch_scorer_matches_the_onnx_scorer(asr_root):
+    # The GPU stack serves the scorer with the PyTorch backend, from the decoder's weights; on the CPU here the
+    # same module and engine must give what the ONNX graph gives.
+    pytest.importorskip("torch")
+    onnx_repo, torch_repo = ModelRepository(asr_root), ModelRepository(asr_root, overrides={
+        SCORER_MODEL: {"backend": "torch", "precision": "fp32"}})
+    encoder = create_engines(onnx_repo.resolve(ENCODER_MODEL))[0]
+    rule = rule_from_config(onnx_repo.resolve(DECODER_MODEL).config)
+    audio, _ = sf.read(FIXTURES / "nosferatu.wav", dtype="float32")
+    encoded = encoder_batch_fn(encoder)([log_mel(audio)])[0]
+    grid = np.array([[*rule.prompt, 1867, 614, 460, 338, rule.eot], [*rule.prompt, 1867, 614, 7, rule.eot, rule.eot]])
+    job = ScoreJob(grid.astype(np.int64), 4, encoded)
+    expected, = scorer_batch_fn(create_engines(onnx_repo.resolve(SCORER_MODEL))[0])([job])
+    got, = scorer_batch_fn(create_engines(torch_repo.resolve(SCORER_MODEL))[0])([job])
+    assert got.shape == expected.shape == (2, 3)
+    np.testing.assert_allclose(got, expected, atol=1e-3)
