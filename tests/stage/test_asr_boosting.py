@@ -125,3 +125,25 @@ def test_the_pytorch_scorer_matches_the_onnx_scorer(asr_root):
     got, = scorer_batch_fn(create_engines(torch_repo.resolve(SCORER_MODEL))[0])([job])
     assert got.shape == expected.shape == (2, 3)
     np.testing.assert_allclose(got, expected, atol=1e-3)
+
+
+async def test_transcribe_cli_phrases(asr_root, capsys):
+    from clients.api import load_audio
+    from clients.cli import build_parser
+    from clients.transcribe import TranscribeOptions, transcribe
+
+    args = build_parser().parse_args(["transcribe", "x.wav", "--phrase", "Nosferatu", "--phrase", "Star Trek: Generations",
+                                      "--phrase", "Caro Diario:6.5", "--no-default-phrases"])
+    assert args.phrase == [("Nosferatu", 0.0), ("Star Trek: Generations", 0.0), ("Caro Diario", 6.5)]
+    assert args.no_default_phrases
+    path = FIXTURES / "nosferatu.wav"
+    pcm, rate = load_audio(path)
+    stage = AsrStage(StageSettings(name="asr", models_dir=asr_root), AsrConfig(default_phrases=""))
+    async with running_stage(stage) as (server, _):
+        for phrases in ((), (("Nosferatu", 0.0),)):
+            options = TranscribeOptions(address=server.address, audio=path, stream=False, as_json=True, speed=0.0,
+                                        interim=False, silence_ms=0, timeout_s=60.0, phrases=phrases,
+                                        default_phrases=False)
+            assert await transcribe(options, pcm, rate) == 0
+            (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+            assert line["boosted_phrases"] == [p for p, _ in phrases], line
