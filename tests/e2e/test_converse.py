@@ -19,6 +19,7 @@ from tests.fakes import closed_port_address
 from tests.helpers import running_stage
 
 pytestmark = [pytest.mark.models, pytest.mark.slow]
+MISHEARD_TITLE = Path(__file__).resolve().parents[1] / "fixtures" / "asr_titles" / "nosferatu.wav"
 
 
 async def speak(stack, text: str) -> tuple[bytes, int]:
@@ -165,7 +166,7 @@ async def test_an_unknown_voice_is_refused_when_the_stream_opens(stack):
 async def test_a_film_title_whisper_mishears_is_heard_through_the_catalogue(stack):
     # Whisper tiny alone hears "what year did not start to come out"; the ASR stage boosts the catalogue's
     # titles by default, so the NLP gets the title and the reply answers about the film.
-    pcm, rate = load_audio(Path(__file__).resolve().parents[1] / "fixtures" / "asr_titles" / "nosferatu.wav")
+    pcm, rate = load_audio(MISHEARD_TITLE)
     (turn,) = await ask(stack.orchestrator, [(pcm, rate)])
     assert "Nosferatu" in turn.transcript, turn.transcript
     titles = [e.value for e in turn.understanding.entities if e.type == "title"]
