@@ -8,8 +8,8 @@
 * ``none``: the NLP held-out questions that name no title (``tests/data/nlp_heldout*.jsonl``): boosting
   must not put titles into them.
 
-Every question is spoken by one of seven voices in turn: six espeak-ng voices/rates and the Piper voice
-(``make_asr_testset.py``). Writes 16 kHz mono WAVs and ``references.json`` (id, set, text, title, item_id,
+Every title question is spoken twice: by the Piper voice, and by one of six espeak-ng voices/rates in turn
+(``make_asr_testset.py``); a question naming none by one of the seven in turn. Writes 16 kHz mono WAVs and ``references.json`` (id, set, text, title, item_id,
 voice, file, seconds) into ``--out`` (default ``~/.cache/voxpipe/title-testset``).
 
     python benchmarks/make_title_testset.py [--out DIR] [--pick]
@@ -92,20 +92,20 @@ def make_set(out: Path, cache: Path) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     speak_piper = piper_speaker(cache)
     titles = [json.loads(line) for line in QUESTIONS.read_text().splitlines() if line.strip()]
+    espeak_voices = [v for v in ALL_VOICES if v != PIPER]
+    plan = [("titles", f"t{i:03d}", q, espeak_voices[i % len(espeak_voices)]) for i, q in enumerate(titles)]
+    plan += [("titles", f"p{i:03d}", q, PIPER) for i, q in enumerate(titles)]
+    plan += [("none", f"n{i:03d}", q, ALL_VOICES[i % len(ALL_VOICES)]) for i, q in enumerate(none_questions())]
     entries = []
-    for kind, questions in (("titles", titles), ("none", none_questions())):
-        for i, q in enumerate(questions):
-            voice = ALL_VOICES[i % len(ALL_VOICES)]
-            if voice == PIPER:
-                audio = speak_piper(q["text"])
-            else:
-                name, rate = voice.split("@")
-                audio = speak(q["text"], name, int(rate))
-            clip = f"{kind[0]}{i:03d}"
-            _write(out / f"{clip}.wav", audio)
-            entries.append({"id": clip, "set": kind, "text": q["text"], "title": q["title"],
-                            "item_id": q["item_id"], "voice": voice, "file": f"{clip}.wav",
-                            "seconds": round(len(audio) / SAMPLE_RATE_HZ, 3)})
+    for kind, clip, q, voice in plan:
+        if voice == PIPER:
+            audio = speak_piper(q["text"])
+        else:
+            name, rate = voice.split("@")
+            audio = speak(q["text"], name, int(rate))
+        _write(out / f"{clip}.wav", audio)
+        entries.append({"id": clip, "set": kind, "text": q["text"], "title": q["title"], "item_id": q["item_id"],
+                        "voice": voice, "file": f"{clip}.wav", "seconds": round(len(audio) / SAMPLE_RATE_HZ, 3)})
     (out / "references.json").write_text(json.dumps(entries, indent=1) + "\n")
     return entries
 
