@@ -51,10 +51,7 @@ async def _recognize(asr, nlp, wav: bytes, boost: bool) -> tuple[str, list[str],
     reply = await asr.Recognize(asr_pb2.RecognizeRequest(config=_config(boost), audio=wav), timeout=60)
     text = " ".join(r.text for r in reply.results if r.text)
     boosted = [p for r in reply.results for p in r.boosted_phrases]
-    if not text:
-        return "", [], boosted
-    understood = await nlp.Understand(nlp_pb2.UnderstandRequest(text=text), timeout=10)
-    return text, [e.value for e in understood.entities if e.type == "title"], boosted
+    return text, (await _titles_of(nlp, text) if text else []), boosted
 
 
 async def _titles_of(nlp, text: str) -> list[str]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import re
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -26,6 +25,7 @@ from rapidfuzz.distance import Levenshtein
 
 from services.common.errors import InvalidArgumentError, shown
 from services.common.phonemes import EspeakPhonemizer
+from services.common.text_input import WORD_RE
 
 MAX_WINDOW_WORDS = 6
 MIN_KEY_PHONEMES = 5
@@ -36,7 +36,6 @@ MAX_PHRASES = 1000
 MAX_PHRASE_CHARS = 100
 MAX_BOOST = 20.0
 
-_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 _MARKS = re.compile(r"[ˈˌːˑ\s\-‿]")
 
 
@@ -47,6 +46,7 @@ class Phrase:
     text: str
     boost: float
     key: str
+    words: str  # its words, lower case, space-separated, padded with spaces: " the usual suspects "
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +60,10 @@ class Candidate:
 
 
 class PhoneticKeys:
-    """Phonetic keys of text, word by word (each word's key cached; thread-safe: espeak-ng has its lock)."""
+    """Phonetic keys of text, word by word (each word's key cached; thread-safe: espeak-ng calls take its lock)."""
 
     def __init__(self, cache_words: int = 50_000) -> None:
         self._espeak = EspeakPhonemizer("en-us")
-        self._lock = threading.Lock()
         self._word_key = lru_cache(maxsize=cache_words)(self._uncached)
 
     def _uncached(self, word: str) -> str:
@@ -72,12 +71,11 @@ class PhoneticKeys:
 
     def word(self, word: str) -> str:
         """Key of one word (lower-cased)."""
-        with self._lock:  # lru_cache is thread-safe, but two threads would phonemize the same word twice
-            return self._word_key(word.lower())
+        return self._word_key(word.lower())
 
     def text(self, text: str) -> str:
         """Key of a phrase: its words' keys joined."""
-        return "".join(self.word(m.group()) for m in _WORD.finditer(text))
+        return "".join(self.word(m.group()) for m in WORD_RE.finditer(text))
 
 
 class PhraseSet:
@@ -88,7 +86,7 @@ class PhraseSet:
         for text, boost in phrases:
             text = " ".join(text.split())
             if text.lower() not in seen:
-                seen[text.lower()] = Phrase(text, boost, keys.text(text))
+                seen[text.lower()] = Phrase(text, boost, keys.text(text), _padded_words(text))
         # Only phrases with a usable key take part in fuzzy matching.
         self.phrases = tuple(p for p in seen.values() if len(p.key) >= MIN_KEY_PHONEMES)
         self._keys = [p.key for p in self.phrases]
@@ -110,10 +108,14 @@ class PhraseSet:
         return out
 
 
+def _padded_words(text: str) -> str:
+    return f" {' '.join(WORD_RE.findall(text.lower()))} "
+
+
 def find_candidates(text: str, sets: Sequence[PhraseSet], keys: PhoneticKeys, *, max_candidates: int,
                     min_similarity: float) -> list[Candidate]:
     """Best phrase candidates for spans of ``text`` (see the module docstring), best first."""
-    words = list(_WORD.finditer(text))
+    words = list(WORD_RE.finditer(text))
     word_keys = [keys.word(m.group()) for m in words]
     windows: list[tuple[int, int]] = []  # (first word, word count)
     window_keys: list[str] = []
@@ -123,13 +125,13 @@ def find_candidates(text: str, sets: Sequence[PhraseSet], keys: PhoneticKeys, *,
             if len(key) >= MIN_KEY_PHONEMES:
                 windows.append((i, n))
                 window_keys.append(key)
-    heard = " " + " ".join(m.group().lower() for m in words) + " "
+    heard = _padded_words(text)
     found: list[Candidate] = []
     for phrase_set in sets:
         for w, p, similarity in phrase_set.similar(window_keys, min_similarity):
             i, n = windows[w]
             phrase = phrase_set.phrases[p]
-            if f" {' '.join(_WORD.findall(phrase.text.lower()))} " in heard:
+            if phrase.words in heard:
                 continue  # already heard right
             start, end = words[i].start(), words[i + n - 1].end()
             article = phrase.text.split()[0].lower()
@@ -156,7 +158,7 @@ def validate_phrases(phrases: Sequence, default_boost: float) -> list[tuple[str,
     out = []
     for i, p in enumerate(phrases):
         text = " ".join(p.phrase.split())
-        if not text or len(text) > MAX_PHRASE_CHARS or not _WORD.search(text):
+        if not text or len(text) > MAX_PHRASE_CHARS or not WORD_RE.search(text):
             raise InvalidArgumentError(f"phrases[{i}].phrase={shown(p.phrase)} must have 1..{MAX_PHRASE_CHARS} "
                                        "characters, with a letter or digit")
         if math.isnan(p.boost) or not 0.0 <= p.boost <= MAX_BOOST:

@@ -15,6 +15,8 @@ from services.common.errors import InvalidArgumentError, shown
 
 _DROP_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "So", "Sk"})
 _SPACE_RE = re.compile(r"\s+")
+# A word: letters or digits, with inner apostrophes ("don't", "Children's"). NLP tokens and ASR phrase matching.
+WORD_RE = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 
 
 def clean_text(text: str, *, max_chars: int, limit_key: str = "max_text_chars") -> str:

@@ -10,13 +10,10 @@ Behaviour (documented in docs/bench/nlp.md):
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from dataclasses import dataclass
 
-from services.common.text_input import clean_text
-
-_WORD_RE = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
+from services.common.text_input import WORD_RE, clean_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,4 +38,4 @@ def fold(word: str) -> str:
 
 def words(text: str) -> list[Token]:
     """Word tokens of ``text`` (letters/digits, inner apostrophes kept in the span) with their spans."""
-    return [Token(fold(m.group()), m.start(), m.end()) for m in _WORD_RE.finditer(text)]
+    return [Token(fold(m.group()), m.start(), m.end()) for m in WORD_RE.finditer(text)]
