@@ -123,9 +123,12 @@ class AsrStage(Stage):
         mel = log_mel(silence)
         for enc_fn in self._enc_fns:
             encoded = enc_fn([mel])[0]
-            sequences = np.array([[*self._rule.prompt, self._rule.eot]] * 2, np.int64)
+            # A final's usual job: the transcript and 8 candidates of 16 tokens (the first call of a shape this
+            # size cost 141 ms against 87-101 ms warm on the 2-core CPU).
+            sequences = np.full((9, 16), self._rule.eot, np.int64)
+            sequences[:, :len(self._rule.prompt)] = self._rule.prompt
             for scorer_fn in self._scorer_fns:
-                scorer_fn([ScoreJob(sequences, 1, encoded)])
+                scorer_fn([ScoreJob(sequences, len(self._rule.prompt), encoded)])
             for generator in self._generators:
                 generator.prefill([(0, encoded)])
                 for _ in range(3):
