@@ -40,7 +40,7 @@ class SpeechPhrase(_message.Message):
     def __init__(self, phrase: _Optional[str] = ..., boost: _Optional[float] = ...) -> None: ...
 
 class RecognitionConfig(_message.Message):
-    __slots__ = ("encoding", "sample_rate_hz", "language_code", "interim_results", "endpointing", "interim_interval_ms", "phrases", "disable_default_phrases")
+    __slots__ = ("encoding", "sample_rate_hz", "language_code", "interim_results", "endpointing", "interim_interval_ms", "phrases", "disable_default_phrases", "speculative_results")
     ENCODING_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_HZ_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_CODE_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +49,7 @@ class RecognitionConfig(_message.Message):
     INTERIM_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     PHRASES_FIELD_NUMBER: _ClassVar[int]
     DISABLE_DEFAULT_PHRASES_FIELD_NUMBER: _ClassVar[int]
+    SPECULATIVE_RESULTS_FIELD_NUMBER: _ClassVar[int]
     encoding: _common_pb2.AudioEncoding
     sample_rate_hz: int
     language_code: str
@@ -57,7 +58,8 @@ class RecognitionConfig(_message.Message):
     interim_interval_ms: int
     phrases: _containers.RepeatedCompositeFieldContainer[SpeechPhrase]
     disable_default_phrases: bool
-    def __init__(self, encoding: _Optional[_Union[_common_pb2.AudioEncoding, str]] = ..., sample_rate_hz: _Optional[int] = ..., language_code: _Optional[str] = ..., interim_results: _Optional[bool] = ..., endpointing: _Optional[_Union[EndpointingConfig, _Mapping]] = ..., interim_interval_ms: _Optional[int] = ..., phrases: _Optional[_Iterable[_Union[SpeechPhrase, _Mapping]]] = ..., disable_default_phrases: _Optional[bool] = ...) -> None: ...
+    speculative_results: bool
+    def __init__(self, encoding: _Optional[_Union[_common_pb2.AudioEncoding, str]] = ..., sample_rate_hz: _Optional[int] = ..., language_code: _Optional[str] = ..., interim_results: _Optional[bool] = ..., endpointing: _Optional[_Union[EndpointingConfig, _Mapping]] = ..., interim_interval_ms: _Optional[int] = ..., phrases: _Optional[_Iterable[_Union[SpeechPhrase, _Mapping]]] = ..., disable_default_phrases: _Optional[bool] = ..., speculative_results: _Optional[bool] = ...) -> None: ...
 
 class RecognizerControl(_message.Message):
     __slots__ = ("action",)
@@ -82,7 +84,7 @@ class StreamingRecognizeRequest(_message.Message):
     def __init__(self, config: _Optional[_Union[RecognitionConfig, _Mapping]] = ..., audio: _Optional[bytes] = ..., control: _Optional[_Union[RecognizerControl, _Mapping]] = ...) -> None: ...
 
 class SpeechResult(_message.Message):
-    __slots__ = ("text", "is_final", "stability", "confidence", "start_s", "end_s", "endpoint_reason", "utterance_index", "latency_ms", "sent_unix_ns", "boosted_phrases")
+    __slots__ = ("text", "is_final", "stability", "confidence", "start_s", "end_s", "endpoint_reason", "utterance_index", "latency_ms", "sent_unix_ns", "boosted_phrases", "speculative", "withdrawn")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     IS_FINAL_FIELD_NUMBER: _ClassVar[int]
     STABILITY_FIELD_NUMBER: _ClassVar[int]
@@ -94,6 +96,8 @@ class SpeechResult(_message.Message):
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     SENT_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     BOOSTED_PHRASES_FIELD_NUMBER: _ClassVar[int]
+    SPECULATIVE_FIELD_NUMBER: _ClassVar[int]
+    WITHDRAWN_FIELD_NUMBER: _ClassVar[int]
     text: str
     is_final: bool
     stability: float
@@ -105,7 +109,9 @@ class SpeechResult(_message.Message):
     latency_ms: float
     sent_unix_ns: int
     boosted_phrases: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, text: _Optional[str] = ..., is_final: _Optional[bool] = ..., stability: _Optional[float] = ..., confidence: _Optional[float] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., endpoint_reason: _Optional[_Union[EndpointReason, str]] = ..., utterance_index: _Optional[int] = ..., latency_ms: _Optional[float] = ..., sent_unix_ns: _Optional[int] = ..., boosted_phrases: _Optional[_Iterable[str]] = ...) -> None: ...
+    speculative: bool
+    withdrawn: bool
+    def __init__(self, text: _Optional[str] = ..., is_final: _Optional[bool] = ..., stability: _Optional[float] = ..., confidence: _Optional[float] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., endpoint_reason: _Optional[_Union[EndpointReason, str]] = ..., utterance_index: _Optional[int] = ..., latency_ms: _Optional[float] = ..., sent_unix_ns: _Optional[int] = ..., boosted_phrases: _Optional[_Iterable[str]] = ..., speculative: _Optional[bool] = ..., withdrawn: _Optional[bool] = ...) -> None: ...
 
 class StreamingRecognizeResponse(_message.Message):
     __slots__ = ("result",)

@@ -85,6 +85,7 @@ class StreamSettings:
     interim_interval_ms: int
     phrases: tuple[tuple[str, float], ...] = ()  # the request's own (text, boost)
     default_phrases: bool = True
+    speculative_results: bool = False
 
 
 def settings_from_proto(config: asr_pb2.RecognitionConfig, defaults: AsrConfig) -> StreamSettings:
@@ -113,4 +114,5 @@ def settings_from_proto(config: asr_pb2.RecognitionConfig, defaults: AsrConfig) 
     return StreamSettings(sample_rate_hz=rate, language_code=language, interim_results=config.interim_results,
                           silence_ms=silence_ms, speech_threshold=float(threshold), min_speech_ms=min_speech_ms,
                           interim_interval_ms=interval, phrases=phrases,
-                          default_phrases=not config.disable_default_phrases)
+                          default_phrases=not config.disable_default_phrases,
+                          speculative_results=config.speculative_results)

@@ -91,7 +91,8 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
         stage = self._stage
         if not request.HasField("config"):
             raise InvalidArgumentError("RecognizeRequest.config is required")
-        settings = replace(settings_from_proto(request.config, stage.config), interim_results=False)
+        settings = replace(settings_from_proto(request.config, stage.config), interim_results=False,
+                           speculative_results=False)
         seconds = len(request.audio) / 2 / settings.sample_rate_hz
         if seconds > stage.config.max_audio_s:
             raise OutOfRangeError(f"audio is {seconds:.1f} s long, over max_audio_s={stage.config.max_audio_s:g} s")

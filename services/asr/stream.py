@@ -7,6 +7,8 @@ cap so interims never crowd out finals). When the trailing silence reaches ``pos
 utterance's audio is complete, so its final decode starts right away; at the endpoint
 (``silence_ms``) the result is usually ready. Speech resuming before the endpoint discards that
 speculative decode. Finals are emitted in utterance order; an interim is never sent after its final.
+With ``speculative_results``, the early final decode's transcript is also sent as soon as it is ready (if the
+endpoint has not come first) as a speculative result, and withdrawn (``withdrawn``) if speech resumes.
 
 Empty input is defined, not an error: a stream that ends without any speech gets one empty final
 result (reason END_OF_STREAM), and an END_OF_UTTERANCE with no speech pending gets an empty final
@@ -79,6 +81,7 @@ class _Utterance:
     next_interim_frame: int
     speculative: asyncio.Task[Transcript] | None = None
     speculative_end: int = 0
+    speculation_sent: bool = False  # a speculative result of this utterance is out (and not withdrawn)
     interim: asyncio.Task[None] | None = None
     finalised: bool = False
 
@@ -212,10 +215,16 @@ class StreamSession:
             end = event.end_frame * FRAME_SAMPLES + self._post_pad
             self._utterance.speculative_end = end
             self._utterance.speculative = self._spawn_final(self._decode(self._utterance.start_frame, end, final=True)())
+            if self.settings.speculative_results:
+                self._spawn(self._speculative_result(self._utterance, self._utterance.speculative, end))
         elif event.kind is EventKind.RESUME:
             if self._utterance.speculative is not None:
                 self._utterance.speculative.cancel()
                 self._utterance.speculative = None
+            if self._utterance.speculation_sent:
+                self._utterance.speculation_sent = False
+                self._spawn(self._emit(asr_pb2.SpeechResult(speculative=True, withdrawn=True,
+                                                            utterance_index=self._utterance.index)))
         elif event.kind is EventKind.END:
             reason = asr_pb2.MAX_UTTERANCE_LENGTH if event.forced else asr_pb2.VAD_SILENCE
             end = event.end_frame * FRAME_SAMPLES + (0 if event.forced else self._post_pad)
@@ -298,6 +307,27 @@ class StreamSession:
             self._spawn(self._interim(utt, self._decode(utt.start_frame, end, final=False), end)), final=False)
         self._interims.add(utt.interim)
         utt.interim.add_done_callback(self._interims.discard)
+
+    async def _speculative_result(self, utt: _Utterance, decode: asyncio.Task[Transcript], end: int) -> None:
+        """Send the early final decode's transcript as a speculative result, unless the utterance was finalised
+        (its final goes out instead) or speech resumed before the decode finished."""
+        try:
+            transcript = await asyncio.shield(decode)
+        except asyncio.CancelledError:
+            if decode.cancelled():
+                return  # speech resumed
+            raise
+        except Exception:  # noqa: BLE001 - the final result reports the decode's failure
+            return
+        if utt.finalised or utt.speculative is not decode or not transcript.text:
+            return
+        utt.speculation_sent = True
+        start = utt.start_frame * FRAME_SAMPLES
+        result = asr_pb2.SpeechResult(
+            text=transcript.text, speculative=True, stability=1.0, confidence=transcript.confidence,
+            start_s=start / RATE, end_s=max(end - self._post_pad, start) / RATE, utterance_index=utt.index)
+        result.boosted_phrases.extend(transcript.boosted_phrases)
+        await self._emit(result)
 
     async def _interim(self, utt: _Utterance, decode: Callable[[], Awaitable[Transcript]], end: int) -> None:
         transcript = await decode()

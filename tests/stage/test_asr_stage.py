@@ -101,6 +101,26 @@ async def test_streaming_interim_and_final_over_two_utterances(asr_root):
         assert interim.start_s == final.start_s and interim.text
 
 
+async def test_speculative_results_precede_their_final_and_are_withdrawn_when_speech_resumes(asr_root):
+    q00, q01 = _pcm("q00.wav"), _pcm("q01.wav")
+    pause, tail = np.zeros(int(0.7 * 16_000), np.int16), np.zeros(int(2.0 * 16_000), np.int16)
+    # Endpoint after 1.5 s of silence: the 0.7 s pause is a hesitation, not the end of the question.
+    async with running_stage(_stage(asr_root, silence_ms=1500)) as (_, channel):
+        stub = asr_pb2_grpc.RecognizerStub(channel)
+        calls = stub.StreamingRecognize(_requests(_config(speculative_results=True),
+                                                  _chunks(np.concatenate([q00, pause, q01, tail])), delay_s=0.1))
+        results = [r.result async for r in calls]
+    kinds = [("withdrawn" if r.withdrawn else "speculative") if r.speculative else "final" if r.is_final else "interim"
+             for r in results]
+    assert kinds == ["speculative", "withdrawn", "speculative", "final"], results
+    first, _, second, final = results
+    assert {r.utterance_index for r in results} == {0} and not final.speculative
+    assert _similar(first.text, REFERENCES["q00.wav"]) >= 60, first.text
+    assert second.text == final.text and second.end_s == final.end_s  # the final is the speculative decode
+    assert _similar(final.text, f"{REFERENCES['q00.wav']} {REFERENCES['q01.wav']}") >= 60, final.text
+    assert not results[1].text
+
+
 async def test_client_end_of_utterance_and_end_of_stream(asr_root):
     q00, q01 = _pcm("q00.wav"), _pcm("q01.wav")
     chunks_a, chunks_b = _chunks(q00), _chunks(q01)
