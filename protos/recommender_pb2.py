@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from protos import common_pb2 as protos_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18protos/recommender.proto\x12\nvoxpipe.v1\x1a\x13protos/common.proto\"f\n\rRecommendCall\x12&\n\x06header\x18\x01 \x01(\x0b\x32\x16.voxpipe.v1.CallHeader\x12-\n\x07request\x18\x02 \x01(\x0b\x32\x1c.voxpipe.v1.RecommendRequest\"m\n\x12RecommendCallReply\x12&\n\x06status\x18\x01 \x01(\x0b\x32\x16.voxpipe.v1.CallStatus\x12/\n\x08response\x18\x02 \x01(\x0b\x32\x1d.voxpipe.v1.RecommendResponse\"m\n\x07\x46ilters\x12\x0e\n\x06genres\x18\x01 \x03(\t\x12\x10\n\x08year_min\x18\x02 \x01(\r\x12\x10\n\x08year_max\x18\x03 \x01(\r\x12\x14\n\x0c\x65xclude_seen\x18\x04 \x01(\x08\x12\x18\n\x10\x65xclude_item_ids\x18\x05 \x03(\x05\"\xa5\x01\n\x10RecommendRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x17\n\x0fquery_embedding\x18\x02 \x03(\x02\x12$\n\x07\x66ilters\x18\x03 \x01(\x0b\x32\x13.voxpipe.v1.Filters\x12\t\n\x01k\x18\x04 \x01(\r\x12\x1a\n\x12similar_to_item_id\x18\x05 \x01(\x05\x12\x17\n\x0fpopularity_only\x18\x06 \x01(\x08\"c\n\x04Item\x12\x0f\n\x07item_id\x18\x01 \x01(\x05\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0c\n\x04year\x18\x03 \x01(\r\x12\x0e\n\x06genres\x18\x04 \x03(\t\x12\r\n\x05score\x18\x05 \x01(\x02\x12\x0e\n\x06reason\x18\x06 \x01(\t\"\\\n\x11RecommendResponse\x12\x1f\n\x05items\x18\x01 \x03(\x0b\x32\x10.voxpipe.v1.Item\x12\x10\n\x08strategy\x18\x02 \x01(\t\x12\x14\n\x0c\x65mpty_reason\x18\x03 \x01(\t\"F\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\x05\x12\x0e\n\x06rating\x18\x03 \x01(\x02\".\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x1a\n\x12ratings_in_session\x18\x01 \x01(\r\"#\n\x0fGetItemsRequest\x12\x10\n\x08item_ids\x18\x01 \x03(\x05\"3\n\x10GetItemsResponse\x12\x1f\n\x05items\x18\x01 \x03(\x0b\x32\x10.voxpipe.v1.Item2\xb6\x02\n\x0bRecommender\x12H\n\tRecommend\x12\x1c.voxpipe.v1.RecommendRequest\x1a\x1d.voxpipe.v1.RecommendResponse\x12O\n\x0eRecommendCalls\x12\x19.voxpipe.v1.RecommendCall\x1a\x1e.voxpipe.v1.RecommendCallReply(\x01\x30\x01\x12\x45\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1b.voxpipe.v1.FeedbackRequest\x1a\x1c.voxpipe.v1.FeedbackResponse\x12\x45\n\x08GetItems\x12\x1b.voxpipe.v1.GetItemsRequest\x1a\x1c.voxpipe.v1.GetItemsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18protos/recommender.proto\x12\nvoxpipe.v1\x1a\x13protos/common.proto\"f\n\rRecommendCall\x12&\n\x06header\x18\x01 \x01(\x0b\x32\x16.voxpipe.v1.CallHeader\x12-\n\x07request\x18\x02 \x01(\x0b\x32\x1c.voxpipe.v1.RecommendRequest\"m\n\x12RecommendCallReply\x12&\n\x06status\x18\x01 \x01(\x0b\x32\x16.voxpipe.v1.CallStatus\x12/\n\x08response\x18\x02 \x01(\x0b\x32\x1d.voxpipe.v1.RecommendResponse\"m\n\x07\x46ilters\x12\x0e\n\x06genres\x18\x01 \x03(\t\x12\x10\n\x08year_min\x18\x02 \x01(\r\x12\x10\n\x08year_max\x18\x03 \x01(\r\x12\x14\n\x0c\x65xclude_seen\x18\x04 \x01(\x08\x12\x18\n\x10\x65xclude_item_ids\x18\x05 \x03(\x05\"\xb6\x01\n\x10RecommendRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x17\n\x0fquery_embedding\x18\x02 \x03(\x02\x12$\n\x07\x66ilters\x18\x03 \x01(\x0b\x32\x13.voxpipe.v1.Filters\x12\t\n\x01k\x18\x04 \x01(\r\x12\x1a\n\x12similar_to_item_id\x18\x05 \x01(\x05\x12\x17\n\x0fpopularity_only\x18\x06 \x01(\x08\x12\x0f\n\x07preview\x18\x07 \x01(\x08\"c\n\x04Item\x12\x0f\n\x07item_id\x18\x01 \x01(\x05\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0c\n\x04year\x18\x03 \x01(\r\x12\x0e\n\x06genres\x18\x04 \x03(\t\x12\r\n\x05score\x18\x05 \x01(\x02\x12\x0e\n\x06reason\x18\x06 \x01(\t\"\\\n\x11RecommendResponse\x12\x1f\n\x05items\x18\x01 \x03(\x0b\x32\x10.voxpipe.v1.Item\x12\x10\n\x08strategy\x18\x02 \x01(\t\x12\x14\n\x0c\x65mpty_reason\x18\x03 \x01(\t\"F\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\x05\x12\x0e\n\x06rating\x18\x03 \x01(\x02\".\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x1a\n\x12ratings_in_session\x18\x01 \x01(\r\"#\n\x0fGetItemsRequest\x12\x10\n\x08item_ids\x18\x01 \x03(\x05\"3\n\x10GetItemsResponse\x12\x1f\n\x05items\x18\x01 \x03(\x0b\x32\x10.voxpipe.v1.Item\"8\n\x10MarkShownRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08item_ids\x18\x02 \x03(\x05\"-\n\x11MarkShownResponse\x12\x18\n\x10shown_in_session\x18\x01 \x01(\r2\x80\x03\n\x0bRecommender\x12H\n\tRecommend\x12\x1c.voxpipe.v1.RecommendRequest\x1a\x1d.voxpipe.v1.RecommendResponse\x12O\n\x0eRecommendCalls\x12\x19.voxpipe.v1.RecommendCall\x1a\x1e.voxpipe.v1.RecommendCallReply(\x01\x30\x01\x12\x45\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1b.voxpipe.v1.FeedbackRequest\x1a\x1c.voxpipe.v1.FeedbackResponse\x12\x45\n\x08GetItems\x12\x1b.voxpipe.v1.GetItemsRequest\x1a\x1c.voxpipe.v1.GetItemsResponse\x12H\n\tMarkShown\x12\x1c.voxpipe.v1.MarkShownRequest\x1a\x1d.voxpipe.v1.MarkShownResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,19 +39,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FILTERS']._serialized_start=276
   _globals['_FILTERS']._serialized_end=385
   _globals['_RECOMMENDREQUEST']._serialized_start=388
-  _globals['_RECOMMENDREQUEST']._serialized_end=553
-  _globals['_ITEM']._serialized_start=555
-  _globals['_ITEM']._serialized_end=654
-  _globals['_RECOMMENDRESPONSE']._serialized_start=656
-  _globals['_RECOMMENDRESPONSE']._serialized_end=748
-  _globals['_FEEDBACKREQUEST']._serialized_start=750
-  _globals['_FEEDBACKREQUEST']._serialized_end=820
-  _globals['_FEEDBACKRESPONSE']._serialized_start=822
-  _globals['_FEEDBACKRESPONSE']._serialized_end=868
-  _globals['_GETITEMSREQUEST']._serialized_start=870
-  _globals['_GETITEMSREQUEST']._serialized_end=905
-  _globals['_GETITEMSRESPONSE']._serialized_start=907
-  _globals['_GETITEMSRESPONSE']._serialized_end=958
-  _globals['_RECOMMENDER']._serialized_start=961
-  _globals['_RECOMMENDER']._serialized_end=1271
+  _globals['_RECOMMENDREQUEST']._serialized_end=570
+  _globals['_ITEM']._serialized_start=572
+  _globals['_ITEM']._serialized_end=671
+  _globals['_RECOMMENDRESPONSE']._serialized_start=673
+  _globals['_RECOMMENDRESPONSE']._serialized_end=765
+  _globals['_FEEDBACKREQUEST']._serialized_start=767
+  _globals['_FEEDBACKREQUEST']._serialized_end=837
+  _globals['_FEEDBACKRESPONSE']._serialized_start=839
+  _globals['_FEEDBACKRESPONSE']._serialized_end=885
+  _globals['_GETITEMSREQUEST']._serialized_start=887
+  _globals['_GETITEMSREQUEST']._serialized_end=922
+  _globals['_GETITEMSRESPONSE']._serialized_start=924
+  _globals['_GETITEMSRESPONSE']._serialized_end=975
+  _globals['_MARKSHOWNREQUEST']._serialized_start=977
+  _globals['_MARKSHOWNREQUEST']._serialized_end=1033
+  _globals['_MARKSHOWNRESPONSE']._serialized_start=1035
+  _globals['_MARKSHOWNRESPONSE']._serialized_end=1080
+  _globals['_RECOMMENDER']._serialized_start=1083
+  _globals['_RECOMMENDER']._serialized_end=1467
 # @@protoc_insertion_point(module_scope)

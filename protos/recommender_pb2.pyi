@@ -38,20 +38,22 @@ class Filters(_message.Message):
     def __init__(self, genres: _Optional[_Iterable[str]] = ..., year_min: _Optional[int] = ..., year_max: _Optional[int] = ..., exclude_seen: _Optional[bool] = ..., exclude_item_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("session_id", "query_embedding", "filters", "k", "similar_to_item_id", "popularity_only")
+    __slots__ = ("session_id", "query_embedding", "filters", "k", "similar_to_item_id", "popularity_only", "preview")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     QUERY_EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     SIMILAR_TO_ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     POPULARITY_ONLY_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     query_embedding: _containers.RepeatedScalarFieldContainer[float]
     filters: Filters
     k: int
     similar_to_item_id: int
     popularity_only: bool
-    def __init__(self, session_id: _Optional[str] = ..., query_embedding: _Optional[_Iterable[float]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ..., k: _Optional[int] = ..., similar_to_item_id: _Optional[int] = ..., popularity_only: _Optional[bool] = ...) -> None: ...
+    preview: bool
+    def __init__(self, session_id: _Optional[str] = ..., query_embedding: _Optional[_Iterable[float]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ..., k: _Optional[int] = ..., similar_to_item_id: _Optional[int] = ..., popularity_only: _Optional[bool] = ..., preview: _Optional[bool] = ...) -> None: ...
 
 class Item(_message.Message):
     __slots__ = ("item_id", "title", "year", "genres", "score", "reason")
@@ -106,3 +108,17 @@ class GetItemsResponse(_message.Message):
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[Item]
     def __init__(self, items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ...) -> None: ...
+
+class MarkShownRequest(_message.Message):
+    __slots__ = ("session_id", "item_ids")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    item_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, session_id: _Optional[str] = ..., item_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class MarkShownResponse(_message.Message):
+    __slots__ = ("shown_in_session",)
+    SHOWN_IN_SESSION_FIELD_NUMBER: _ClassVar[int]
+    shown_in_session: int
+    def __init__(self, shown_in_session: _Optional[int] = ...) -> None: ...

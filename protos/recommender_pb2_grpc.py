@@ -54,6 +54,11 @@ class RecommenderStub:
                 request_serializer=protos_dot_recommender__pb2.GetItemsRequest.SerializeToString,
                 response_deserializer=protos_dot_recommender__pb2.GetItemsResponse.FromString,
                 _registered_method=True)
+        self.MarkShown = channel.unary_unary(
+                '/voxpipe.v1.Recommender/MarkShown',
+                request_serializer=protos_dot_recommender__pb2.MarkShownRequest.SerializeToString,
+                response_deserializer=protos_dot_recommender__pb2.MarkShownResponse.FromString,
+                _registered_method=True)
 
 
 class RecommenderServicer:
@@ -86,6 +91,14 @@ class RecommenderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MarkShown(self, request, context):
+        """Record items as shown in the session, as Recommend does with its answer unless `preview` is set: for an
+        answer prepared with `preview` and then given (the orchestrator's speculative turns).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecommenderServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -108,6 +121,11 @@ def add_RecommenderServicer_to_server(servicer, server):
                     servicer.GetItems,
                     request_deserializer=protos_dot_recommender__pb2.GetItemsRequest.FromString,
                     response_serializer=protos_dot_recommender__pb2.GetItemsResponse.SerializeToString,
+            ),
+            'MarkShown': grpc.unary_unary_rpc_method_handler(
+                    servicer.MarkShown,
+                    request_deserializer=protos_dot_recommender__pb2.MarkShownRequest.FromString,
+                    response_serializer=protos_dot_recommender__pb2.MarkShownResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -218,6 +236,33 @@ class Recommender:
             '/voxpipe.v1.Recommender/GetItems',
             protos_dot_recommender__pb2.GetItemsRequest.SerializeToString,
             protos_dot_recommender__pb2.GetItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MarkShown(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voxpipe.v1.Recommender/MarkShown',
+            protos_dot_recommender__pb2.MarkShownRequest.SerializeToString,
+            protos_dot_recommender__pb2.MarkShownResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,4 +1,4 @@
-"""The recommender stage: ``voxpipe.v1.Recommender`` (Recommend, Feedback, GetItems) over the ONNX graph."""
+"""The recommender stage: ``voxpipe.v1.Recommender`` (Recommend, Feedback, MarkShown, GetItems) over the ONNX graph."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
         strategy, picked = await self._rank(request, session, query, similar_row, allowed, context)
         liked = [r for r, s in session.ratings.items() if s >= ranking.LIKED_MIN_STARS] if session else []
         items = [self._item(row, score, strategy, genres, liked, similar_row) for row, score in picked]
-        if session is not None:
+        if session is not None and not request.preview:
             st.sessions.add_shown(session, [row for row, _ in picked])
         reason = "" if items else _empty_reason(f, exclude)
         return recommender_pb2.RecommendResponse(items=items, strategy=strategy, empty_reason=reason)
@@ -133,6 +133,17 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
         # Fold-in now (a 64x64 solve, microseconds) so the very next Recommend already reflects it.
         session.vector = ranking.session_vector(st.catalog, session)
         return recommender_pb2.FeedbackResponse(ratings_in_session=len(session.ratings))
+
+    async def MarkShown(self, request: recommender_pb2.MarkShownRequest, context: grpc.aio.ServicerContext
+                        ) -> recommender_pb2.MarkShownResponse:
+        st = self._stage
+        session_id = validate_session_id(request.session_id, required=True)
+        if not 1 <= len(request.item_ids) <= st.config.max_k:
+            raise InvalidArgumentError(f"item_ids has {len(request.item_ids)} ids; 1..{st.config.max_k} are accepted")
+        rows = [st.catalog.row(i, field="item_ids") for i in request.item_ids]
+        session = st.sessions.get_or_create(session_id)
+        st.sessions.add_shown(session, rows)
+        return recommender_pb2.MarkShownResponse(shown_in_session=len(session.shown))
 
     async def GetItems(self, request: recommender_pb2.GetItemsRequest, context: grpc.aio.ServicerContext
                        ) -> recommender_pb2.GetItemsResponse:

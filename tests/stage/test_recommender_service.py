@@ -99,6 +99,19 @@ async def test_exclude_seen_drops_rated_and_shown_items(rec):
     assert not ids1 & ids2 and len(ids2) == 10
 
 
+async def test_a_preview_is_not_shown_until_marked(rec):
+    # The orchestrator's speculative turns ask with preview; MarkShown records the answer once it is given.
+    seen = pb.Filters(exclude_seen=True)
+    preview = await _recommend(rec, session_id="preview", k=5, filters=seen, preview=True)
+    again = await _recommend(rec, session_id="preview", k=5, filters=seen, preview=True)
+    assert [i.item_id for i in preview.items] == [i.item_id for i in again.items]
+    marked = await rec.MarkShown(pb.MarkShownRequest(session_id="preview", item_ids=[i.item_id for i in preview.items]),
+                                 timeout=10)
+    assert marked.shown_in_session == 5
+    after = await _recommend(rec, session_id="preview", k=5, filters=seen)
+    assert not {i.item_id for i in after.items} & {i.item_id for i in preview.items}
+
+
 async def test_similar_to_is_item_item_and_excludes_the_item(rec):
     reply = await _recommend(rec, k=5, similar_to_item_id=STAR_WARS)
     assert reply.strategy == "similar"
@@ -143,6 +156,10 @@ async def test_concurrent_requests_are_batched_and_each_gets_its_own_result(rec)
     ("Feedback_rating", grpc.StatusCode.INVALID_ARGUMENT, "rating=6.0 is outside 1..5"),
     ("Feedback_zero", grpc.StatusCode.INVALID_ARGUMENT, "rating=0.0 is outside 1..5"),
     ("Feedback_session", grpc.StatusCode.INVALID_ARGUMENT, "session_id is required"),
+    ("MarkShown_session", grpc.StatusCode.INVALID_ARGUMENT, "session_id is required"),
+    ("MarkShown_none", grpc.StatusCode.INVALID_ARGUMENT, "item_ids has 0 ids; 1..50 are accepted"),
+    ("MarkShown_many", grpc.StatusCode.INVALID_ARGUMENT, "item_ids has 51 ids; 1..50 are accepted"),
+    ("MarkShown_unknown", grpc.StatusCode.NOT_FOUND, "item_ids=4242 is not in the catalogue"),
     ("GetItems", grpc.StatusCode.NOT_FOUND, "item_ids=4242"),
     # 267 lies inside 1..1682 but has no usable MovieLens entry: say so, not "outside the range".
     ("GetItems_gap", grpc.StatusCode.NOT_FOUND, "item_ids=267"),
@@ -164,6 +181,10 @@ async def test_bad_input_gets_a_clear_status_and_the_server_keeps_serving(rec, c
         "Feedback_rating": lambda: rec.Feedback(pb.FeedbackRequest(session_id="s", item_id=1, rating=6), timeout=10),
         "Feedback_zero": lambda: rec.Feedback(pb.FeedbackRequest(session_id="s", item_id=1, rating=0), timeout=10),
         "Feedback_session": lambda: rec.Feedback(pb.FeedbackRequest(item_id=1, rating=3), timeout=10),
+        "MarkShown_session": lambda: rec.MarkShown(pb.MarkShownRequest(item_ids=[1]), timeout=10),
+        "MarkShown_none": lambda: rec.MarkShown(pb.MarkShownRequest(session_id="s"), timeout=10),
+        "MarkShown_many": lambda: rec.MarkShown(pb.MarkShownRequest(session_id="s", item_ids=[1] * 51), timeout=10),
+        "MarkShown_unknown": lambda: rec.MarkShown(pb.MarkShownRequest(session_id="s", item_ids=[1, 4242]), timeout=10),
         "GetItems": lambda: rec.GetItems(pb.GetItemsRequest(item_ids=[1, 4242]), timeout=10),
         "GetItems_gap": lambda: rec.GetItems(pb.GetItemsRequest(item_ids=[267]), timeout=10),
         "Recommend_budget": lambda: rec.Recommend(pb.RecommendRequest(k=3, query_embedding=[0.1] * 384), timeout=10,
