@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import grpc
 
@@ -24,6 +24,7 @@ from orchestrator.admission import Admission
 from orchestrator.budget import BudgetConfig
 from orchestrator.peers import StageClients, call_metadata
 from orchestrator.session import SessionState
+from orchestrator.speculation import SPECULATIONS, HeldEvents, Speculation, matches
 from orchestrator.turn import TurnInput, TurnRunner
 from orchestrator.voices import VoiceCatalog
 from protos import asr_pb2, assistant_pb2
@@ -87,6 +88,8 @@ class AudioClock:
 class ConversationOptions:
     budget: BudgetConfig
     default_voice: str = ""
+    speculation: bool = False  # start turns on ASR's speculative results (orchestrator/speculation.py)
+    speculation_max_busy: int = 1  # ... only while fewer turns than this are being prepared (before first audio)
     config_timeout_s: float = 10.0  # the first message (config) must arrive within this
     idle_timeout_s: float = 120.0  # no message for this long while no turn runs: the stream ends (its slot frees)
 
@@ -111,6 +114,7 @@ class Conversation:
         self._turn: asyncio.Task | None = None
         self._turn_index = 0
         self._barge_in: set[asyncio.Task] = set()
+        self._speculation: Speculation | None = None  # at most one per conversation
         self._draining = draining or asyncio.Event()
         self.request_id = REQUEST_ID.get() if REQUEST_ID.get() != "-" else new_request_id()
 
@@ -154,6 +158,7 @@ class Conversation:
                 tg.create_task(self._pump(requests), name="converse-pump")
                 drain = tg.create_task(self._end_when_draining(), name="converse-drain")
                 await self._listen(call)
+                self._discard_speculation("no final")
                 drain.cancel()
                 if self._turn is not None:
                     await asyncio.wait({self._turn})
@@ -176,6 +181,7 @@ class Conversation:
         audio = asr_pb2.RecognitionConfig()
         audio.CopyFrom(self.config.audio)
         audio.interim_results = True  # interim results drive barge-in even if the client does not want them
+        audio.speculative_results = self.options.speculation
         yield asr_pb2.StreamingRecognizeRequest(config=audio)
         while (item := await self._asr_in.get()) is not None:
             yield item
@@ -239,6 +245,9 @@ class Conversation:
     async def _listen(self, call) -> None:
         async for response in call:
             result = response.result
+            if result.speculative:
+                self._speculate(result)
+                continue
             if not result.is_final:
                 if self.config.audio.interim_results:
                     await self.emit(assistant_pb2.ConverseResponse(turn_index=self._turn_index + 1, transcript=result))
@@ -249,40 +258,96 @@ class Conversation:
             received_s, delivery_ms = time.monotonic(), transit_ms(result.sent_unix_ns)
             self._turn_index += 1
             await self.emit(assistant_pb2.ConverseResponse(turn_index=self._turn_index, transcript=result))
+            speculation, self._speculation = self._speculation, None
             if not result.text.strip():
+                self._discard(speculation, "changed")
                 continue  # noise or silence: no turn
-            self.cancel_turn("a new utterance")
-            turn = TurnInput(
-                turn_index=self._turn_index, transcript=result,
-                endpoint_s=received_s - (result.latency_ms + delivery_ms) / 1e3, received_s=received_s,
-                asr_delivery_ms=delivery_ms,
-                last_voiced_s=self.audio_clock.arrival_of(result.end_s),
-                voice=self.config.voice or self.options.default_voice,
-                output_sample_rate_hz=self.config.output_sample_rate_hz, budget=self.budget,
-                request_id=self.request_id)
+            turn = self._turn_input(result, received_s - (result.latency_ms + delivery_ms) / 1e3, received_s,
+                                    delivery_ms)
             assert self._tg is not None
+            why = self._commit_refusal(speculation, result)
+            if speculation is not None and why is None:
+                self.cancel_turn("a new utterance")
+                self._turn = speculation.task
+                await speculation.commit(turn, self._turn_index, spawn=self._tg.create_task)
+                SPECULATIONS.labels("committed", "").inc()
+                continue
+            self._discard(speculation, why or "")
+            self.cancel_turn("a new utterance")
             self._turn = self._tg.create_task(self._run_turn(turn), name=f"turn-{self._turn_index}")
 
-    async def _run_turn(self, turn: TurnInput) -> None:
+    def _turn_input(self, transcript: asr_pb2.SpeechResult, endpoint_s: float, received_s: float,
+                    delivery_ms: float = 0.0) -> TurnInput:
+        return TurnInput(
+            turn_index=self._turn_index, transcript=transcript, endpoint_s=endpoint_s, received_s=received_s,
+            asr_delivery_ms=delivery_ms, last_voiced_s=self.audio_clock.arrival_of(transcript.end_s),
+            voice=self.config.voice or self.options.default_voice,
+            output_sample_rate_hz=self.config.output_sample_rate_hz, budget=self.budget, request_id=self.request_id)
+
+    # -- speculative turns (orchestrator/speculation.py) -------------------------------------------
+
+    def _speculate(self, result: asr_pb2.SpeechResult) -> None:
+        """A speculative result: start a speculative turn on it (replacing an earlier one), or drop one."""
+        self._discard_speculation("withdrawn" if result.withdrawn else "superseded")
+        if result.withdrawn or not result.text.strip() or not self.options.speculation:
+            return
+        if self.runner.preparing >= self.options.speculation_max_busy:
+            SPECULATIONS.labels("skipped", "busy").inc()
+            return
+        now = time.monotonic()
+        turn = replace(self._turn_input(result, now, now), turn_index=self._turn_index + 1)
+        speculation = Speculation(transcript=result, events=HeldEvents(self.emit), session_version=self.session.version,
+                                  started_s=now)
+        assert self._tg is not None
+        speculation.task = self._tg.create_task(self._run_turn(turn, speculation),
+                                                name=f"turn-{turn.turn_index}-speculative")
+        self._speculation = speculation
+
+    def _commit_refusal(self, speculation: Speculation | None, final: asr_pb2.SpeechResult) -> str | None:
+        """Why ``speculation`` may not commit on ``final`` (None: it may)."""
+        if speculation is None:
+            return "none"
+        if not matches(speculation.transcript, final):
+            return "changed"
+        if speculation.session_version != self.session.version:
+            return "session"  # an answer came in meanwhile: the turn may have read stale context
+        if speculation.task is None or speculation.task.done():
+            return "failed"  # it ended before the commit (an error, a refusal): a normal turn answers
+        return None
+
+    def _discard(self, speculation: Speculation | None, reason: str) -> None:
+        if speculation is None or reason == "none":
+            return
+        if speculation.task is not None:
+            speculation.task.cancel()
+        SPECULATIONS.labels("discarded", reason).inc()
+
+    def _discard_speculation(self, reason: str) -> None:
+        speculation, self._speculation = self._speculation, None
+        self._discard(speculation, reason)
+
+    async def _run_turn(self, turn: TurnInput, speculation: Speculation | None = None) -> None:
+        emit = speculation.events if speculation is not None else self.emit  # held until a speculation commits
         try:
             async with self.admission.turn():
-                report = await self.runner.run(turn, self.session, self.emit)
-            await self.emit(assistant_pb2.ConverseResponse(turn_index=turn.turn_index, report=report))
+                report = await self.runner.run(turn, self.session, emit, speculation)
+            await emit(assistant_pb2.ConverseResponse(turn_index=turn.turn_index, report=report))
         except asyncio.CancelledError:
-            if asyncio.current_task() in self._barge_in:
+            if asyncio.current_task() in self._barge_in:  # never a discarded speculation: it is not the turn
                 metrics.TURNS.labels("cancelled").inc()
                 report = assistant_pb2.TurnReport(cancelled=True, session_id=self.session.session_id,
                                                   budget_ms=turn.budget.total_ms)
-                await self.emit(assistant_pb2.ConverseResponse(turn_index=turn.turn_index, report=report))
+                await emit(assistant_pb2.ConverseResponse(turn_index=turn.turn_index, report=report))
             raise
         except ServiceError as e:
-            metrics.TURNS.labels("refused" if e.retryable else "failed").inc()
-            await self.emit(assistant_pb2.ConverseResponse(turn_index=turn.turn_index, error=assistant_pb2.TurnError(
+            if speculation is None or speculation.committed_s is not None:  # else it is discarded, not a turn
+                metrics.TURNS.labels("refused" if e.retryable else "failed").inc()
+            await emit(assistant_pb2.ConverseResponse(turn_index=turn.turn_index, error=assistant_pb2.TurnError(
                 code=e.code.name, message=str(e), stage="orchestrator")))
         except Exception as e:
             log.exception("turn %d failed", turn.turn_index)
             metrics.TURNS.labels("failed").inc()
-            await self.emit(assistant_pb2.ConverseResponse(turn_index=turn.turn_index, error=assistant_pb2.TurnError(
+            await emit(assistant_pb2.ConverseResponse(turn_index=turn.turn_index, error=assistant_pb2.TurnError(
                 code=status_of(e).name, message=f"{type(e).__name__}: {e}", stage="orchestrator")))
         finally:
             self._barge_in.discard(asyncio.current_task())

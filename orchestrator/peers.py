@@ -146,6 +146,10 @@ class StageClients:
                        timing: Timing) -> recommender_pb2.FeedbackResponse:
         return await _rpc(self.recommender.Feedback, request, timeout_s, metadata, timing)
 
+    async def mark_shown(self, request: recommender_pb2.MarkShownRequest, *, timeout_s: float, metadata,
+                         timing: Timing) -> recommender_pb2.MarkShownResponse:
+        return await _rpc(self.recommender.MarkShown, request, timeout_s, metadata, timing)
+
     async def synthesize(self, request: tts_pb2.SynthesizeRequest, *, timeout_s: float, metadata,
                          timing: Timing) -> AsyncIterator[tts_pb2.SynthesizeResponse]:
         """The reply's audio chunks; leaving early (``aclose``, cancellation) cancels the call."""

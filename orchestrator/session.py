@@ -20,6 +20,17 @@ class SessionState:
     last_similar_to: int = 0
     last_items: list[recommender_pb2.Item] = field(default_factory=list)  # the last answer's movies
     touched_s: float = field(default_factory=time.monotonic)
+    version: int = 0  # counts answers remembered: a speculative turn commits only if none came in meanwhile
+
+    def remember(self, filters: recommender_pb2.Filters, embedding: list[float], similar_to: int,
+                 items: list[recommender_pb2.Item]) -> None:
+        """The last answer's request and movies, for "more" and "I loved it"."""
+        self.last_filters = recommender_pb2.Filters()
+        self.last_filters.CopyFrom(filters)
+        self.last_embedding = list(embedding)
+        self.last_similar_to = similar_to
+        self.last_items = list(items)
+        self.version += 1
 
     @property
     def last_item_ids(self) -> frozenset[int]:

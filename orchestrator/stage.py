@@ -44,6 +44,10 @@ class OrchestratorConfig:
     config_timeout_s: float = 10.0  # a Converse stream must send its config within this
     idle_timeout_s: float = 120.0  # a Converse stream silent this long with no turn running is closed
     max_sessions: int = 10_000  # dialogue context kept per session; idle ones go after [stack] session_ttl_s
+    # Speculative turns (orchestrator/speculation.py): started only while fewer turns than speculation_max_busy
+    # are being prepared (0: the profile's, 1 on the CPU, 64 on a GPU).
+    speculation: bool = True
+    speculation_max_busy: int = 0
     # How a turn calls NLP, the recommender and TTS: "stream" (many calls multiplexed over one open stream per
     # stage: about half the cost of a unary RPC per call) or "unary" (one RPC per call, each balanced on its own
     # across a stage's replicas, and with a gRPC deadline of its own).
@@ -54,9 +58,8 @@ class OrchestratorConfig:
     recommender_address: str = ""
     tts_address: str = ""
 
-    def budget(self, device: str = "cpu") -> BudgetConfig:
-        """The turn budget: the profile's defaults with any explicit keys applied (``device``: the stack's,
-        for ``profile = "auto"``)."""
+    def resolved_profile(self, device: str = "cpu") -> str:
+        """``profile``, with "auto" resolved by the stack's ``device``."""
         profile = self.profile
         if profile == "auto":
             from engines.device import resolve_target
@@ -64,7 +67,18 @@ class OrchestratorConfig:
             profile = "gpu" if resolve_target(device) == "cuda" else "cpu"
         if profile not in PROFILES:
             raise SettingsError(f"[orchestrator] profile={self.profile!r} is not one of auto, {', '.join(sorted(PROFILES))}")
-        base = PROFILES[profile]
+        return profile
+
+    def max_busy(self, device: str = "cpu") -> int:
+        """``speculation_max_busy`` with 0 resolved by the profile."""
+        if self.speculation_max_busy < 0:
+            raise SettingsError(f"[orchestrator] speculation_max_busy={self.speculation_max_busy} must be >= 0")
+        return self.speculation_max_busy or (64 if self.resolved_profile(device) == "gpu" else 1)
+
+    def budget(self, device: str = "cpu") -> BudgetConfig:
+        """The turn budget: the profile's defaults with any explicit keys applied (``device``: the stack's,
+        for ``profile = "auto"``)."""
+        base = PROFILES[self.resolved_profile(device)]
         overrides = {k: v for k, v in (("total_ms", self.budget_ms), ("asr_ms", self.asr_share_ms),
                                        ("nlp_ms", self.nlp_share_ms), ("recommender_ms", self.recommender_share_ms),
                                        ("tts_ms", self.tts_share_ms), ("margin_ms", self.margin_ms)) if v}
@@ -102,7 +116,9 @@ class OrchestratorStage(Stage):
         metrics.TURNS_IN_FLIGHT.set_function(lambda: self.admission.turns)
         self.sessions = SessionStore(max_sessions=self.config.max_sessions, ttl_s=settings.session_ttl_s)
         self.options = ConversationOptions(budget=budget, config_timeout_s=self.config.config_timeout_s,
-                                           idle_timeout_s=self.config.idle_timeout_s)
+                                           idle_timeout_s=self.config.idle_timeout_s,
+                                           speculation=self.config.speculation,
+                                           speculation_max_busy=self.config.max_busy(settings.device))
         self.voices = VoiceCatalog()
         self._refresh: asyncio.Task | None = None
         self._servicer: AssistantServicer | None = None

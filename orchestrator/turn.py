@@ -18,11 +18,12 @@ import grpc
 from opentelemetry import trace
 
 from orchestrator import metrics, replies
-from orchestrator.budget import BudgetConfig, TurnBudget
+from orchestrator.budget import STAGES, BudgetConfig, TurnBudget
 from orchestrator.peers import StageClients, call_metadata
 from orchestrator.policy import Degradation, DegradationPolicy
 from orchestrator.popularity import PopularityCache
 from orchestrator.session import SessionState
+from orchestrator.speculation import Speculation
 from protos import asr_pb2, assistant_pb2, nlp_pb2, recommender_pb2, tts_pb2
 from services.common.sentences import first_sentence
 
@@ -97,25 +98,60 @@ class TurnRunner:
         self.k = k
         self.tts_stream_timeout_s = tts_stream_timeout_s
         self.clock = clock
+        self.preparing = 0  # turns started and without reply audio yet: what competes for the stages now
 
-    async def run(self, turn: TurnInput, session: SessionState, emit: Emit) -> assistant_pb2.TurnReport:
-        """Run one turn, emitting understanding, recommendations, reply text and audio; return the report."""
+    async def run(self, turn: TurnInput, session: SessionState, emit: Emit,
+                  speculation: Speculation | None = None) -> assistant_pb2.TurnReport:
+        """Run one turn, emitting understanding, recommendations, reply text and audio; return the report.
+
+        A speculative turn (``speculation``; ``turn`` is then its speculative transcript, ``endpoint_s`` when it
+        arrived) emits into ``speculation.events``, which hold everything until the commit, and defers its side
+        effects; its budget is re-anchored at the real endpoint when it commits (orchestrator/speculation.py).
+        """
+        self.preparing += 1
+        preparing = [True]
+
+        def prepared() -> None:  # at the first reply audio, or when the turn ends without any
+            if preparing[0]:
+                preparing[0] = False
+                self.preparing -= 1
+
+        try:
+            return await self._run(turn, session, emit, speculation, prepared)
+        finally:
+            prepared()
+
+    async def _run(self, turn: TurnInput, session: SessionState, emit: Emit, speculation: Speculation | None,
+                   prepared: Callable[[], None]) -> assistant_pb2.TurnReport:
         budget = TurnBudget.starting_at(turn.budget, turn.endpoint_s, self.clock)
         wall_start_ns = time.time_ns() - int((self.clock() - turn.endpoint_s) * 1e9)
         with tracer.start_as_current_span("turn", start_time=wall_start_ns) as span:
             span.set_attributes({"voxpipe.turn": turn.turn_index, "voxpipe.session": session.session_id,
-                                 "voxpipe.budget_ms": turn.budget.total_ms})
-            latency_ms = turn.transcript.latency_ms
-            asr_ms = latency_ms + turn.asr_delivery_ms if latency_ms else (self.clock() - turn.endpoint_s) * 1e3
-            self._finish_stage(budget, "asr", asr_ms, _Outcome(server_ms=latency_ms))
+                                 "voxpipe.budget_ms": turn.budget.total_ms,
+                                 "voxpipe.speculative": speculation is not None})
+            if speculation is None:
+                self._record_asr(turn, budget)
             understanding = await self._understand(turn, session, budget)
             if understanding is not None:
                 await emit(assistant_pb2.ConverseResponse(turn_index=turn.turn_index, understanding=understanding))
-            text, recs = await self._answer(turn, session, budget, understanding)
+            text, recs = await self._answer(turn, session, budget, understanding, speculation)
             if recs is not None:
                 await emit(assistant_pb2.ConverseResponse(turn_index=turn.turn_index, recommendations=recs))
-            first_audio_s = await self._speak(turn, budget, text, emit)
+            first_audio_s = await self._speak(turn, budget, text, emit, prepared)
+            if speculation is not None:
+                turn = await speculation.committed()
+                budget.start_s = turn.endpoint_s
+                self._record_asr(turn, budget)
+                first_audio_s = speculation.events.audio_sent_s
             report = self._report(turn, session, budget, first_audio_s)
+            if speculation is not None:
+                events = speculation.events
+                report.speculative, report.hidden_ms = True, speculation.hidden_ms()
+                if first_audio_s is not None and events.audio_ready_s is not None:
+                    # On the critical path after the final: handling it and sending what was ready.
+                    report.orchestration_ms = (first_audio_s - max(turn.received_s, events.audio_ready_s)) * 1e3
+                    report.overhead_ms = report.orchestration_ms + sum(s.hop_ms for s in budget.spent if s.stage == "asr")
+                span.set_attribute("voxpipe.hidden_ms", report.hidden_ms)
             span.set_attributes({"voxpipe.missed": report.missed, "voxpipe.voice_to_voice_ms": report.voice_to_voice_ms,
                                  "voxpipe.remaining_ms": budget.remaining_ms(),
                                  "voxpipe.intent": understanding.intent if understanding else "",
@@ -127,6 +163,11 @@ class TurnRunner:
         return report
 
     # -- stages ------------------------------------------------------------------------------------
+
+    def _record_asr(self, turn: TurnInput, budget: TurnBudget) -> None:
+        latency_ms = turn.transcript.latency_ms
+        asr_ms = latency_ms + turn.asr_delivery_ms if latency_ms else (self.clock() - turn.endpoint_s) * 1e3
+        self._finish_stage(budget, "asr", asr_ms, _Outcome(server_ms=latency_ms))
 
     @asynccontextmanager
     async def _stage(self, budget: TurnBudget, stage: str) -> AsyncIterator[_Outcome]:
@@ -177,18 +218,21 @@ class TurnRunner:
                 return None
 
     async def _answer(self, turn: TurnInput, session: SessionState, budget: TurnBudget,
-                      understanding: nlp_pb2.UnderstandResponse | None) -> tuple[str, assistant_pb2.Recommendations | None]:
+                      understanding: nlp_pb2.UnderstandResponse | None, speculation: Speculation | None = None
+                      ) -> tuple[str, assistant_pb2.Recommendations | None]:
         intent = understanding.intent if understanding else "recommend"
         if intent in RECOMMENDING_INTENTS:
-            return await self._recommend(turn, session, budget, understanding, intent)
+            return await self._recommend(turn, session, budget, understanding, intent, speculation)
         if intent == "movie_info":
             return await self._movie_info(turn, budget, understanding), None
         if intent == "rate":
+            if speculation is not None:
+                await speculation.committed()  # a rating is recorded only for what the user did say
             return await self._rate(turn, session, budget, understanding), None
         return {"help": replies.HELP, "greeting": replies.GREETING, "goodbye": replies.GOODBYE}.get(
             intent, replies.UNKNOWN), None
 
-    async def _recommend(self, turn, session, budget, understanding, intent):
+    async def _recommend(self, turn, session, budget, understanding, intent, speculation=None):
         title = _entity(understanding, "title")
         if intent == "similar_to" and title is None:
             return replies.need_title(intent), None
@@ -202,13 +246,15 @@ class TurnRunner:
             request.filters.CopyFrom(_filters_from(understanding.entities))
             request.query_embedding.extend(understanding.embedding)
             request.similar_to_item_id = title.item_id if intent == "similar_to" and title else 0
-        # The recommender owns what this session has seen (shown and rated items) and leaves it out.
+        # The recommender owns what this session has seen (shown and rated items) and leaves it out; a speculative
+        # turn's answer is recorded as shown only when it commits.
         request.filters.exclude_seen = True
+        request.preview = speculation is not None
 
         async with self._stage(budget, "recommender") as outcome:
             remaining = budget.remaining_ms()
             decision = self.policy.for_recommender(remaining)
-            reply = None
+            reply = answered = None  # answered: the recommender's own reply (not the cached popularity list)
             if decision is Degradation.POPULARITY:
                 self._degrade(outcome, "recommender", decision, f"{remaining:.0f} ms left")
                 request.popularity_only = True
@@ -217,6 +263,7 @@ class TurnRunner:
                 try:
                     reply = await self.clients.recommend(
                         request, **self._call_options(turn, budget, "recommender"), timing=outcome)
+                    answered = reply
                 except grpc.aio.AioRpcError as e:
                     decision, why = Degradation.CACHED_POPULARITY, f"{e.code().name}: {e.details()}"
             else:
@@ -224,11 +271,17 @@ class TurnRunner:
             if reply is None:
                 self._degrade(outcome, "recommender", Degradation.CACHED_POPULARITY, why)
                 reply = self.popularity.answer(request.filters, self.k, seen=session.last_item_ids)
-        session.last_filters = recommender_pb2.Filters()
-        session.last_filters.CopyFrom(request.filters)
-        session.last_embedding = list(request.query_embedding)
-        session.last_similar_to = request.similar_to_item_id
-        session.last_items = list(reply.items)
+        def remember() -> None:
+            session.remember(request.filters, list(request.query_embedding), request.similar_to_item_id,
+                             list(reply.items))
+
+        if speculation is None:
+            remember()
+        else:
+            speculation.defer(remember)
+            if answered is not None and answered.items:
+                shown = [i.item_id for i in answered.items]
+                speculation.defer_call(lambda: self._mark_shown(turn, session, shown))
         recs = assistant_pb2.Recommendations(items=reply.items, strategy=reply.strategy, empty_reason=reply.empty_reason)
         movies = [_movie(i) for i in reply.items]
         if intent == "more" and not movies:
@@ -236,6 +289,17 @@ class TurnRunner:
         if request.similar_to_item_id and title is not None:
             return replies.similar(title.value, movies), recs
         return replies.recommend(movies, empty_reason=reply.empty_reason), recs
+
+    async def _mark_shown(self, turn: TurnInput, session: SessionState, item_ids: list[int]) -> None:
+        """A committed speculative answer's movies, recorded as shown (Recommend did not: ``preview``)."""
+        try:
+            await self.clients.mark_shown(recommender_pb2.MarkShownRequest(session_id=session.session_id,
+                                                                           item_ids=item_ids),
+                                          timeout_s=self.policy.floor_ms("recommender") / 1e3 * 10,
+                                          metadata=call_metadata(turn.request_id), timing=_Outcome())
+        except grpc.aio.AioRpcError as e:
+            log.warning("turn %d: the recommender did not record the answer as shown (%s: %s); a later answer "
+                        "may repeat it", turn.turn_index, e.code().name, e.details())
 
     async def _movie_info(self, turn, budget, understanding) -> str:
         title = _entity(understanding, "title")
@@ -269,7 +333,8 @@ class TurnRunner:
                 return f"Sorry, I couldn't save your rating for {replies.spoken_title(name)} right now."
         return replies.rated(name, stars)
 
-    async def _speak(self, turn: TurnInput, budget: TurnBudget, text: str, emit: Emit) -> float | None:
+    async def _speak(self, turn: TurnInput, budget: TurnBudget, text: str, emit: Emit,
+                     on_first_audio: Callable[[], None] = lambda: None) -> float | None:
         """Emit the reply text and stream its audio; returns when the first audio chunk was sent."""
         outcome = _Outcome()
         remaining = budget.remaining_ms()
@@ -293,6 +358,7 @@ class TurnRunner:
                     await emit(assistant_pb2.ConverseResponse(turn_index=turn.turn_index, audio=audio))
                     if first_audio_s is None:
                         first_audio_s = self.clock()
+                        on_first_audio()
                         spend = self._finish_stage(budget, "tts", (first_audio_s - start) * 1e3, outcome)
                         span.set_attributes({"voxpipe.ms": spend.ms, "voxpipe.missed": spend.missed,
                                              "voxpipe.degraded": spend.degraded})
@@ -316,7 +382,7 @@ class TurnRunner:
                 first_audio_s: float | None) -> assistant_pb2.TurnReport:
         report = assistant_pb2.TurnReport(budget_ms=budget.config.total_ms, session_id=session.session_id,
                                           total_ms=budget.elapsed_ms())
-        for s in budget.spent:
+        for s in sorted(budget.spent, key=lambda s: STAGES.index(s.stage)):  # a speculative turn records asr last
             report.stages.add(stage=s.stage, ms=s.ms, budget_ms=s.budget_ms, missed=s.missed,
                               degraded=s.degraded, note=s.note, server_ms=s.server_ms)
         if first_audio_s is not None:

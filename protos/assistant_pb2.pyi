@@ -99,7 +99,7 @@ class StageReport(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., ms: _Optional[float] = ..., budget_ms: _Optional[float] = ..., missed: _Optional[bool] = ..., degraded: _Optional[bool] = ..., note: _Optional[str] = ..., server_ms: _Optional[float] = ...) -> None: ...
 
 class TurnReport(_message.Message):
-    __slots__ = ("stages", "voice_to_voice_ms", "endpoint_wait_ms", "budget_ms", "total_ms", "missed", "cancelled", "trace_id", "session_id", "orchestration_ms", "overhead_ms")
+    __slots__ = ("stages", "voice_to_voice_ms", "endpoint_wait_ms", "budget_ms", "total_ms", "missed", "cancelled", "trace_id", "session_id", "orchestration_ms", "overhead_ms", "speculative", "hidden_ms")
     STAGES_FIELD_NUMBER: _ClassVar[int]
     VOICE_TO_VOICE_MS_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
@@ -111,6 +111,8 @@ class TurnReport(_message.Message):
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     ORCHESTRATION_MS_FIELD_NUMBER: _ClassVar[int]
     OVERHEAD_MS_FIELD_NUMBER: _ClassVar[int]
+    SPECULATIVE_FIELD_NUMBER: _ClassVar[int]
+    HIDDEN_MS_FIELD_NUMBER: _ClassVar[int]
     stages: _containers.RepeatedCompositeFieldContainer[StageReport]
     voice_to_voice_ms: float
     endpoint_wait_ms: float
@@ -122,7 +124,9 @@ class TurnReport(_message.Message):
     session_id: str
     orchestration_ms: float
     overhead_ms: float
-    def __init__(self, stages: _Optional[_Iterable[_Union[StageReport, _Mapping]]] = ..., voice_to_voice_ms: _Optional[float] = ..., endpoint_wait_ms: _Optional[float] = ..., budget_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., missed: _Optional[bool] = ..., cancelled: _Optional[bool] = ..., trace_id: _Optional[str] = ..., session_id: _Optional[str] = ..., orchestration_ms: _Optional[float] = ..., overhead_ms: _Optional[float] = ...) -> None: ...
+    speculative: bool
+    hidden_ms: float
+    def __init__(self, stages: _Optional[_Iterable[_Union[StageReport, _Mapping]]] = ..., voice_to_voice_ms: _Optional[float] = ..., endpoint_wait_ms: _Optional[float] = ..., budget_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., missed: _Optional[bool] = ..., cancelled: _Optional[bool] = ..., trace_id: _Optional[str] = ..., session_id: _Optional[str] = ..., orchestration_ms: _Optional[float] = ..., overhead_ms: _Optional[float] = ..., speculative: _Optional[bool] = ..., hidden_ms: _Optional[float] = ...) -> None: ...
 
 class TurnError(_message.Message):
     __slots__ = ("code", "message", "stage")

@@ -37,6 +37,12 @@ class FakeTiming:
     tts_chunk_delay_s: float = 0.0
     tts_fail_after_chunks: int = -1  # >= 0: the synthesis fails (UNAVAILABLE) after this many chunks
     text: str = "recommend a comedy"
+    # Speculative results (when the stream asks for them): at END_OF_UTTERANCE, this transcript (None: none),
+    # then `withdraw` (the speaker went on), then the final after `endpoint_delay_s`.
+    speculative_text: str | None = None
+    withdraw: bool = False
+    endpoint_delay_s: float = 0.0
+    mark_shown: list[recommender_pb2.MarkShownRequest] = field(default_factory=list)
     tts_cancelled_at: list[float] = field(default_factory=list)
     recommend_requests: list[recommender_pb2.RecommendRequest] = field(default_factory=list)
 
@@ -46,16 +52,23 @@ class FakeASR(asr_pb2_grpc.RecognizerServicer):
         self.timing = timing
 
     async def StreamingRecognize(self, request_iterator, context):
-        rate, samples, utterance, pending = 16000, 0, 0, False
+        rate, samples, utterance, pending, speculative = 16000, 0, 0, False, False
         async for request in request_iterator:
             kind = request.WhichOneof("request")
             if kind == "config":
-                rate = request.config.sample_rate_hz
+                rate, speculative = request.config.sample_rate_hz, request.config.speculative_results
             elif kind == "audio":
                 samples += len(request.audio) // 2
                 pending = True
                 yield asr_pb2.StreamingRecognizeResponse(result=asr_pb2.SpeechResult(text="recommend", end_s=samples / rate))
             elif kind == "control" and pending:
+                if speculative and self.timing.speculative_text is not None:
+                    yield asr_pb2.StreamingRecognizeResponse(result=asr_pb2.SpeechResult(
+                        text=self.timing.speculative_text, speculative=True, end_s=samples / rate, utterance_index=utterance))
+                    if self.timing.withdraw:
+                        yield asr_pb2.StreamingRecognizeResponse(result=asr_pb2.SpeechResult(
+                            speculative=True, withdrawn=True, utterance_index=utterance))
+                    await asyncio.sleep(self.timing.endpoint_delay_s)
                 yield self._final(samples / rate, utterance)
                 utterance, pending = utterance + 1, False
         if pending:
@@ -101,6 +114,10 @@ class FakeRecommender(recommender_pb2_grpc.RecommenderServicer):
 
     async def Feedback(self, request, context):
         return recommender_pb2.FeedbackResponse(ratings_in_session=1)
+
+    async def MarkShown(self, request, context):
+        self.timing.mark_shown.append(request)
+        return recommender_pb2.MarkShownResponse(shown_in_session=len(request.item_ids))
 
     async def GetItems(self, request, context):
         return recommender_pb2.GetItemsResponse()

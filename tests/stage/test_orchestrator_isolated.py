@@ -288,3 +288,81 @@ async def test_a_hundred_clients_that_vanish_mid_reply_leave_nothing_behind(fake
         leftover = [t for t in asyncio.all_tasks() if t.get_name().startswith(("converse", "turn-"))]
         assert not leftover, leftover
         assert len(asyncio.all_tasks()) <= baseline + 5
+
+
+# -- speculative turns (orchestrator/speculation.py) --------------------------------------------------------
+
+def _speculations(outcome: str, reason: str) -> float:
+    from orchestrator.speculation import SPECULATIONS
+
+    return SPECULATIONS.labels(outcome, reason)._value.get()
+
+
+async def test_a_speculative_turn_commits_when_the_final_matches(fakes):
+    timing, address = fakes
+    timing.speculative_text, timing.endpoint_delay_s = timing.text, 0.3
+    committed = _speculations("committed", "")
+    async with running_stage(create_stage(orchestrator_settings(address))) as (_, channel):
+        responses = await one_turn(channel, config(), assistant_pb2.ConverseRequest(audio=AUDIO), eou())
+    kinds = [r.WhichOneof("event") for r in responses if r.WhichOneof("event") != "audio"]
+    assert kinds[-5:] == ["transcript", "understanding", "recommendations", "reply", "report"]
+    assert kinds.count("reply") == 1 and len(events(responses, "audio")) == timing.tts_chunks
+    assert {r.turn_index for r in responses if r.WhichOneof("event") != "session"} == {1}
+    report = events(responses, "report")[0]
+    assert report.speculative and not report.missed
+    # All of the turn's work (a few ms against the fakes) was done in the 300 ms before the final: hidden.
+    assert 0 < report.hidden_ms < 300 and report.orchestration_ms < 50, report
+    assert [s.stage for s in report.stages] == ["asr", "nlp", "recommender", "tts"]
+    assert [r.preview for r in timing.recommend_requests if r.session_id] == [True]  # shown only once it was given:
+    assert [list(r.item_ids) for r in timing.mark_shown] == [[1, 2, 3]]
+    assert _speculations("committed", "") == committed + 1
+
+
+async def test_a_changed_final_discards_the_speculative_turn_and_answers_it(fakes):
+    timing, address = fakes
+    timing.speculative_text, timing.endpoint_delay_s = "recommend a drama", 0.2
+    discarded = _speculations("discarded", "changed")
+    async with running_stage(create_stage(orchestrator_settings(address))) as (_, channel):
+        responses = await one_turn(channel, config(), assistant_pb2.ConverseRequest(audio=AUDIO), eou())
+    # Nothing of the speculative turn left: one answer, the final's, from a normal turn.
+    assert len(events(responses, "reply")) == 1 and len(events(responses, "report")) == 1
+    assert not events(responses, "report")[0].speculative
+    assert [r.preview for r in timing.recommend_requests if r.session_id] == [True, False]
+    assert not timing.mark_shown
+    assert _speculations("discarded", "changed") == discarded + 1
+
+
+async def test_resumed_speech_withdraws_the_speculative_turn(fakes):
+    timing, address = fakes
+    timing.speculative_text, timing.withdraw, timing.endpoint_delay_s = timing.text, True, 0.2
+    timing.nlp_delay_s = 0.05  # the withdrawal arrives while the speculative turn is still preparing
+    withdrawn = _speculations("discarded", "withdrawn")
+    async with running_stage(create_stage(orchestrator_settings(address))) as (_, channel):
+        responses = await one_turn(channel, config(), assistant_pb2.ConverseRequest(audio=AUDIO), eou())
+    assert len(events(responses, "reply")) == 1 and not events(responses, "report")[0].speculative
+    assert len(events(responses, "understanding")) == 1 and not timing.mark_shown
+    assert _speculations("discarded", "withdrawn") == withdrawn + 1
+
+
+async def test_no_speculation_while_another_turn_is_being_prepared(fakes):
+    timing, address = fakes
+    timing.speculative_text, timing.endpoint_delay_s = timing.text, 0.1
+    timing.tts_chunk_delay_s = 0.6  # every turn takes 0.6 s to its first audio
+    skipped = _speculations("skipped", "busy")
+    async with running_stage(create_stage(orchestrator_settings(address, speculation_max_busy=1))) as (_, channel):
+        first = asyncio.create_task(one_turn(channel, config(), assistant_pb2.ConverseRequest(audio=AUDIO), eou()))
+        await asyncio.sleep(0.3)  # the first conversation's turn is preparing now
+        second = await one_turn(channel, config(), assistant_pb2.ConverseRequest(audio=AUDIO), eou())
+        first = await first
+    assert events(first, "report")[0].speculative
+    assert not events(second, "report")[0].speculative
+    assert _speculations("skipped", "busy") == skipped + 1
+
+
+async def test_speculation_can_be_switched_off(fakes):
+    timing, address = fakes
+    timing.speculative_text = timing.text
+    async with running_stage(create_stage(orchestrator_settings(address, speculation=False))) as (_, channel):
+        responses = await one_turn(channel, config(), assistant_pb2.ConverseRequest(audio=AUDIO), eou())
+    assert not events(responses, "report")[0].speculative
+    assert [r.preview for r in timing.recommend_requests if r.session_id] == [False]

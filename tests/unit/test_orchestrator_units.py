@@ -234,3 +234,79 @@ def test_the_one_sentence_reply_keeps_titles_with_periods_whole(title):
     text = recommend([Movie(title, 1995), Movie("Fargo (1996)", 1996)])
     assert first_sentence(text) == f"How about {title} from 1995?"
     assert first_sentence(f"{title} came out in 1995. It's a comedy movie.") == f"{title} came out in 1995."
+
+
+# -- speculative turns --------------------------------------------------------------------------------------
+
+def _result(text: str, index: int = 0) -> asr_pb2.SpeechResult:
+    return asr_pb2.SpeechResult(text=text, utterance_index=index)
+
+
+def test_a_final_confirms_a_speculative_transcript_only_with_the_same_text():
+    from orchestrator.speculation import matches
+
+    assert matches(_result(" Recommend a comedy."), _result("Recommend a comedy. "))
+    assert not matches(_result("Recommend a comedy."), _result("Recommend a comedy?"))  # another embedding
+    assert not matches(_result("Recommend a comedy."), _result("Recommend a comedy.", index=1))
+
+
+async def test_held_events_leave_in_order_renumbered_at_release_then_pass_through():
+    from orchestrator.speculation import HeldEvents
+
+    sent, clock = [], FakeClock()
+
+    async def emit(response):
+        sent.append(response)
+
+    held = HeldEvents(emit, clock)
+    await held(assistant_pb2.ConverseResponse(turn_index=7, reply=assistant_pb2.ReplyText(text="a")))
+    clock.t += 0.1
+    await held(assistant_pb2.ConverseResponse(turn_index=7, audio=assistant_pb2.ReplyAudio(audio=b"x")))
+    assert not sent and held.audio_ready_s == 100.1 and held.audio_sent_s is None
+    clock.t += 0.2
+    await held.release(3)
+    await held(assistant_pb2.ConverseResponse(turn_index=7, audio=assistant_pb2.ReplyAudio(audio=b"y")))
+    assert [r.WhichOneof("event") for r in sent] == ["reply", "audio", "audio"]
+    assert {r.turn_index for r in sent} == {3} and held.audio_sent_s == pytest.approx(100.3)
+
+
+async def test_a_commit_applies_deferred_effects_starts_calls_then_answers_the_turn():
+    from orchestrator.speculation import HeldEvents, Speculation
+
+    order, clock = [], FakeClock()
+
+    async def emit(response):
+        order.append("event")
+
+    async def call():
+        order.append("call")
+
+    speculation = Speculation(transcript=_result("hi"), events=HeldEvents(emit, clock), session_version=0,
+                              started_s=clock.t)
+    await speculation.events(assistant_pb2.ConverseResponse(audio=assistant_pb2.ReplyAudio(audio=b"x")))
+    speculation.defer(lambda: order.append("effect"))
+    speculation.defer_call(call)
+    waiter = asyncio.ensure_future(speculation.committed())
+    clock.t += 0.25
+    spawned = []
+    await speculation.commit("final", 1, spawn=lambda c: spawned.append(asyncio.ensure_future(c)))
+    await asyncio.gather(*spawned)
+    assert await waiter == "final"
+    assert order == ["effect", "event", "call"]
+    assert speculation.hidden_ms() == 0.0  # the audio was ready at the start: nothing left to hide
+
+
+async def test_a_discarded_speculation_never_commits():
+    from orchestrator.speculation import HeldEvents, Speculation
+
+    async def emit(response):
+        raise AssertionError("a discarded turn sent an event")
+
+    speculation = Speculation(transcript=_result("hi"), events=HeldEvents(emit), session_version=0, started_s=0.0)
+    waiter = asyncio.ensure_future(speculation.committed())
+    await asyncio.sleep(0)
+    waiter.cancel()  # the turn task is cancelled: the shielded future stays pending, nothing is sent
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    await speculation.events(assistant_pb2.ConverseResponse(reply=assistant_pb2.ReplyText(text="held")))
+    assert speculation.committed_s is None and speculation.hidden_ms() == 0.0
