@@ -69,11 +69,11 @@ def p50(values):
     return statistics.median(values) if values else float("nan")
 
 
-async def make_wavs(models_dir: Path, folder: Path) -> list[Path]:
+async def make_wavs(models_dir: Path, folder: Path, device: str = "cpu") -> list[Path]:
     """The queries spoken by the Piper voice through the real TTS stage (noise off), 16 kHz, speech only."""
     from services.tts import create_stage
 
-    stage = create_stage(stack_settings.StageSettings(name="tts", models_dir=models_dir,
+    stage = create_stage(stack_settings.StageSettings(name="tts", models_dir=models_dir, device=device,
                                                       options={"noise_scale": 0.0, "noise_w_scale": 0.0}))
     await stage.start()
     paths = []

@@ -76,6 +76,8 @@ class TurnResult:
             "budget_ms": None if report is None else report.budget_ms,
             "missed": None if report is None else report.missed,
             "cancelled": None if report is None else report.cancelled,
+            "speculative": None if report is None else report.speculative,
+            "hidden_ms": None if report is None else round(report.hidden_ms, 1),
             "trace_id": None if report is None else report.trace_id,
             "errors": [{"code": e.code, "message": e.message, "stage": e.stage} for e in self.errors],
             "audio_s": round(len(self.audio) / 2 / self.sample_rate_hz, 3) if self.sample_rate_hz else 0.0,

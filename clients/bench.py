@@ -43,6 +43,7 @@ class BenchOptions:
     think_s: tuple[float, float] = (1.0, 3.0)
     interim_results: bool = False
     chunk_ms: int = 20
+    trailing_silence_ms: int = 600
     processes: int = 1
     ramp_s: float = 10.0  # listening users start spread over this; turns asked in it are warm-up, not measured
     asr_metrics: tuple[str, ...] = ()  # http://host:port/metrics of each ASR process (interim counts)
@@ -164,6 +165,7 @@ async def _run_level(options: BenchOptions, sampler: GpuSampler | None) -> tuple
     load = LoadOptions(addresses=split_addresses(options.address), wavs=options.wavs, users=options.streams,
                        duration_s=options.duration_s, realtime=options.realtime, listen=options.listen,
                        think_s=options.think_s, interim_results=options.interim_results, chunk_ms=options.chunk_ms,
+                       trailing_silence_ms=options.trailing_silence_ms,
                        budget_ms=options.budget_ms, processes=options.processes, ramp_s=options.ramp_s)
     before = await asyncio.to_thread(_interim_counts, options.asr_metrics)
     started = time.monotonic()
@@ -223,6 +225,8 @@ def summarize(options: BenchOptions, result: LoadResult) -> dict:
         "turns_per_s": len(reported) / elapsed if elapsed else 0.0, "errors": result.errors[:20],
         "error_count": len(result.errors), "failed_turns": len(failed) + len(result.errors),
         "degraded_turns": sum(any(s["degraded"] for s in t["report"]) for t in reported),
+        "speculative_turns": sum(bool(t.get("speculative")) for t in reported),
+        "hidden_ms": percentiles([t["hidden_ms"] for t in reported if t.get("speculative")]),
         "voice_to_voice_ms": percentiles([t["voice_to_voice_ms"] for t in voiced]),
         "client_voice_to_voice_ms": percentiles([t["client_voice_to_voice_ms"] for t in reported
                                                  if t["client_voice_to_voice_ms"]]),
@@ -305,6 +309,9 @@ def format_summary(summary: dict) -> str:
     lines.append(f"  {'voice-to-voice (server)':<22} {fmt(summary['voice_to_voice_ms'])}")
     lines.append(f"  {'voice-to-voice (client)':<22} {fmt(summary['client_voice_to_voice_ms'])}")
     lines.append(f"  {'endpoint wait':<22} {fmt(summary['endpoint_wait_ms'])}")
+    if summary.get("speculative_turns"):
+        lines.append(f"  {'speculative, hidden':<22} {fmt(summary['hidden_ms'])}  "
+                     f"({summary['speculative_turns']} of {summary['turns']} turns committed a speculation)")
     lines.append(f"  {'overhead (own + hops)':<22} {fmt(summary['overhead_ms'])}")
     lines.append(f"  {'  orchestrator own time':<22} {fmt(summary['orchestration_ms'])}")
     for stage, p in summary["hop_ms"].items():

@@ -47,6 +47,7 @@ class LoadOptions:
     think_s: tuple[float, float] = (1.0, 3.0)
     interim_results: bool = False
     chunk_ms: int = 20
+    trailing_silence_ms: int = 600  # after each question (the endpoint must fit in it)
     budget_ms: int = 0
     processes: int = 1
     ramp_s: float = 10.0  # listening users start spread over this; their turns asked before it ends are warm-up
@@ -83,7 +84,8 @@ async def _listening_user(options: LoadOptions, clips: list[tuple[bytes, int]], 
                 if clip_rate != rate:
                     continue  # one stream has one sample rate
                 asked_s = time.monotonic() - start
-                await stream_audio(conv, pcm, rate, realtime=options.realtime, chunk_ms=options.chunk_ms)
+                await stream_audio(conv, pcm, rate, realtime=options.realtime, chunk_ms=options.chunk_ms,
+                                   trailing_silence_ms=options.trailing_silence_ms)
                 turn = await conv.next_turn(timeout_s=TURN_TIMEOUT_S)
                 entry = turn.to_json() | {"asked_s": round(asked_s, 3), "user": index}
                 result.turns.append(entry)
@@ -106,7 +108,8 @@ async def _back_to_back_user(options: LoadOptions, clips: list[tuple[bytes, int]
         try:
             async with Conversation(address, sample_rate_hz=rate, budget_ms=options.budget_ms,
                                     interim_results=options.interim_results) as conv:
-                await stream_audio(conv, pcm, rate, realtime=options.realtime, chunk_ms=options.chunk_ms)
+                await stream_audio(conv, pcm, rate, realtime=options.realtime, chunk_ms=options.chunk_ms,
+                                   trailing_silence_ms=options.trailing_silence_ms)
                 await conv.close()
                 result.turns.extend(t.to_json() | {"asked_s": round(asked_s, 3), "user": index}
                                     for t in conv.completed_turns())

@@ -159,6 +159,7 @@ def format_report(report: assistant_pb2.TurnReport, client_v2v_ms: float | None 
                  f"(orchestrator {report.orchestration_ms:.1f} ms + hops); "
                  f"budget {report.budget_ms:.0f} ms "
                  f"from the endpoint: {'MISSED' if report.missed else 'met'}"
+                 + (f"; speculative, {report.hidden_ms:.0f} ms prepared before the final" if report.speculative else "")
                  + ("; CANCELLED" if report.cancelled else ""))
     if report.trace_id:
         lines.append(f"  trace {report.trace_id}")
