@@ -69,7 +69,10 @@ class Admission:
                 f"{self.turns} turns in flight (max_concurrent_turns={self._turns.limit}); retry later")
         try:
             try:
-                await asyncio.wait_for(self._throttler.acquire(), self._wait_s)
+                # Not asyncio.wait_for: on Python 3.11 it returns the result when the inner call has finished as
+                # the turn is cancelled, swallowing the cancellation (the turn would run on, uncancellable).
+                async with asyncio.timeout(self._wait_s):
+                    await self._throttler.acquire()
             except TimeoutError as e:
                 raise ResourceExhaustedError(
                     f"more than max_turns_per_s={self.max_turns_per_s:g} new turns per second; retry later") from e

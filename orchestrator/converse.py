@@ -318,8 +318,7 @@ class Conversation:
     def _discard(self, speculation: Speculation | None, reason: str) -> None:
         if speculation is None or reason == "none":
             return
-        if speculation.task is not None:
-            speculation.task.cancel()
+        speculation.discard()
         SPECULATIONS.labels("discarded", reason).inc()
 
     def _discard_speculation(self, reason: str) -> None:

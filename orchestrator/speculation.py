@@ -28,8 +28,8 @@ from prometheus_client import Counter
 
 from protos import asr_pb2, assistant_pb2
 
-SPECULATIONS = Counter("voxpipe_speculations_total", "Speculative turns by outcome: committed, discarded (the final "
-                       "differed, the speaker went on, or the session changed), skipped (busy, or off).",
+SPECULATIONS = Counter("voxpipe_speculations_total", "Speculative turns by outcome and reason: committed; discarded "
+                       "(changed, withdrawn, superseded, session, failed, no final); skipped (busy).",
                        ("outcome", "reason"))
 
 Emit = Callable[[assistant_pb2.ConverseResponse], Awaitable[None]]
@@ -60,7 +60,6 @@ class HeldEvents:
         self.turn_index = 0
         self.audio_ready_s: float | None = None
         self.audio_sent_s: float | None = None
-        self.release_ms = 0.0
 
     async def __call__(self, response: assistant_pb2.ConverseResponse) -> None:
         if response.HasField("audio") and self.audio_ready_s is None:
@@ -72,12 +71,10 @@ class HeldEvents:
 
     async def release(self, turn_index: int) -> None:
         """Send what is held (in order; events emitted meanwhile join the queue), then pass events through."""
-        started = self._clock()
         self.turn_index = turn_index
         while self._held:
             await self._send(self._held.pop(0))
         self.live = True  # no await between the last check and here: nothing can be held behind
-        self.release_ms = (self._clock() - started) * 1e3
 
     async def _send(self, response: assistant_pb2.ConverseResponse) -> None:
         response.turn_index = self.turn_index
@@ -110,7 +107,7 @@ class Speculation:
         self._calls.append(call)
 
     async def committed(self):
-        """Wait for the commit; returns the final's ``TurnInput``. A discarded turn is cancelled meanwhile."""
+        """Wait for the commit; returns the final's ``TurnInput``; raises CancelledError once discarded."""
         return await asyncio.shield(self._final)
 
     async def commit(self, final_turn, turn_index: int, spawn: Callable[[Awaitable[None]], object],
@@ -126,6 +123,13 @@ class Speculation:
         self._calls.clear()
         await self.events.release(turn_index)
         self._final.set_result(final_turn)  # after the release: the report reads when the first audio left
+
+    def discard(self) -> None:
+        """Cancel the turn; :meth:`committed` raises CancelledError from now on, even in a turn that missed its
+        task's cancellation (swallowed by a library on the way), so a discarded turn can never go on."""
+        self._final.cancel()
+        if self.task is not None:
+            self.task.cancel()
 
     def hidden_ms(self) -> float:
         """Of the turn's work (start -> first audio ready), the part done before the commit."""

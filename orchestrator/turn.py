@@ -32,6 +32,7 @@ tracer = trace.get_tracer("voxpipe.orchestrator")
 
 Emit = Callable[[assistant_pb2.ConverseResponse], Awaitable[None]]
 RECOMMENDING_INTENTS = ("recommend", "more", "similar_to")
+MARK_SHOWN_TIMEOUT_S = 2.0  # off the turn's critical path (after the commit), so not under its budget
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -271,6 +272,7 @@ class TurnRunner:
             if reply is None:
                 self._degrade(outcome, "recommender", Degradation.CACHED_POPULARITY, why)
                 reply = self.popularity.answer(request.filters, self.k, seen=session.last_item_ids)
+
         def remember() -> None:
             session.remember(request.filters, list(request.query_embedding), request.similar_to_item_id,
                              list(reply.items))
@@ -295,7 +297,7 @@ class TurnRunner:
         try:
             await self.clients.mark_shown(recommender_pb2.MarkShownRequest(session_id=session.session_id,
                                                                            item_ids=item_ids),
-                                          timeout_s=self.policy.floor_ms("recommender") / 1e3 * 10,
+                                          timeout_s=MARK_SHOWN_TIMEOUT_S,
                                           metadata=call_metadata(turn.request_id), timing=_Outcome())
         except grpc.aio.AioRpcError as e:
             log.warning("turn %d: the recommender did not record the answer as shown (%s: %s); a later answer "

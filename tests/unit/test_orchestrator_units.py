@@ -310,3 +310,20 @@ async def test_a_discarded_speculation_never_commits():
         await waiter
     await speculation.events(assistant_pb2.ConverseResponse(reply=assistant_pb2.ReplyText(text="held")))
     assert speculation.committed_s is None and speculation.hidden_ms() == 0.0
+
+
+async def test_a_turn_cancelled_while_it_is_admitted_stays_cancelled():
+    # A barge-in or a discarded speculation can land while the turn waits for its rate slot; it must not be lost
+    # (asyncio.wait_for on Python 3.11 returned the slot and let the turn run on, uncancellable).
+    admission = Admission(max_streams=1, max_concurrent_turns=1, max_turns_per_s=100)
+
+    async def turn():
+        async with admission.turn():
+            await asyncio.sleep(1.0)  # the turn's work
+
+    task = asyncio.create_task(turn())
+    await asyncio.sleep(0)  # the turn is being admitted now
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=0.5)
+    assert done and task.cancelled(), "the cancellation was lost: the turn ran on"
+    assert admission.turns == 0
