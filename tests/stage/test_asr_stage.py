@@ -103,9 +103,10 @@ async def test_streaming_interim_and_final_over_two_utterances(asr_root):
 
 async def test_speculative_results_precede_their_final_and_are_withdrawn_when_speech_resumes(asr_root):
     q00, q01 = _pcm("q00.wav"), _pcm("q01.wav")
-    pause, tail = np.zeros(int(0.7 * 16_000), np.int16), np.zeros(int(2.0 * 16_000), np.int16)
-    # Endpoint after 1.5 s of silence: the 0.7 s pause is a hesitation, not the end of the question.
-    async with running_stage(_stage(asr_root, silence_ms=1500)) as (_, channel):
+    pause, tail = np.zeros(int(1.5 * 16_000), np.int16), np.zeros(int(3.5 * 16_000), np.int16)
+    # Endpoint after 3 s of silence: the 1.5 s pause is a hesitation, not the end of the question, and long
+    # enough for the early final decode (~1 s on a loaded 2-core machine) to be sent before speech resumes.
+    async with running_stage(_stage(asr_root, silence_ms=3000)) as (_, channel):
         stub = asr_pb2_grpc.RecognizerStub(channel)
         calls = stub.StreamingRecognize(_requests(_config(speculative_results=True),
                                                   _chunks(np.concatenate([q00, pause, q01, tail])), delay_s=0.1))
