@@ -265,14 +265,15 @@ class Conversation:
             turn = self._turn_input(result, received_s - (result.latency_ms + delivery_ms) / 1e3, received_s,
                                     delivery_ms)
             assert self._tg is not None
-            why = self._commit_refusal(speculation, result)
-            if speculation is not None and why is None:
-                self.cancel_turn("a new utterance")
-                self._turn = speculation.task
-                await speculation.commit(turn, self._turn_index, spawn=self._tg.create_task)
-                SPECULATIONS.labels("committed", "").inc()
-                continue
-            self._discard(speculation, why or "")
+            if speculation is not None:
+                why = self._commit_refusal(speculation, result)
+                if why is None:
+                    self.cancel_turn("a new utterance")
+                    self._turn = speculation.task
+                    await speculation.commit(turn, self._turn_index, spawn=self._tg.create_task)
+                    SPECULATIONS.labels("committed", "").inc()
+                    continue
+                self._discard(speculation, why)
             self.cancel_turn("a new utterance")
             self._turn = self._tg.create_task(self._run_turn(turn), name=f"turn-{self._turn_index}")
 
@@ -303,10 +304,8 @@ class Conversation:
                                                 name=f"turn-{turn.turn_index}-speculative")
         self._speculation = speculation
 
-    def _commit_refusal(self, speculation: Speculation | None, final: asr_pb2.SpeechResult) -> str | None:
+    def _commit_refusal(self, speculation: Speculation, final: asr_pb2.SpeechResult) -> str | None:
         """Why ``speculation`` may not commit on ``final`` (None: it may)."""
-        if speculation is None:
-            return "none"
         if not matches(speculation.transcript, final):
             return "changed"
         if speculation.session_version != self.session.version:
@@ -316,7 +315,7 @@ class Conversation:
         return None
 
     def _discard(self, speculation: Speculation | None, reason: str) -> None:
-        if speculation is None or reason == "none":
+        if speculation is None:
             return
         speculation.discard()
         SPECULATIONS.labels("discarded", reason).inc()
