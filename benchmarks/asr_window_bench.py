@@ -1,115 +1,100 @@
-"""A shorter Whisper encoder window on the CPU: WER and encoder time per window length (issue 20's CPU gap).
+"""Encoder windows on the CPU: WER and time of the served ONNX Whisper, 30 s window vs shorter ones, same run.
 
-Whisper encodes a fixed 30 s window (3000 mel frames, 1500 positions) however short the utterance, and on the
-2-core CPU that encoder pass is most of a final's decode. whisper.cpp's ``audio_ctx`` encodes fewer frames
-(the first positional embeddings only) and lets the decoder attend to those. This measures it on the ASR test
-set with our PyTorch Whisper (FP32, eager, 2 threads; the weights the stack serves), greedy as the stack
-decodes: ``full`` (3000 frames), ``fixedN`` (the first N frames; 100 frames = 1 s) and ``padN`` (the
-utterance plus N frames, rounded up to 1 s). Not served yet: an evaluation for a future change.
+Whisper encodes a fixed 30 s window (3000 mel frames) however short the utterance, and on the 2-core CPU that
+encoder pass is most of a final's decode. The ASR stage encodes each utterance in the shortest of its
+``[asr] encoder_windows_s`` that the utterance fills at most half of (``services/asr/features.py``). This runs
+the served engines (ONNX Runtime, FP32, greedy, unbatched: ``services/asr/generation.py``) on
 
-    python -m benchmarks.asr_window_bench full fixed1000 fixed1500 pad200
+* the ASR test set (``make_asr_testset``: short questions, 1-3 s), and
+* long utterances: 2 to 7 of its clips joined by 0.3-0.6 s of silence (seeded), binned by length,
+
+once per window set given (e.g. ``30`` and ``10,20,30``), and prints WER and the encoder and decode p50 per
+set and bin. Phrase boosting is not applied (it rescores the same encoder output in either case).
+
+    flock /tmp/voxpipe-bench.lock .venv/bin/python -m benchmarks.asr_window_bench 30 10,20,30
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
+import random
 import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import soundfile as sf
-import torch
-from torch.nn import functional as F
 
 from benchmarks.asr_wer import wer
-from engines.build.ct2 import read_ct2
-from engines.build.whisper_torch import load_modules
-from engines.repository import ModelRepository
-from services.asr.decoding import SlotState, rule_from_config
-from services.asr.features import N_FRAMES, log_mel
-from services.asr.generation import DECODER_MODEL
+from engines.repository import ModelRepository, create_engines
+from services.asr.features import SAMPLE_RATE_HZ, log_mel, window_frames
+from services.asr.generation import DECODER_MODEL, ENCODER_MODEL, create_generators, encoder_batch_fn
 from services.asr.tokenizer import WhisperTokenizer
 from services.common.settings import cache_root
 
-
-def frames_for(samples: int, mode: str) -> int:
-    """Mel frames to encode for a clip of ``samples`` (16 kHz) under ``mode``."""
-    if mode == "full":
-        return N_FRAMES
-    if mode.startswith("fixed"):
-        return min(N_FRAMES, int(mode[5:]))
-    if mode.startswith("pad"):
-        return min(N_FRAMES, math.ceil((math.ceil(samples / 160) + int(mode[3:])) / 100) * 100)
-    raise SystemExit(f"unknown mode {mode!r}: full, fixedN or padN")
+BINS_S = ((0, 5), (5, 10), (10, 15), (15, 22))
 
 
-class Window:
-    """The encoder on the first ``frames`` mel frames, and the greedy decode over its output."""
-
-    def __init__(self, models: Path) -> None:
-        self.rule = rule_from_config(ModelRepository(models).resolve(DECODER_MODEL).config)
-        self.dims, self.encoder, self.decoder = load_modules(read_ct2(models / "whisper-tiny-en-ct2" / "model.bin"),
-                                                             self.rule)
-        self.tokenizer = WhisperTokenizer(models / DECODER_MODEL / "tokenizer.json")
-
-    def encode(self, mel, frames: int) -> list[torch.Tensor]:
-        enc, h = self.encoder, self.dims.n_head
-        x = F.gelu(enc.conv1(torch.from_numpy(mel[None, :, :frames])))
-        x = F.gelu(enc.conv2(x)).transpose(1, 2)
-        x = x + enc.pos[: x.shape[1]]
-        for layer in enc.layers:
-            x = layer(x)
-        hidden = enc.ln_post(x)
-        b, s, d = hidden.shape
-        cross = []
-        for k, v in zip(enc.cross_k, enc.cross_v, strict=True):
-            cross.append(k(hidden).reshape(b, s, h, d // h).permute(0, 2, 3, 1).contiguous())  # [B, H, D/H, S]
-            cross.append(v(hidden).reshape(b, s, h, d // h).permute(0, 2, 1, 3).contiguous())  # [B, H, S, D/H]
-        return cross
-
-    def transcribe(self, cross: list[torch.Tensor]) -> str:
-        state, token = SlotState(self.rule), self.rule.prompt[0]
-        layers, d = self.dims.n_text_layer, self.dims.n_state
-        keys, values = torch.zeros(1, layers, 0, d), torch.zeros(1, layers, 0, d)
-        while True:
-            nxt, picked, prob, no_speech, new_k, new_v = self.decoder(
-                torch.tensor([[token]]), torch.tensor([state.position]), keys, values, *cross)
-            keys, values = torch.cat([keys, new_k], 2), torch.cat([values, new_v], 2)
-            token = int(nxt[0])
-            if state.advance(int(picked[0]), float(prob[0]), float(no_speech[0])):
-                return self.tokenizer.decode(state.result().tokens)
+def long_utterances(clips: list[np.ndarray], texts: list[str], *, seed: int = 7) -> list[tuple[np.ndarray, str]]:
+    """Utterances of 2 to 7 test clips joined by 0.3-0.6 s of silence, with their joined references."""
+    rng = random.Random(seed)
+    joined = []
+    for n in (2, 3, 4, 5, 6, 7):
+        for _ in range(12):
+            picks = rng.sample(range(len(clips)), n)
+            parts: list[np.ndarray] = []
+            for i in picks:
+                parts += [clips[i], np.zeros(int(SAMPLE_RATE_HZ * rng.uniform(0.3, 0.6)), np.float32)]
+            joined.append((np.concatenate(parts[:-1]), " ".join(texts[i] for i in picks)))
+    return joined
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("modes", nargs="+", help="full, fixedN (mel frames), padN (utterance + N frames)")
+    parser.add_argument("windows", nargs="+", help="window sets in seconds, comma-separated, each ending at 30")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    sets = [tuple(float(w) for w in arg.split(",")) for arg in args.windows]
     cache = cache_root(os.environ)
-    models = Path(os.environ.get("VOXPIPE_MODELS_DIR", cache / "models"))
+    repo = ModelRepository(Path(os.environ.get("VOXPIPE_MODELS_DIR", cache / "models")))
+    encoder_model, decoder_model = repo.resolve(ENCODER_MODEL), repo.resolve(DECODER_MODEL)
+    encode = encoder_batch_fn(create_engines(encoder_model)[0])
+    generator = create_generators(decoder_model)[0]
+    tokenizer = WhisperTokenizer(decoder_model.folder / "tokenizer.json")
     testset = cache / "asr-testset"
     refs = json.loads((testset / "references.json").read_text())
     clips = [sf.read(testset / r["file"], dtype="float32")[0] for r in refs]
-    mels = [log_mel(c) for c in clips]
-    window = Window(models)
-    seconds = sorted(len(c) / 16_000 for c in clips)
+    items = [(c, r["text"]) for c, r in zip(clips, refs, strict=True)]
+    items += long_utterances(clips, [r["text"] for r in refs])
     print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; machine: {platform.node()}, "
-          f"{os.cpu_count()} cores; {len(clips)} clips of {seconds[0]:.1f}-{seconds[-1]:.1f} s")
-    print("| window | WER | encoder p50 |\n|---|---|---|")
-    with torch.no_grad():
-        for mode in args.modes:
-            texts, encoder_ms = [], []
-            for clip, mel in zip(clips, mels, strict=True):
-                started = time.perf_counter()
-                cross = window.encode(mel, frames_for(len(clip), mode))
-                encoder_ms.append((time.perf_counter() - started) * 1e3)
-                texts.append(window.transcribe(cross))
-            print(f"| {mode} | {wer([r['text'] for r in refs], texts):.4f} | {statistics.median(encoder_ms):.0f} ms |",
-                  flush=True)
+          f"{os.cpu_count()} cores; {len(clips)} test clips and {len(items) - len(clips)} joined ones")
+    print("| utterances | n | " + " | ".join(f"windows {','.join(f'{w:g}' for w in s)}: WER, encoder p50, "
+                                           "decode p50" for s in sets) + " |")
+    print("|---|---|" + "---|" * len(sets))
+    rows: dict[tuple[int, int], list[str]] = {b: [] for b in BINS_S}
+    for windows in sets:
+        texts, encoder_ms, decode_ms = [], [], []
+        for audio, _ in items:
+            started = time.perf_counter()
+            encoded = encode([log_mel(audio, window_frames(len(audio), windows))])[0]
+            encoder_ms.append((time.perf_counter() - started) * 1e3)
+            started = time.perf_counter()
+            generator.prefill([(0, encoded)])
+            while not (finished := generator.step([0])):
+                pass
+            generator.release(0)
+            decode_ms.append((time.perf_counter() - started) * 1e3)
+            texts.append(tokenizer.decode(finished[0].tokens))
+        for lo, hi in BINS_S:
+            sel = [i for i, (a, _) in enumerate(items) if lo <= len(a) / SAMPLE_RATE_HZ < hi]
+            rows[(lo, hi)].append(f"{wer([items[i][1] for i in sel], [texts[i] for i in sel]):.4f}, "
+                                  f"{statistics.median(encoder_ms[i] for i in sel):.0f} ms, "
+                                  f"{statistics.median(decode_ms[i] for i in sel):.0f} ms")
+    for (lo, hi), cells in rows.items():
+        n = sum(lo <= len(a) / SAMPLE_RATE_HZ < hi for a, _ in items)
+        print(f"| {lo}-{hi} s | {n} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

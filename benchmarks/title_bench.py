@@ -13,6 +13,9 @@ ASR and NLP servers (subprocesses, as ``voxpipe serve`` starts them):
    finals. A general question pays for its candidates (scored, then rejected) and gains nothing.
 
     flock /tmp/voxpipe-bench.lock .venv/bin/python -m benchmarks.title_bench [--json docs/bench/titles.json]
+
+Settings of the ASR server come from the environment (``VOXPIPE_ASR__...``), e.g. the encoder windows:
+``VOXPIPE_ASR__ENCODER_WINDOWS_S=30 ... title_bench --keep-sets`` then ``title_bench --keep-sets``.
 """
 
 from __future__ import annotations
@@ -155,11 +158,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency-every", type=int, default=3, help="stream every Nth title clip for latency")
     parser.add_argument("--json", type=Path, help="also write the summary (and every row) here")
+    parser.add_argument("--keep-sets", action="store_true",
+                        help="use the spoken sets already in the cache (the Piper voice samples its noise, so a "
+                             "new set differs): compare runs of different settings on the same clips")
     args = parser.parse_args()
     cache = cache_root(os.environ)
     titles_dir, asr_dir = cache / "title-testset", cache / "asr-testset"
-    make_title_set(titles_dir, cache)
-    make_asr_set(asr_dir, piper_cache=cache)
+    if not (args.keep_sets and (titles_dir / "references.json").is_file() and (asr_dir / "references.json").is_file()):
+        make_title_set(titles_dir, cache)
+        make_asr_set(asr_dir, piper_cache=cache)
     ports = {"asr": _free_port(), "nlp": _free_port()}
     servers = {stage: _serve(stage, port) for stage, port in ports.items()}
     started = time.time()
@@ -174,7 +181,8 @@ def main() -> None:
             server.wait(timeout=20)
     summary = summarise(result)
     print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}; machine: {platform.node()}, "
-          f"{os.cpu_count()} cores, load avg at end {os.getloadavg()[0]:.1f}")
+          f"{os.cpu_count()} cores, load avg at end {os.getloadavg()[0]:.1f}; [asr] encoder_windows_s "
+          f"{os.environ.get('VOXPIPE_ASR__ENCODER_WINDOWS_S', '(default)')}")
     print(report(summary))
     print("still missed with boosting on:")
     for text, heard in summary["still_missed"]:

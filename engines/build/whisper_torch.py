@@ -5,10 +5,11 @@ K/V as one fused ``linear_1`` ([2D, D]); the key bias is stored as zeros. The ou
 the token embedding (an alias in the file). The weights are fp16 in the file: the PyTorch state dicts keep
 them fp16 (lossless), the ONNX graphs are exported in fp32 for the CPU.
 
-Three ONNX graphs come out, both with a dynamic batch axis 0:
+Three ONNX graphs come out, each with a dynamic batch axis 0 and a dynamic window (the encoder's frames F
+and the cross-attention length S = F/2: 3000 and 1500 for Whisper's 30 s, fewer for a shorter window):
 
-* encoder: ``mel`` f32 [B, 80, 3000] -> ``cross_key`` [B, L, H, D/H, 1500] and ``cross_value``
-  [B, L, H, 1500, D/H]: every decoder layer's cross-attention K/V, computed once per utterance and already
+* encoder: ``mel`` f32 [B, 80, F] -> ``cross_key`` [B, L, H, D/H, S] and ``cross_value``
+  [B, L, H, S, D/H]: every decoder layer's cross-attention K/V, computed once per utterance and already
   split into heads (keys transposed), so a decoder step reads them as they are;
 * scorer (:meth:`WhisperDecoder.score`, the decoder's weights): candidate transcripts [B, C, T] of one
   utterance per row scored in one pass, ``logprob`` [B, C, T - s] out (phrase boosting's forced decode);
@@ -148,6 +149,12 @@ def load_modules(model: Ct2Model, rule: GreedyRule) -> tuple[WhisperDims, Whispe
     return dims, encoder.eval(), decoder.eval()
 
 
+def cross_axes(names: list[str]) -> dict[str, dict[int, str]]:
+    """Dynamic axes of the per-layer cross K/V inputs: the batch, and the window (keys [B, H, D/H, S],
+    values [B, H, S, D/H])."""
+    return {n: {0: "batch", 3 if n.startswith("cross_key") else 2: "window"} for n in names}
+
+
 def export_onnx(encoder: WhisperEncoder, decoder: WhisperDecoder, out_dir: Path) -> tuple[Path, Path]:
     """Export ``encoder.onnx`` and ``decoder.onnx`` (fp32) into ``out_dir``; return the two paths."""
     dims = encoder.dims
@@ -158,7 +165,8 @@ def export_onnx(encoder: WhisperEncoder, decoder: WhisperDecoder, out_dir: Path)
         torch.onnx.export(
             encoder, (mel,), str(enc_path), dynamo=False, opset_version=17,
             input_names=["mel"], output_names=["cross_key", "cross_value"],
-            dynamic_axes={"mel": {0: "batch"}, "cross_key": {0: "batch"}, "cross_value": {0: "batch"}},
+            dynamic_axes={"mel": {0: "batch", 2: "frames"}, "cross_key": {0: "batch", 4: "window"},
+                          "cross_value": {0: "batch", 3: "window"}},
         )
         b, p, d, n_layers = 2, 3, dims.n_state, dims.n_text_layer
         h, dh, s = dims.n_head, dims.head_dim, dims.n_audio_ctx
@@ -173,7 +181,7 @@ def export_onnx(encoder: WhisperEncoder, decoder: WhisperDecoder, out_dir: Path)
             output_names=list(DECODER_OUTPUTS),
             dynamic_axes={"tokens": {0: "batch"}, "positions": {0: "batch"},
                           "past_key": {0: "batch", 2: "past"}, "past_value": {0: "batch", 2: "past"},
-                          **{n: {0: "batch"} for n in cross_names},
+                          **cross_axes(cross_names),
                           **{n: {0: "batch"} for n in DECODER_OUTPUTS}},
         )
     return enc_path, dec_path
@@ -194,7 +202,7 @@ def export_scorer_onnx(decoder: WhisperDecoder, path: Path) -> Path:
             scorer.eval(), args, str(path), dynamo=False, opset_version=17,
             input_names=[*SCORER_INPUTS, *cross_names], output_names=["logprob"],
             dynamic_axes={"tokens": {0: "batch", 1: "candidates", 2: "length"}, "score_from": {0: "batch"},
-                          **{n: {0: "batch"} for n in cross_names},
+                          **cross_axes(cross_names),
                           "logprob": {0: "batch", 1: "candidates", 2: "scored"}},
         )
     return path

@@ -94,8 +94,9 @@ class _EncoderLayer(nn.Module):
 
 
 class WhisperEncoder(nn.Module):
-    """mel [B, n_mels, 2*n_audio_ctx] -> every decoder layer's cross K/V, split into heads:
-    keys [B, L, H, D/H, S] (transposed) and values [B, L, H, S, D/H]."""
+    """mel [B, n_mels, F] -> every decoder layer's cross K/V, split into heads: keys [B, L, H, D/H, S]
+    (transposed) and values [B, L, H, S, D/H], S = F/2. F is 2*n_audio_ctx (Whisper's 30 s window) or fewer
+    frames: a shorter window, with the first S positional embeddings (``services/asr/features.py``)."""
 
     def __init__(self, dims: WhisperDims) -> None:
         super().__init__()
@@ -113,7 +114,7 @@ class WhisperEncoder(nn.Module):
     def forward(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = F.gelu(self.conv1(mel))
         x = F.gelu(self.conv2(x)).transpose(1, 2)
-        x = x + self.pos
+        x = x + self.pos[: x.shape[1]]
         for layer in self.layers:
             x = layer(x)
         hidden = self.ln_post(x)

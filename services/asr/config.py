@@ -29,6 +29,10 @@ class AsrConfig:
     pre_speech_pad_ms: int = 300
     post_speech_pad_ms: int = 180
     max_utterance_s: float = 29.0    # Whisper's window is 30 s; longer speech is cut into utterances
+    # Encoder windows (docs/asr.md): an utterance is encoded in the shortest it fills at most half of; the last
+    # must be 30 (Whisper's own). () = by device: 10, 20, 30 on the CPU (a 10 s window costs the encoder ~0.3x
+    # the 30 s one); 30 on a GPU, the only one its decoder's slots hold.
+    encoder_windows_s: tuple[float, ...] = ()
     max_audio_s: float = 600.0       # a stream or clip longer than this is refused with OUT_OF_RANGE
     # A stream's audio may run this far ahead of real time (counted from its first audio); beyond it the stage
     # stops reading the stream until real time catches up, and gRPC's flow control holds the sender back (so a
@@ -60,6 +64,10 @@ class AsrConfig:
             raise ValueError(f"post_speech_pad_ms={self.post_speech_pad_ms} must be within 0..silence_ms")
         if not 1.0 <= self.max_utterance_s <= 29.5:
             raise ValueError(f"max_utterance_s={self.max_utterance_s} is outside 1..29.5 (Whisper's 30 s window)")
+        windows = tuple(float(w) for w in self.encoder_windows_s)
+        object.__setattr__(self, "encoder_windows_s", windows)  # a TOML list arrives as a list
+        if windows and (list(windows) != sorted(set(windows)) or windows[0] < 5.0 or windows[-1] != 30.0):
+            raise ValueError(f"encoder_windows_s={list(windows)} must be increasing seconds from 5 up, ending at 30")
         if self.max_audio_s <= 0:
             raise ValueError(f"max_audio_s={self.max_audio_s} must be > 0")
         if self.stream_max_lead_s < 0:
@@ -70,6 +78,15 @@ class AsrConfig:
             raise ValueError(f"phrase_candidates={self.phrase_candidates} is outside 1..32")
         if not 0.0 < self.phrase_min_similarity < 1.0:
             raise ValueError(f"phrase_min_similarity={self.phrase_min_similarity} is outside (0, 1)")
+
+    def windows_s(self, *, gpu: bool) -> tuple[float, ...]:
+        """The encoder windows in use; ValueError for a window a GPU's decoder cannot hold."""
+        if not self.encoder_windows_s:
+            return (30.0,) if gpu else (10.0, 20.0, 30.0)
+        if gpu and self.encoder_windows_s != (30.0,):
+            raise ValueError(f"encoder_windows_s={list(self.encoder_windows_s)}: a GPU encodes the 30 s window only "
+                             "(its decoder's CUDA-graph slots hold 1500 positions); set [30] or leave it empty")
+        return self.encoder_windows_s
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,10 +1,12 @@
 """Whisper on the engine layer: the encoder's batch function and the decoder as a generation engine.
 
-* :func:`encoder_batch_fn` — log-mels [80, 3000] in, one :class:`EncodedUtterance` (cross-attention K/V
-  of every decoder layer, split into heads) out per item; on a GPU the K/V stay device tensors.
+* :func:`encoder_batch_fn` — log-mels [80, F] in (F frames: the utterance's encoder window), one
+  :class:`EncodedUtterance` (cross-attention K/V of every decoder layer, split into heads) out per item;
+  on a GPU the K/V stay device tensors.
 * :class:`OnnxWhisperGenerator` — the CPU decoder: each slot keeps its self-attention cache in host
-  memory; a step pads the active slots' caches to the longest, runs the ONNX decoder step once for all of
-  them, and stores the new K/V. The GPU decoder is ``generation_torch.TorchWhisperGenerator``.
+  memory; a step pads the active slots' caches to the longest, runs the ONNX decoder step once for the
+  active slots of each window, and stores the new K/V. The GPU decoder is
+  ``generation_torch.TorchWhisperGenerator``.
 * :func:`create_generators` picks the implementation by the model's backend; :func:`transcribe` runs one
   clip through both engines synchronously (the build's golden check, benchmarks).
 """
@@ -37,13 +39,25 @@ class EncodedUtterance:
     cross_value: Any
 
 
+def by_window(sizes: Sequence[int]) -> list[list[int]]:
+    """Indices of ``sizes`` grouped by equal size (first-seen order): the rows that can share one call."""
+    groups: dict[int, list[int]] = {}
+    for i, size in enumerate(sizes):
+        groups.setdefault(size, []).append(i)
+    return list(groups.values())
+
+
 def encoder_batch_fn(engine: Engine) -> Callable[[list[np.ndarray]], list[EncodedUtterance]]:
-    """Batch function: log-mels [80, 3000] -> cross K/V per item (left on the device by a GPU engine)."""
+    """Batch function: log-mels [80, F] -> cross K/V per item (left on the device by a GPU engine); one
+    encoder call per window in the batch."""
 
     def run(mels: list[np.ndarray]) -> list[EncodedUtterance]:
-        out = engine.run({"mel": np.stack(mels)}, device_outputs=("cross_key", "cross_value"))
-        keys, values = out["cross_key"], out["cross_value"]
-        return [EncodedUtterance(keys[i], values[i]) for i in range(len(mels))]
+        results: list[EncodedUtterance | None] = [None] * len(mels)
+        for group in by_window([m.shape[1] for m in mels]):
+            out = engine.run({"mel": np.stack([mels[i] for i in group])}, device_outputs=("cross_key", "cross_value"))
+            for row, i in enumerate(group):
+                results[i] = EncodedUtterance(out["cross_key"][row], out["cross_value"][row])
+        return results  # type: ignore[return-value]
 
     return run
 
@@ -62,9 +76,9 @@ class OnnxWhisperGenerator(GenerationEngine[EncodedUtterance, DecodeResult]):
         self._cross: dict[int, EncodedUtterance] = {}
         self._state: dict[int, SlotState] = {}
         self._next: dict[int, int] = {}
-        # The stacked cross K/V (~18 MB a row) are kept while the same sequences step together.
-        self._stacked_for: tuple[EncodedUtterance, ...] = ()
-        self._stacked: dict[str, np.ndarray] = {}
+        # Per window: the stacked cross K/V (~18 MB a row for 30 s) of the sequences that stepped last, kept
+        # while the same sequences step together.
+        self._stacked: dict[int, tuple[tuple[EncodedUtterance, ...], dict[str, np.ndarray]]] = {}
 
     def prefill(self, batch: Sequence[tuple[int, EncodedUtterance]]) -> None:
         for slot, encoded in batch:
@@ -78,6 +92,16 @@ class OnnxWhisperGenerator(GenerationEngine[EncodedUtterance, DecodeResult]):
         self._next.pop(slot, None)
 
     def step(self, active: Sequence[int]) -> dict[int, DecodeResult]:
+        finished: dict[int, DecodeResult] = {}
+        for group in by_window([self._window(s) for s in active]):
+            finished.update(self._step([active[i] for i in group]))
+        return finished
+
+    def _window(self, slot: int) -> int:
+        return self._cross[slot].cross_value.shape[2]  # [L, H, S, D/H]
+
+    def _step(self, active: Sequence[int]) -> dict[int, DecodeResult]:
+        """One decoder call for slots of the same window."""
         positions = np.array([self._state[s].position for s in active], dtype=np.int64)
         longest = int(positions.max())
         rows = list(active)
@@ -101,15 +125,18 @@ class OnnxWhisperGenerator(GenerationEngine[EncodedUtterance, DecodeResult]):
         return finished
 
     def _cross_feeds(self, active: Sequence[int]) -> dict[str, np.ndarray]:
+        """The active slots' (of one window) cross K/V stacked per layer."""
         key = tuple(self._cross[s] for s in active)  # held, so identities cannot be recycled meanwhile
-        if len(key) == len(self._stacked_for) and all(a is b for a, b in zip(key, self._stacked_for, strict=True)):
-            return self._stacked
+        window = self._window(active[0])
+        held, stacked = self._stacked.get(window, ((), {}))
+        if len(key) == len(held) and all(a is b for a, b in zip(key, held, strict=True)):
+            return stacked
         feeds = {}
         for layer in range(self.n_layers):
             for kind in ("key", "value"):
                 arrays = [getattr(self._cross[s], f"cross_{kind}")[layer] for s in active]
                 feeds[f"cross_{kind}_{layer}"] = arrays[0][None] if len(arrays) == 1 else np.stack(arrays)
-        self._stacked_for, self._stacked = key, feeds
+        self._stacked[window] = (key, feeds)
         return feeds
 
 

@@ -20,7 +20,7 @@ from engines.generation import GenerationScheduler
 from services.asr.boosting import PhraseBooster
 from services.asr.config import AsrConfig, StreamSettings
 from services.asr.decoding import DecodeResult
-from services.asr.features import log_mel
+from services.asr.features import log_mel, window_frames
 from services.asr.generation import EncodedUtterance
 from services.asr.phrases import PhraseSet
 from services.asr.tokenizer import WhisperTokenizer
@@ -62,6 +62,7 @@ class SpeechRecognizer:
         self.default_phrases = default_phrases
         self.interims_in_flight = 0
         self.finals_in_flight = 0
+        self.windows_s = config.windows_s(gpu=gpu)
 
     async def phrase_sets(self, settings: StreamSettings) -> tuple[PhraseSet, ...]:
         """The phrases a stream's finals are boosted with: the stage's defaults unless the request switched
@@ -77,7 +78,7 @@ class SpeechRecognizer:
         """Whether an interim decode may start now; counts a refusal as skipped for load.
 
         Interims are best effort and must never starve finals. On the CPU an interim's encoder pass (the
-        full 30 s window) would delay the next final by its whole duration, so it starts only when no final
+        whole window) would delay the next final by its whole duration, so it starts only when no final
         is decoding or queued and the encoder is idle. On a GPU interims of many streams share batches with
         the finals (which sort first by deadline and run on the high-priority stream), so they start while
         the engines' queues are short (``interim_max_queue``) and half the decoder's slots are free, and stop
@@ -116,11 +117,12 @@ class SpeechRecognizer:
 
     async def transcribe(self, audio_16k: np.ndarray, *, deadline_s: float | None, final: bool = True,
                          phrases: tuple[PhraseSet, ...] = ()) -> Transcript:
-        """Greedy transcript of one utterance (<= 30 s of 16 kHz float32). A final is urgent on the GPU (its
+        """Greedy transcript of one utterance (<= 30 s of 16 kHz float32, encoded in the shortest of the stage's
+        encoder windows it fills at most half of: ``features.window_frames``). A final is urgent on the GPU (its
         batches take the high-priority CUDA stream); an interim is not. A final with ``phrases`` is then
         rescored with the candidate phrases (``boosting.py``)."""
         started = time.perf_counter()
-        mel = await asyncio.to_thread(log_mel, audio_16k)
+        mel = await asyncio.to_thread(log_mel, audio_16k, window_frames(len(audio_16k), self.windows_s))
         enc = await self.encoder.submit(mel, deadline_s=deadline_s, urgent=final)
         encoded = time.perf_counter()
         result = await self.decoder.generate(enc, deadline_s=deadline_s, urgent=final)

@@ -17,7 +17,7 @@ from protos import asr_pb2, asr_pb2_grpc
 from services.asr.boosting import SCORER_MODEL, PhraseBooster, ScoreJob, scorer_batch_fn
 from services.asr.config import AsrConfig
 from services.asr.decoding import rule_from_config
-from services.asr.features import log_mel
+from services.asr.features import FRAMES_PER_S, log_mel
 from services.asr.generation import (
     DECODER_MODEL,
     ENCODER_MODEL,
@@ -81,12 +81,17 @@ class AsrStage(Stage):
             DynamicBatcher("whisper-scorer", self._scorer_fns, scorer_model.serving.batching, stage=self.name),
             tokenizer=tokenizer, rule=self._rule, keys=keys,
             max_candidates=self.config.phrase_candidates, min_similarity=self.config.phrase_min_similarity)
+        gpu = enc_model.serving.device == "cuda"
+        try:
+            self.config.windows_s(gpu=gpu)
+        except ValueError as e:
+            raise FailedPreconditionError(f"[asr] {e}") from e
         self._recognizer = SpeechRecognizer(
             encoder=DynamicBatcher("whisper-encoder", self._enc_fns, enc_model.serving.batching, stage=self.name),
             decoder=GenerationScheduler("whisper-decoder", generators, dec_model.serving.batching, stage=self.name),
             vad=DynamicBatcher("silero-vad", self._vad_fns, vad_model.serving.batching, stage=self.name),
             tokenizer=tokenizer, config=self.config, booster=booster, default_phrases=self._default_phrases(keys),
-            gpu=enc_model.serving.device == "cuda")
+            gpu=gpu)
 
     def _default_phrases(self, keys: PhoneticKeys) -> PhraseSet | None:
         """``[asr] default_phrases``: the catalogue's titles, a file's lines, or none."""
@@ -116,11 +121,15 @@ class AsrStage(Stage):
         return self._engines
 
     def warm(self) -> None:
-        """Half a second of silence through the VAD, each encoder, each decoder (a few steps) and each scorer."""
+        """Half a second of silence through the VAD, then in each encoder window through each encoder, each
+        decoder (a few steps) and each scorer (ONNX Runtime's first call of a shape is the slowest)."""
         silence = np.zeros(RATE // 2, np.float32)
         for fn in self._vad_fns:
             fn([VadJob(frames_of(silence), VadState.initial())])
-        mel = log_mel(silence)
+        for window_s in self.recognizer.windows_s:
+            self._warm_window(log_mel(silence, round(window_s * FRAMES_PER_S)))
+
+    def _warm_window(self, mel: np.ndarray) -> None:
         for enc_fn in self._enc_fns:
             encoded = enc_fn([mel])[0]
             # A final's usual job: the transcript and 8 candidates of 16 tokens (the first call of a shape this

@@ -230,6 +230,8 @@ def _coerce(value: str, current: Any, key: str) -> Any:
             return int(value)
         if isinstance(current, float):
             return float(value)
+        if isinstance(current, tuple):  # comma-separated numbers, e.g. "10,30"
+            return tuple(float(v) for v in value.split(",") if v.strip())
     except ValueError as e:
         raise SettingsError(f"{key}={value!r} is not a valid {type(current).__name__}") from e
     return value

@@ -77,6 +77,34 @@ def test_golden_tokens_equal_faster_whisper(asr_root):
         assert r["ours"], f"{r['file']}: empty transcript"
 
 
+def test_utterances_of_different_windows_step_together_as_they_decode_alone(asr_root):
+    """The CPU decoder runs one call per window in a step; each sequence decodes as it does alone."""
+    from engines.repository import ModelRepository, create_engines
+    from services.asr.features import log_mel
+    from services.asr.generation import DECODER_MODEL, ENCODER_MODEL, create_generators, encoder_batch_fn
+
+    repo = ModelRepository(asr_root)
+    encode = encoder_batch_fn(create_engines(repo.resolve(ENCODER_MODEL))[0])
+    generator = create_generators(repo.resolve(DECODER_MODEL))[0]
+    audio = [sf.read(FIXTURES / name, dtype="float32")[0] for name in ("q00.wav", "q01.wav", "q02.wav")]
+    mels = [log_mel(audio[0], 1000), log_mel(audio[1]), log_mel(audio[2], 1000)]
+    encoded = encode(mels)  # one batch, two windows
+    assert [e.cross_value.shape[2] for e in encoded] == [500, 1500, 500]
+
+    def decode(slots: list[int]) -> dict[int, tuple[int, ...]]:
+        generator.prefill([(s, encoded[s]) for s in slots])
+        done: dict[int, tuple[int, ...]] = {}
+        while len(done) < len(slots):
+            done.update({s: r.tokens for s, r in generator.step([s for s in slots if s not in done]).items()})
+        for s in slots:
+            generator.release(s)
+        return done
+
+    together = decode([0, 1, 2])
+    alone = {s: decode([s])[s] for s in range(3)}
+    assert together == alone and all(alone.values())
+
+
 async def test_streaming_interim_and_final_over_two_utterances(asr_root):
     pcm = _pcm(MULTI["file"])
     async with running_stage(_stage(asr_root)) as (_, channel):

@@ -61,3 +61,19 @@ def test_model_serving_overrides_from_the_environment_reach_every_stage():
         assert models["minilm"] == {"instances": "2"}
     with pytest.raises(SettingsError, match="VOXPIPE_MODELS__<MODEL>__<KEY>"):
         settings.load(env={"VOXPIPE_MODELS__MINILM": "2"})
+
+
+def test_asr_encoder_windows_from_toml_or_environment_and_by_device():
+    from services.asr.config import AsrConfig
+
+    assert options_to(AsrConfig, {"encoder_windows_s": "10,30"}, "asr").encoder_windows_s == (10.0, 30.0)
+    assert options_to(AsrConfig, {"encoder_windows_s": [15, 30]}, "asr").encoder_windows_s == (15.0, 30.0)
+    assert AsrConfig().windows_s(gpu=False) == (10.0, 20.0, 30.0)
+    assert AsrConfig().windows_s(gpu=True) == (30.0,)
+    for bad in ("30,10", "10,20", "2,30", "10,10,30"):
+        with pytest.raises(SettingsError, match=r"encoder_windows_s=\["):
+            options_to(AsrConfig, {"encoder_windows_s": bad}, "asr")
+    with pytest.raises(SettingsError, match="VOXPIPE_ASR__ENCODER_WINDOWS_S='ten'"):
+        options_to(AsrConfig, {"encoder_windows_s": "ten"}, "asr")
+    with pytest.raises(ValueError, match="a GPU encodes the 30 s window only"):
+        AsrConfig(encoder_windows_s=(10.0, 30.0)).windows_s(gpu=True)
