@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from protos import common_pb2 as protos_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10protos/asr.proto\x12\nvoxpipe.v1\x1a\x13protos/common.proto\"X\n\x11\x45ndpointingConfig\x12\x12\n\nsilence_ms\x18\x01 \x01(\r\x12\x18\n\x10speech_threshold\x18\x02 \x01(\x02\x12\x15\n\rmin_speech_ms\x18\x03 \x01(\r\"-\n\x0cSpeechPhrase\x12\x0e\n\x06phrase\x18\x01 \x01(\t\x12\r\n\x05\x62oost\x18\x02 \x01(\x02\"\xc2\x02\n\x11RecognitionConfig\x12+\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x19.voxpipe.v1.AudioEncoding\x12\x16\n\x0esample_rate_hz\x18\x02 \x01(\r\x12\x15\n\rlanguage_code\x18\x03 \x01(\t\x12\x17\n\x0finterim_results\x18\x04 \x01(\x08\x12\x32\n\x0b\x65ndpointing\x18\x05 \x01(\x0b\x32\x1d.voxpipe.v1.EndpointingConfig\x12\x1b\n\x13interim_interval_ms\x18\x06 \x01(\r\x12)\n\x07phrases\x18\x07 \x03(\x0b\x32\x18.voxpipe.v1.SpeechPhrase\x12\x1f\n\x17\x64isable_default_phrases\x18\x08 \x01(\x08\x12\x1b\n\x13speculative_results\x18\t \x01(\x08\"\x81\x01\n\x11RecognizerControl\x12\x34\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32$.voxpipe.v1.RecognizerControl.Action\"6\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45ND_OF_UTTERANCE\x10\x01\"\x9a\x01\n\x19StreamingRecognizeRequest\x12/\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1d.voxpipe.v1.RecognitionConfigH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x12\x30\n\x07\x63ontrol\x18\x03 \x01(\x0b\x32\x1d.voxpipe.v1.RecognizerControlH\x00\x42\t\n\x07request\"\xae\x02\n\x0cSpeechResult\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08is_final\x18\x02 \x01(\x08\x12\x11\n\tstability\x18\x03 \x01(\x02\x12\x12\n\nconfidence\x18\x04 \x01(\x02\x12\x0f\n\x07start_s\x18\x05 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x06 \x01(\x01\x12\x33\n\x0f\x65ndpoint_reason\x18\x07 \x01(\x0e\x32\x1a.voxpipe.v1.EndpointReason\x12\x17\n\x0futterance_index\x18\x08 \x01(\r\x12\x12\n\nlatency_ms\x18\t \x01(\x01\x12\x14\n\x0csent_unix_ns\x18\n \x01(\x03\x12\x17\n\x0f\x62oosted_phrases\x18\x0b \x03(\t\x12\x13\n\x0bspeculative\x18\x0c \x01(\x08\x12\x11\n\twithdrawn\x18\r \x01(\x08\"F\n\x1aStreamingRecognizeResponse\x12(\n\x06result\x18\x01 \x01(\x0b\x32\x18.voxpipe.v1.SpeechResult\"P\n\x10RecognizeRequest\x12-\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1d.voxpipe.v1.RecognitionConfig\x12\r\n\x05\x61udio\x18\x02 \x01(\x0c\">\n\x11RecognizeResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.voxpipe.v1.SpeechResult*\x8c\x01\n\x0e\x45ndpointReason\x12\x1f\n\x1b\x45NDPOINT_REASON_UNSPECIFIED\x10\x00\x12\x0f\n\x0bVAD_SILENCE\x10\x01\x12\x1b\n\x17\x43LIENT_END_OF_UTTERANCE\x10\x02\x12\x11\n\rEND_OF_STREAM\x10\x03\x12\x18\n\x14MAX_UTTERANCE_LENGTH\x10\x04\x32\xbf\x01\n\nRecognizer\x12g\n\x12StreamingRecognize\x12%.voxpipe.v1.StreamingRecognizeRequest\x1a&.voxpipe.v1.StreamingRecognizeResponse(\x01\x30\x01\x12H\n\tRecognize\x12\x1c.voxpipe.v1.RecognizeRequest\x1a\x1d.voxpipe.v1.RecognizeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10protos/asr.proto\x12\nvoxpipe.v1\x1a\x13protos/common.proto\"X\n\x11\x45ndpointingConfig\x12\x12\n\nsilence_ms\x18\x01 \x01(\r\x12\x18\n\x10speech_threshold\x18\x02 \x01(\x02\x12\x15\n\rmin_speech_ms\x18\x03 \x01(\r\"-\n\x0cSpeechPhrase\x12\x0e\n\x06phrase\x18\x01 \x01(\t\x12\r\n\x05\x62oost\x18\x02 \x01(\x02\"\xc2\x02\n\x11RecognitionConfig\x12+\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x19.voxpipe.v1.AudioEncoding\x12\x16\n\x0esample_rate_hz\x18\x02 \x01(\r\x12\x15\n\rlanguage_code\x18\x03 \x01(\t\x12\x17\n\x0finterim_results\x18\x04 \x01(\x08\x12\x32\n\x0b\x65ndpointing\x18\x05 \x01(\x0b\x32\x1d.voxpipe.v1.EndpointingConfig\x12\x1b\n\x13interim_interval_ms\x18\x06 \x01(\r\x12)\n\x07phrases\x18\x07 \x03(\x0b\x32\x18.voxpipe.v1.SpeechPhrase\x12\x1f\n\x17\x64isable_default_phrases\x18\x08 \x01(\x08\x12\x1b\n\x13speculative_results\x18\t \x01(\x08\"\xc9\x01\n\x11RecognizerControl\x12\x34\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32$.voxpipe.v1.RecognizerControl.Action\x12\x12\n\nsilence_ms\x18\x02 \x01(\r\x12\x17\n\x0futterance_index\x18\x03 \x01(\r\"Q\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45ND_OF_UTTERANCE\x10\x01\x12\x19\n\x15SET_UTTERANCE_SILENCE\x10\x02\"\x9a\x01\n\x19StreamingRecognizeRequest\x12/\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1d.voxpipe.v1.RecognitionConfigH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x12\x30\n\x07\x63ontrol\x18\x03 \x01(\x0b\x32\x1d.voxpipe.v1.RecognizerControlH\x00\x42\t\n\x07request\"\xae\x02\n\x0cSpeechResult\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08is_final\x18\x02 \x01(\x08\x12\x11\n\tstability\x18\x03 \x01(\x02\x12\x12\n\nconfidence\x18\x04 \x01(\x02\x12\x0f\n\x07start_s\x18\x05 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x06 \x01(\x01\x12\x33\n\x0f\x65ndpoint_reason\x18\x07 \x01(\x0e\x32\x1a.voxpipe.v1.EndpointReason\x12\x17\n\x0futterance_index\x18\x08 \x01(\r\x12\x12\n\nlatency_ms\x18\t \x01(\x01\x12\x14\n\x0csent_unix_ns\x18\n \x01(\x03\x12\x17\n\x0f\x62oosted_phrases\x18\x0b \x03(\t\x12\x13\n\x0bspeculative\x18\x0c \x01(\x08\x12\x11\n\twithdrawn\x18\r \x01(\x08\"F\n\x1aStreamingRecognizeResponse\x12(\n\x06result\x18\x01 \x01(\x0b\x32\x18.voxpipe.v1.SpeechResult\"P\n\x10RecognizeRequest\x12-\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1d.voxpipe.v1.RecognitionConfig\x12\r\n\x05\x61udio\x18\x02 \x01(\x0c\">\n\x11RecognizeResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.voxpipe.v1.SpeechResult*\x8c\x01\n\x0e\x45ndpointReason\x12\x1f\n\x1b\x45NDPOINT_REASON_UNSPECIFIED\x10\x00\x12\x0f\n\x0bVAD_SILENCE\x10\x01\x12\x1b\n\x17\x43LIENT_END_OF_UTTERANCE\x10\x02\x12\x11\n\rEND_OF_STREAM\x10\x03\x12\x18\n\x14MAX_UTTERANCE_LENGTH\x10\x04\x32\xbf\x01\n\nRecognizer\x12g\n\x12StreamingRecognize\x12%.voxpipe.v1.StreamingRecognizeRequest\x1a&.voxpipe.v1.StreamingRecognizeResponse(\x01\x30\x01\x12H\n\tRecognize\x12\x1c.voxpipe.v1.RecognizeRequest\x1a\x1d.voxpipe.v1.RecognizeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.asr_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENDPOINTREASON']._serialized_start=1328
-  _globals['_ENDPOINTREASON']._serialized_end=1468
+  _globals['_ENDPOINTREASON']._serialized_start=1400
+  _globals['_ENDPOINTREASON']._serialized_end=1540
   _globals['_ENDPOINTINGCONFIG']._serialized_start=53
   _globals['_ENDPOINTINGCONFIG']._serialized_end=141
   _globals['_SPEECHPHRASE']._serialized_start=143
@@ -41,19 +41,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECOGNITIONCONFIG']._serialized_start=191
   _globals['_RECOGNITIONCONFIG']._serialized_end=513
   _globals['_RECOGNIZERCONTROL']._serialized_start=516
-  _globals['_RECOGNIZERCONTROL']._serialized_end=645
-  _globals['_RECOGNIZERCONTROL_ACTION']._serialized_start=591
-  _globals['_RECOGNIZERCONTROL_ACTION']._serialized_end=645
-  _globals['_STREAMINGRECOGNIZEREQUEST']._serialized_start=648
-  _globals['_STREAMINGRECOGNIZEREQUEST']._serialized_end=802
-  _globals['_SPEECHRESULT']._serialized_start=805
-  _globals['_SPEECHRESULT']._serialized_end=1107
-  _globals['_STREAMINGRECOGNIZERESPONSE']._serialized_start=1109
-  _globals['_STREAMINGRECOGNIZERESPONSE']._serialized_end=1179
-  _globals['_RECOGNIZEREQUEST']._serialized_start=1181
-  _globals['_RECOGNIZEREQUEST']._serialized_end=1261
-  _globals['_RECOGNIZERESPONSE']._serialized_start=1263
-  _globals['_RECOGNIZERESPONSE']._serialized_end=1325
-  _globals['_RECOGNIZER']._serialized_start=1471
-  _globals['_RECOGNIZER']._serialized_end=1662
+  _globals['_RECOGNIZERCONTROL']._serialized_end=717
+  _globals['_RECOGNIZERCONTROL_ACTION']._serialized_start=636
+  _globals['_RECOGNIZERCONTROL_ACTION']._serialized_end=717
+  _globals['_STREAMINGRECOGNIZEREQUEST']._serialized_start=720
+  _globals['_STREAMINGRECOGNIZEREQUEST']._serialized_end=874
+  _globals['_SPEECHRESULT']._serialized_start=877
+  _globals['_SPEECHRESULT']._serialized_end=1179
+  _globals['_STREAMINGRECOGNIZERESPONSE']._serialized_start=1181
+  _globals['_STREAMINGRECOGNIZERESPONSE']._serialized_end=1251
+  _globals['_RECOGNIZEREQUEST']._serialized_start=1253
+  _globals['_RECOGNIZEREQUEST']._serialized_end=1333
+  _globals['_RECOGNIZERESPONSE']._serialized_start=1335
+  _globals['_RECOGNIZERESPONSE']._serialized_end=1397
+  _globals['_RECOGNIZER']._serialized_start=1543
+  _globals['_RECOGNIZER']._serialized_end=1734
 # @@protoc_insertion_point(module_scope)

@@ -62,16 +62,22 @@ class RecognitionConfig(_message.Message):
     def __init__(self, encoding: _Optional[_Union[_common_pb2.AudioEncoding, str]] = ..., sample_rate_hz: _Optional[int] = ..., language_code: _Optional[str] = ..., interim_results: _Optional[bool] = ..., endpointing: _Optional[_Union[EndpointingConfig, _Mapping]] = ..., interim_interval_ms: _Optional[int] = ..., phrases: _Optional[_Iterable[_Union[SpeechPhrase, _Mapping]]] = ..., disable_default_phrases: _Optional[bool] = ..., speculative_results: _Optional[bool] = ...) -> None: ...
 
 class RecognizerControl(_message.Message):
-    __slots__ = ("action",)
+    __slots__ = ("action", "silence_ms", "utterance_index")
     class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         ACTION_UNSPECIFIED: _ClassVar[RecognizerControl.Action]
         END_OF_UTTERANCE: _ClassVar[RecognizerControl.Action]
+        SET_UTTERANCE_SILENCE: _ClassVar[RecognizerControl.Action]
     ACTION_UNSPECIFIED: RecognizerControl.Action
     END_OF_UTTERANCE: RecognizerControl.Action
+    SET_UTTERANCE_SILENCE: RecognizerControl.Action
     ACTION_FIELD_NUMBER: _ClassVar[int]
+    SILENCE_MS_FIELD_NUMBER: _ClassVar[int]
+    UTTERANCE_INDEX_FIELD_NUMBER: _ClassVar[int]
     action: RecognizerControl.Action
-    def __init__(self, action: _Optional[_Union[RecognizerControl.Action, str]] = ...) -> None: ...
+    silence_ms: int
+    utterance_index: int
+    def __init__(self, action: _Optional[_Union[RecognizerControl.Action, str]] = ..., silence_ms: _Optional[int] = ..., utterance_index: _Optional[int] = ...) -> None: ...
 
 class StreamingRecognizeRequest(_message.Message):
     __slots__ = ("config", "audio", "control")

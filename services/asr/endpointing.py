@@ -8,6 +8,8 @@ thresholds neither start nor reset the silence timer (Silero's own hysteresis). 
 silence has lasted ``post_pad_ms`` a TAIL event says the utterance's audio is complete if nobody speaks
 again, so the final decode can start before the endpoint; a speech frame after a TAIL emits RESUME.
 An utterance reaching ``max_utterance_ms`` is ended at once (END with ``forced=True``).
+:meth:`Endpointer.set_silence` changes the silence that ends the current utterance (a client's judgement of
+what it heard so far); it lasts until the utterance ends or speech resumes.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ class Endpointer:
         self._speech_frames = 0
         self._silence_start: int | None = None
         self._tail_sent = False
+        self._utterance_silence_frames: int | None = None  # set_silence's, for the current silence run
 
     @property
     def frames_seen(self) -> int:
@@ -119,6 +122,8 @@ class Endpointer:
             else:
                 if self._tail_sent:
                     events.append(Event(EventKind.RESUME, i, self._start, i + 1))
+                if self._silence_start is not None:
+                    self._utterance_silence_frames = None  # a judgement of the speech before this pause
                 self._silence_start, self._tail_sent = None, False
         elif quiet and self._silence_start is None:
             self._silence_start = i
@@ -131,7 +136,7 @@ class Endpointer:
             if silent >= self._tail_frames and not self._tail_sent:
                 self._tail_sent = True
                 events.append(Event(EventKind.TAIL, i, self._start, self._silence_start))
-            if silent >= self._silence_frames:
+            if silent >= self._end_frames:
                 events.append(Event(EventKind.END, i, self._start, self._silence_start))
                 self._reset()
                 return events
@@ -139,6 +144,22 @@ class Endpointer:
             events.append(Event(EventKind.END, i, self._start, i + 1, forced=True))
             self._reset()
         return events
+
+    @property
+    def _end_frames(self) -> int:
+        return self._silence_frames if self._utterance_silence_frames is None else self._utterance_silence_frames
+
+    def set_silence(self, silence_ms: int) -> Event | None:
+        """End the current utterance after ``silence_ms`` of silence instead of the configured silence, until it
+        ends or speech resumes; the END event if its silence has lasted that long already (else None)."""
+        if self._state is not _State.SPEECH:
+            return None
+        self._utterance_silence_frames = self.config.frames(silence_ms)
+        if self._silence_start is None or self._frame - self._silence_start + 1 < self._end_frames:
+            return None
+        event = Event(EventKind.END, self._frame, self._start, self._silence_start)
+        self._reset()
+        return event
 
     def force_end(self) -> Event | None:
         """End whatever speech is pending now (client end-of-utterance, end of stream); None if idle."""
@@ -159,4 +180,5 @@ class Endpointer:
         self._state = _State.IDLE
         self._silence_start = None
         self._tail_sent = False
+        self._utterance_silence_frames = None
         self._speech_frames = 0

@@ -65,10 +65,7 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
                     await pace.hold(session.audio_s)  # before the next read: the sender waits in flow control
                     await session.audio(request.audio)
                 elif kind == "control":
-                    action = request.control.action
-                    if action != asr_pb2.RecognizerControl.END_OF_UTTERANCE:
-                        raise InvalidArgumentError(f"control.action={action} is not a supported action")
-                    await session.end_of_utterance()
+                    await self._control(session, request.control)
                 elif kind == "config":
                     raise FailedPreconditionError("config was already sent; it may only be the first request")
                 else:
@@ -83,6 +80,19 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
                     yield item
         except BaseExceptionGroup as group:
             raise first_error(group) from None
+
+    @staticmethod
+    async def _control(session: StreamSession, control: asr_pb2.RecognizerControl) -> None:
+        """A stream's control message, validated (INVALID_ARGUMENT naming the value)."""
+        action = control.action
+        if action == asr_pb2.RecognizerControl.END_OF_UTTERANCE:
+            await session.end_of_utterance()
+        elif action == asr_pb2.RecognizerControl.SET_UTTERANCE_SILENCE:
+            if not 50 <= control.silence_ms <= 10_000:
+                raise InvalidArgumentError(f"control.silence_ms={control.silence_ms} is outside 50..10000")
+            session.set_utterance_silence(control.utterance_index, control.silence_ms)
+        else:
+            raise InvalidArgumentError(f"control.action={action} is not a supported action")
 
     async def Recognize(self, request: asr_pb2.RecognizeRequest,
                         context: grpc.aio.ServicerContext) -> asr_pb2.RecognizeResponse:

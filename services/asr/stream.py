@@ -8,7 +8,8 @@ utterance's audio is complete, so its final decode starts right away; at the end
 (``silence_ms``) the result is usually ready. Speech resuming before the endpoint discards that
 speculative decode. Finals are emitted in utterance order; an interim is never sent after its final.
 With ``speculative_results``, the early final decode's transcript is also sent as soon as it is ready (if the
-endpoint has not come first) as a speculative result, and withdrawn (``withdrawn``) if speech resumes.
+endpoint has not come first) as a speculative result, and withdrawn (``withdrawn``) if speech resumes. While it
+stands, the client may answer it with SET_UTTERANCE_SILENCE: a shorter or longer silence for that utterance.
 
 Empty input is defined, not an error: a stream that ends without any speech gets one empty final
 result (reason END_OF_STREAM), and an END_OF_UTTERANCE with no speech pending gets an empty final
@@ -31,7 +32,7 @@ from services.asr.endpointing import FRAME_SAMPLES, Endpointer, EndpointerConfig
 from services.asr.phrases import PhraseSet
 from services.asr.recognizer import INTERIMS, SpeechRecognizer, Transcript
 from services.asr.vad import VadJob, VadState, frames_of
-from services.common import OutOfRangeError
+from services.common import InvalidArgumentError, OutOfRangeError
 
 RATE = 16_000
 Emit = Callable[[asr_pb2.SpeechResult], Awaitable[None]]
@@ -170,6 +171,18 @@ class StreamSession:
     async def end_of_utterance(self) -> None:
         """The client's END_OF_UTTERANCE: finalise what is pending now."""
         self._finalise_pending(asr_pb2.CLIENT_END_OF_UTTERANCE)
+
+    def set_utterance_silence(self, utterance_index: int, silence_ms: int) -> None:
+        """SET_UTTERANCE_SILENCE (validated by the servicer): the silence that ends utterance ``utterance_index``,
+        if its speculative result still stands; ends it now if the silence has lasted that long."""
+        if utterance_index >= self._next_index:
+            raise InvalidArgumentError(f"control.utterance_index={utterance_index} has not started (the stream's "
+                                       f"next utterance is {self._next_index})")
+        utt = self._utterance
+        if utt is None or utt.index != utterance_index or not utt.speculation_sent:
+            return  # ended, or speech resumed: the judgement is stale
+        if (event := self._endpointer.set_silence(silence_ms)) is not None:
+            self._on_event(event)
 
     async def finish(self) -> None:
         """End of the request stream: flush, finalise, wait for every final to be sent."""

@@ -150,6 +150,41 @@ async def test_speculative_results_precede_their_final_and_are_withdrawn_when_sp
     assert not results[1].text
 
 
+@pytest.mark.parametrize(("stream_silence_ms", "answer_ms", "reason"), [
+    (5000, 200, asr_pb2.VAD_SILENCE),      # a complete question: it ends now, not after 5 s of silence
+    (2000, 10_000, asr_pb2.END_OF_STREAM),  # an unfinished one: no end after 2 s; the stream's end ends it
+])
+async def test_a_speculative_result_answered_with_an_utterance_silence(asr_root, stream_silence_ms, answer_ms, reason):
+    speculative = asyncio.Event()
+    answer = asr_pb2.StreamingRecognizeRequest(control=asr_pb2.RecognizerControl(
+        action=asr_pb2.RecognizerControl.SET_UTTERANCE_SILENCE, silence_ms=answer_ms, utterance_index=0))
+
+    async def requests():
+        yield asr_pb2.StreamingRecognizeRequest(config=_config(speculative_results=True))
+        answered = False
+        # Real time: the early decode (at 180 ms of silence) has ~1.8 s before a 2 s endpoint on a loaded machine.
+        for chunk in _chunks(np.concatenate([_pcm("q00.wav"), np.zeros(3 * 16_000, np.int16)])):
+            yield asr_pb2.StreamingRecognizeRequest(audio=chunk)
+            if speculative.is_set() and not answered:
+                answered = True
+                yield answer
+            await asyncio.sleep(0.1)
+        if not answered:
+            await speculative.wait()
+            yield answer
+        await asyncio.sleep(1.0)  # time to end the utterance, if it ends, before the stream does
+
+    async with running_stage(_stage(asr_root, silence_ms=stream_silence_ms)) as (_, channel):
+        results = []
+        async for response in asr_pb2_grpc.RecognizerStub(channel).StreamingRecognize(requests()):
+            results.append(response.result)
+            if response.result.speculative or response.result.is_final:
+                speculative.set()  # a final first fails below rather than hanging here
+    assert [r.speculative for r in results] == [True, False], results
+    first, final = results
+    assert final.endpoint_reason == reason and final.text == first.text, results
+
+
 async def test_client_end_of_utterance_and_end_of_stream(asr_root):
     q00, q01 = _pcm("q00.wav"), _pcm("q01.wav")
     chunks_a, chunks_b = _chunks(q00), _chunks(q01)
@@ -249,6 +284,12 @@ _BAD_STREAMS = {
                       "config was already sent"),
     "unspecified control": ([_C(config=_config()), _C(control=asr_pb2.RecognizerControl())],
                             grpc.StatusCode.INVALID_ARGUMENT, "control.action=0"),
+    "utterance silence too short": ([_C(config=_config()), _C(control=asr_pb2.RecognizerControl(
+        action=asr_pb2.RecognizerControl.SET_UTTERANCE_SILENCE, silence_ms=10))], grpc.StatusCode.INVALID_ARGUMENT,
+        "control.silence_ms=10 is outside 50..10000"),
+    "utterance not started": ([_C(config=_config()), _C(control=asr_pb2.RecognizerControl(
+        action=asr_pb2.RecognizerControl.SET_UTTERANCE_SILENCE, silence_ms=200, utterance_index=3))],
+        grpc.StatusCode.INVALID_ARGUMENT, "control.utterance_index=3 has not started"),
 }
 _BAD_UNARY = {
     "no config": (asr_pb2.RecognizeRequest(audio=_SILENCE_1S), grpc.StatusCode.INVALID_ARGUMENT, "config is required"),

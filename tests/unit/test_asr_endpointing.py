@@ -76,3 +76,30 @@ def test_force_end_takes_a_candidate_too():
     assert ep.pending and not ep.in_speech
     event = ep.force_end()
     assert event is not None and event.start_frame == 1
+
+
+def _push(ep: Endpointer, probs: list[float]) -> list[tuple[EventKind, int]]:
+    return [(e.kind, e.frame) for p in probs for e in ep.push(p)]
+
+
+def test_a_shorter_utterance_silence_ends_the_utterance_at_once_when_already_reached():
+    ep = Endpointer(EndpointerConfig(silence_ms=300, post_pad_ms=100))  # 10 and 4 frames
+    assert _push(ep, [0.9] * 10 + [0.0] * 6) == [(EventKind.START, 4), (EventKind.TAIL, 13)]
+    end = ep.set_silence(150)  # 5 frames: 6 silent frames have passed
+    assert (end.kind, end.start_frame, end.end_frame, end.forced) == (EventKind.END, 0, 10, False)
+    assert not ep.pending and ep.set_silence(150) is None  # nothing left to end
+
+
+def test_a_longer_utterance_silence_holds_the_end_until_speech_resumes():
+    ep = Endpointer(EndpointerConfig(silence_ms=300, post_pad_ms=100))
+    _push(ep, [0.9] * 10 + [0.0] * 5)
+    assert ep.set_silence(1000) is None  # 32 frames
+    assert _push(ep, [0.0] * 20) == []  # past 300 ms, no end
+    # Speech resumes: the judgement was of the speech before the pause; the next pause ends at 300 ms again.
+    events = _push(ep, [0.9] * 5 + [0.0] * 10)
+    assert [k for k, _ in events] == [EventKind.RESUME, EventKind.TAIL, EventKind.END]
+    # A set silence ends with its utterance.
+    _push(ep, [0.9] * 10 + [0.0] * 4)
+    assert ep.set_silence(2000) is None
+    assert [k for k, _ in _push(ep, [0.0] * 60)] == [EventKind.END]
+    assert [k for k, _ in _push(ep, [0.9] * 10 + [0.0] * 10)] == [EventKind.START, EventKind.TAIL, EventKind.END]
