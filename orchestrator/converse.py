@@ -22,6 +22,7 @@ import grpc
 from orchestrator import metrics
 from orchestrator.admission import Admission
 from orchestrator.budget import BudgetConfig
+from orchestrator.completeness import AdaptiveEndpoint, judge
 from orchestrator.peers import StageClients, call_metadata
 from orchestrator.session import SessionState
 from orchestrator.speculation import SPECULATIONS, HeldEvents, Speculation, matches
@@ -90,6 +91,7 @@ class ConversationOptions:
     default_voice: str = ""
     speculation: bool = False  # start turns on ASR's speculative results (orchestrator/speculation.py)
     speculation_max_busy: int = 1  # ... only while fewer turns than this are being prepared (before first audio)
+    endpoint: AdaptiveEndpoint | None = None  # answer speculative results with a silence (orchestrator/completeness.py)
     config_timeout_s: float = 10.0  # the first message (config) must arrive within this
     idle_timeout_s: float = 120.0  # no message for this long while no turn runs: the stream ends (its slot frees)
 
@@ -299,10 +301,25 @@ class Conversation:
         turn = replace(self._turn_input(result, now, now), turn_index=self._turn_index + 1)
         speculation = Speculation(transcript=result, events=HeldEvents(self.emit), session_version=self.session.version,
                                   started_s=now)
+        if self.options.endpoint is not None:
+            speculation.on_understood = lambda understanding: self._answer_speculation(result, understanding)
         assert self._tg is not None
         speculation.task = self._tg.create_task(self._run_turn(turn, speculation),
                                                 name=f"turn-{turn.turn_index}-speculative")
         self._speculation = speculation
+
+    def _answer_speculation(self, result: asr_pb2.SpeechResult, understanding) -> None:
+        """The adaptive endpoint: tell ASR how long a silence ends this utterance, by what was understood."""
+        assert self.options.endpoint is not None
+        judgement = judge(result.text, understanding, min_confidence=self.options.endpoint.min_confidence)
+        metrics.ENDPOINT_JUDGEMENTS.labels(judgement.value).inc()
+        silence_ms = self.options.endpoint.silence_ms(judgement)
+        if silence_ms is None:
+            return
+        control = asr_pb2.RecognizerControl(action=asr_pb2.RecognizerControl.SET_UTTERANCE_SILENCE,
+                                            silence_ms=silence_ms, utterance_index=result.utterance_index)
+        with contextlib.suppress(asyncio.QueueFull):  # the pump is behind: the stream's own endpoint applies
+            self._asr_in.put_nowait(asr_pb2.StreamingRecognizeRequest(control=control))
 
     def _commit_refusal(self, speculation: Speculation, final: asr_pb2.SpeechResult) -> str | None:
         """Why ``speculation`` may not commit on ``final`` (None: it may)."""

@@ -13,5 +13,8 @@ VOICE_TO_VOICE_SECONDS = Histogram("voxpipe_voice_to_voice_seconds",
 BUDGET_MISSES = Counter("voxpipe_budget_misses_total", "Stages that overran their share of the turn budget.", ("stage",))
 DEGRADATIONS = Counter("voxpipe_degradations_total", "Stages cheapened or skipped to save the budget.", ("stage", "kind"))
 TURNS = Counter("voxpipe_turns_total", "Turns by outcome.", ("outcome",))
+ENDPOINT_JUDGEMENTS = Counter("voxpipe_endpoint_judgements_total", "Speculative transcripts judged by the adaptive "
+                              "endpoint: complete (a short silence ends it), incomplete (a long one), unsure (the "
+                              "stream's own).", ("judgement",))
 CONVERSATIONS = Gauge("voxpipe_conversations_open", "Converse streams holding a slot.")
 TURNS_IN_FLIGHT = Gauge("voxpipe_turns_in_flight", "Turns holding a turn slot.")

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import Counter
 
-from protos import asr_pb2, assistant_pb2
+from protos import asr_pb2, assistant_pb2, nlp_pb2
 
 SPECULATIONS = Counter("voxpipe_speculations_total", "Speculative turns by outcome and reason: committed; discarded "
                        "(changed, withdrawn, superseded, session, failed, no final); skipped (busy).",
@@ -96,6 +96,13 @@ class Speculation:
     _effects: list[Callable[[], None]] = field(default_factory=list)
     _calls: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     committed_s: float | None = None
+    # Called with the turn's understanding of the speculative text (the adaptive endpoint's judgement).
+    on_understood: Callable[[nlp_pb2.UnderstandResponse | None], None] | None = None
+
+    def understood(self, understanding: nlp_pb2.UnderstandResponse | None) -> None:
+        """The turn has read the speculative text (``understanding`` None: NLP was skipped or failed)."""
+        if self.on_understood is not None:
+            self.on_understood(understanding)
 
     def defer(self, effect: Callable[[], None]) -> None:
         """Apply ``effect`` (to the conversation's state) when the turn commits, never before."""

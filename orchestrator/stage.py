@@ -10,6 +10,7 @@ import grpc
 from orchestrator import metrics
 from orchestrator.admission import Admission
 from orchestrator.budget import PROFILES, BudgetConfig
+from orchestrator.completeness import AdaptiveEndpoint
 from orchestrator.converse import AssistantServicer, ConversationOptions
 from orchestrator.peers import PeerAddresses, StageClients
 from orchestrator.policy import DegradationPolicy, PolicyConfig, StageStats
@@ -48,6 +49,14 @@ class OrchestratorConfig:
     # are being prepared (0: the profile's, 1 on the CPU, 64 on a GPU).
     speculation: bool = True
     speculation_max_busy: int = 0
+    # The adaptive endpoint (orchestrator/completeness.py; needs speculation): a speculative transcript that is a
+    # complete request ends its utterance after complete_silence_ms of silence, a visibly unfinished one after
+    # incomplete_silence_ms, any other after unsure_silence_ms (0: ASR's own silence_ms).
+    adaptive_endpoint: bool = True
+    complete_silence_ms: int = 200
+    incomplete_silence_ms: int = 1200
+    unsure_silence_ms: int = 0
+    complete_min_confidence: float = 0.8  # the NLP's intent confidence a complete request needs
     # How a turn calls NLP, the recommender and TTS: "stream" (many calls multiplexed over one open stream per
     # stage: about half the cost of a unary RPC per call) or "unary" (one RPC per call, each balanced on its own
     # across a stage's replicas, and with a gRPC deadline of its own).
@@ -74,6 +83,18 @@ class OrchestratorConfig:
         if self.speculation_max_busy < 0:
             raise SettingsError(f"[orchestrator] speculation_max_busy={self.speculation_max_busy} must be >= 0")
         return self.speculation_max_busy or (64 if self.resolved_profile(device) == "gpu" else 1)
+
+    def endpoint(self) -> AdaptiveEndpoint | None:
+        """The adaptive endpoint's settings, or None when it (or speculation, which it needs) is off."""
+        if not (self.adaptive_endpoint and self.speculation):
+            return None
+        try:
+            return AdaptiveEndpoint(complete_silence_ms=self.complete_silence_ms,
+                                    incomplete_silence_ms=self.incomplete_silence_ms,
+                                    unsure_silence_ms=self.unsure_silence_ms,
+                                    min_confidence=self.complete_min_confidence)
+        except ValueError as e:
+            raise SettingsError(f"[orchestrator] {e}") from None
 
     def budget(self, device: str = "cpu") -> BudgetConfig:
         """The turn budget: the profile's defaults with any explicit keys applied (``device``: the stack's,
@@ -118,7 +139,8 @@ class OrchestratorStage(Stage):
         self.options = ConversationOptions(budget=budget, config_timeout_s=self.config.config_timeout_s,
                                            idle_timeout_s=self.config.idle_timeout_s,
                                            speculation=self.config.speculation,
-                                           speculation_max_busy=self.config.max_busy(settings.device))
+                                           speculation_max_busy=self.config.max_busy(settings.device),
+                                           endpoint=self.config.endpoint())
         self.voices = VoiceCatalog()
         self._refresh: asyncio.Task | None = None
         self._servicer: AssistantServicer | None = None

@@ -133,6 +133,8 @@ class TurnRunner:
             if speculation is None:
                 self._record_asr(turn, budget)
             understanding = await self._understand(turn, session, budget)
+            if speculation is not None:
+                speculation.understood(understanding)
             if understanding is not None:
                 await emit(assistant_pb2.ConverseResponse(turn_index=turn.turn_index, understanding=understanding))
             text, recs = await self._answer(turn, session, budget, understanding, speculation)

@@ -43,6 +43,7 @@ class FakeTiming:
     withdraw: bool = False
     endpoint_delay_s: float = 0.0
     mark_shown: list[recommender_pb2.MarkShownRequest] = field(default_factory=list)
+    utterance_silences: list[tuple[int, int]] = field(default_factory=list)  # SET_UTTERANCE_SILENCE (index, ms)
     tts_cancelled_at: list[float] = field(default_factory=list)
     recommend_requests: list[recommender_pb2.RecommendRequest] = field(default_factory=list)
 
@@ -61,6 +62,8 @@ class FakeASR(asr_pb2_grpc.RecognizerServicer):
                 samples += len(request.audio) // 2
                 pending = True
                 yield asr_pb2.StreamingRecognizeResponse(result=asr_pb2.SpeechResult(text="recommend", end_s=samples / rate))
+            elif kind == "control" and request.control.action == asr_pb2.RecognizerControl.SET_UTTERANCE_SILENCE:
+                self.timing.utterance_silences.append((request.control.utterance_index, request.control.silence_ms))
             elif kind == "control" and pending:
                 if speculative and self.timing.speculative_text is not None:
                     yield asr_pb2.StreamingRecognizeResponse(result=asr_pb2.SpeechResult(

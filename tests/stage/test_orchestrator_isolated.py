@@ -365,3 +365,39 @@ async def test_speculation_can_be_switched_off(fakes):
         responses = await one_turn(channel, config(), assistant_pb2.ConverseRequest(audio=AUDIO), eou())
     assert not events(responses, "report")[0].speculative
     assert [r.preview for r in timing.recommend_requests if r.session_id] == [False]
+
+
+async def live_turn(channel) -> list[assistant_pb2.ConverseResponse]:
+    """One turn on a stream kept open until it is reported, as a live client's is (``one_turn`` half-closes at once,
+    after which the orchestrator sends ASR nothing more)."""
+    reported, responses = asyncio.Event(), []
+
+    async def requests():
+        for request in (config(), assistant_pb2.ConverseRequest(audio=AUDIO), eou()):
+            yield request
+        await reported.wait()
+
+    async for response in assistant_pb2_grpc.AssistantStub(channel).Converse(requests(), timeout=20):
+        responses.append(response)
+        if response.WhichOneof("event") == "report":
+            reported.set()
+    return responses
+
+
+@pytest.mark.parametrize(("text", "silences"), [("recommend a comedy", [(0, 200)]),  # complete: end it soon
+                                                ("recommend a comedy from the", [(0, 1200)])])  # unfinished: wait
+async def test_a_speculative_result_is_answered_with_the_silence_that_should_end_it(fakes, text, silences):
+    timing, address = fakes
+    timing.text = timing.speculative_text = text
+    timing.endpoint_delay_s = 0.3
+    async with running_stage(create_stage(orchestrator_settings(address))) as (_, channel):
+        await live_turn(channel)
+    assert timing.utterance_silences == silences
+
+
+async def test_the_adaptive_endpoint_can_be_switched_off(fakes):
+    timing, address = fakes
+    timing.speculative_text, timing.endpoint_delay_s = timing.text, 0.3
+    async with running_stage(create_stage(orchestrator_settings(address, adaptive_endpoint=False))) as (_, channel):
+        responses = await live_turn(channel)
+    assert events(responses, "report")[0].speculative and timing.utterance_silences == []
