@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
 import statistics
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from benchmarks.e2e_bench import free_port, make_wavs
@@ -33,13 +35,13 @@ from services.common import settings as stack_settings
 ROOT = Path(__file__).resolve().parents[1]
 
 
-async def one_mode(wavs: tuple[Path, ...], speculation: bool, silence_ms: int, seconds: float, work: Path) -> dict:
-    """The stack with speculation on or off and the endpoint after ``silence_ms``: 1 then 4 real-time streams;
-    summaries and turns."""
+@contextlib.asynccontextmanager
+async def launched_stack(**options: str) -> AsyncIterator[str]:
+    """The stack started like ``voxpipe up`` on free ports, with ``options`` as ``VOXPIPE_*`` settings (e.g.
+    ``ASR__SILENCE_MS="300"``); yields the orchestrator's address."""
     from services.launcher import launch, shutdown
 
-    env = dict(os.environ, VOXPIPE_ORCHESTRATOR__SPECULATION=str(speculation).lower(), VOXPIPE_LOG_LEVEL="WARNING",
-               VOXPIPE_ASR__SILENCE_MS=str(silence_ms))
+    env = dict(os.environ, VOXPIPE_LOG_LEVEL="WARNING", **{f"VOXPIPE_{k}": v for k, v in options.items()})
     for stage in stack_settings.STAGE_ORDER:
         env[f"VOXPIPE_{stage.upper()}__PORT"] = str(free_port())
         env[f"VOXPIPE_{stage.upper()}__METRICS_PORT"] = "0"
@@ -47,7 +49,16 @@ async def one_mode(wavs: tuple[Path, ...], speculation: bool, silence_ms: int, s
     settings = stack_settings.from_env(env)
     launched = await launch(settings)
     try:
-        address = settings.stage("orchestrator").server.address
+        yield settings.stage("orchestrator").server.address
+    finally:
+        await shutdown(launched)
+
+
+async def one_mode(wavs: tuple[Path, ...], speculation: bool, silence_ms: int, seconds: float, work: Path) -> dict:
+    """The stack with speculation on or off and the endpoint after ``silence_ms``: 1 then 4 real-time streams;
+    summaries and turns."""
+    async with launched_stack(ORCHESTRATOR__SPECULATION=str(speculation).lower(),
+                              ASR__SILENCE_MS=str(silence_ms)) as address:
         # Warm-up conversation (first-call costs of every stage), not measured.
         await bench_levels(BenchOptions(address=address, wavs=wavs[:1], streams=1, duration_s=0.1, realtime=False,
                                         json_path=None, plot_path=None, budget_ms=0), [1])
@@ -60,8 +71,6 @@ async def one_mode(wavs: tuple[Path, ...], speculation: bool, silence_ms: int, s
                                                          trailing_silence_ms=silence_ms + 500), [streams])
             out[str(streams)] = {"summary": summary, "turns": json.loads(path.read_text())["turns"]}  # JSON keys
         return out
-    finally:
-        await shutdown(launched)
 
 
 def _after_endpoint(turns: list[dict]) -> list[float]:
