@@ -28,7 +28,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from benchmarks.e2e_bench import free_port, make_wavs
+from benchmarks.e2e_bench import make_wavs
 from clients.bench import BenchOptions, bench_levels
 from services.common import settings as stack_settings
 
@@ -37,21 +37,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @contextlib.asynccontextmanager
 async def launched_stack(**options: str) -> AsyncIterator[str]:
-    """The stack started like ``voxpipe up`` on free ports, with ``options`` as ``VOXPIPE_*`` settings (e.g.
-    ``ASR__SILENCE_MS="300"``); yields the orchestrator's address."""
-    from services.launcher import launch, shutdown
+    """The stack started like ``voxpipe up`` on free ports (``soak.launch_on_free_ports``), with ``options`` as
+    ``VOXPIPE_*`` settings (e.g. ``ASR__SILENCE_MS="300"``); yields the orchestrator's address."""
+    from benchmarks.soak import launch_on_free_ports
+    from services.launcher import shutdown
 
-    env = dict(os.environ, VOXPIPE_LOG_LEVEL="WARNING", **{f"VOXPIPE_{k}": v for k, v in options.items()})
-    for stage in stack_settings.STAGE_ORDER:
-        env[f"VOXPIPE_{stage.upper()}__PORT"] = str(free_port())
-        env[f"VOXPIPE_{stage.upper()}__METRICS_PORT"] = "0"
-    os.environ.update(env)  # the launcher passes the environment on to the stage processes
-    settings = stack_settings.from_env(env)
-    launched = await launch(settings)
+    stack, _, _, address = await launch_on_free_ports(**{f"VOXPIPE_{k}": v for k, v in options.items()})
     try:
-        yield settings.stage("orchestrator").server.address
+        yield address
     finally:
-        await shutdown(launched)
+        await shutdown(stack)
 
 
 async def one_mode(wavs: tuple[Path, ...], speculation: bool, silence_ms: int, seconds: float, work: Path) -> dict:
