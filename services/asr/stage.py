@@ -81,17 +81,16 @@ class AsrStage(Stage):
             DynamicBatcher("whisper-scorer", self._scorer_fns, scorer_model.serving.batching, stage=self.name),
             tokenizer=tokenizer, rule=self._rule, keys=keys,
             max_candidates=self.config.phrase_candidates, min_similarity=self.config.phrase_min_similarity)
-        gpu = enc_model.serving.device == "cuda"
-        try:
-            self.config.windows_s(gpu=gpu)
+        default_phrases = self._default_phrases(keys)
+        try:  # the recognizer picks its encoder windows by device: a GPU refuses the shorter ones
+            self._recognizer = SpeechRecognizer(
+                encoder=DynamicBatcher("whisper-encoder", self._enc_fns, enc_model.serving.batching, stage=self.name),
+                decoder=GenerationScheduler("whisper-decoder", generators, dec_model.serving.batching, stage=self.name),
+                vad=DynamicBatcher("silero-vad", self._vad_fns, vad_model.serving.batching, stage=self.name),
+                tokenizer=tokenizer, config=self.config, booster=booster, default_phrases=default_phrases,
+                gpu=enc_model.serving.device == "cuda")
         except ValueError as e:
             raise FailedPreconditionError(f"[asr] {e}") from e
-        self._recognizer = SpeechRecognizer(
-            encoder=DynamicBatcher("whisper-encoder", self._enc_fns, enc_model.serving.batching, stage=self.name),
-            decoder=GenerationScheduler("whisper-decoder", generators, dec_model.serving.batching, stage=self.name),
-            vad=DynamicBatcher("silero-vad", self._vad_fns, vad_model.serving.batching, stage=self.name),
-            tokenizer=tokenizer, config=self.config, booster=booster, default_phrases=self._default_phrases(keys),
-            gpu=gpu)
 
     def _default_phrases(self, keys: PhoneticKeys) -> PhraseSet | None:
         """``[asr] default_phrases``: the catalogue's titles, a file's lines, or none."""
