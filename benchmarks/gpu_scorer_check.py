@@ -64,22 +64,24 @@ def check(device: str, dtype: torch.dtype, steps: int = 12, candidates: int = 9)
             token = next_token.view(1, 1)
         row = [*RULE.prompt, *tokens]
         grid = torch.tensor([row] * candidates, device=device).view(1, candidates, -1)
-        score_from = torch.tensor([len(RULE.prompt)], device=device)
-        logprob = model(grid, score_from, *cross)
-        got = logprob[0, 0].float().cpu()
+        width = len(row)  # every position of every candidate after the prompt
+        score_at = torch.tensor([c * width + j for c in range(candidates) for j in range(len(RULE.prompt), width)],
+                                device=device).view(1, -1)
+        logprob = model(grid, score_at, *cross).view(candidates, -1)
+        got = logprob[0].float().cpu()
         times = []
         for _ in range(30):
             if device == "cuda":
                 torch.cuda.synchronize()
             started = time.perf_counter()
-            model(grid, score_from, *cross)
+            model(grid, score_at, *cross)
             if device == "cuda":
                 torch.cuda.synchronize()
             times.append((time.perf_counter() - started) * 1e3)
     want = torch.tensor(probs).log()
     return {"device": device, "dtype": str(dtype), "tokens": len(tokens),
             "max_abs_logprob_diff": float((got - want).abs().max()), "mean_logprob": float(want.mean()), "rows_equal": bool(torch.allclose(
-                logprob[0, 0], logprob[0, -1])), "score_ms_median": sorted(times)[len(times) // 2],
+                logprob[0], logprob[-1])), "score_ms_median": sorted(times)[len(times) // 2],
             "candidates": candidates, "length": len(row)}
 
 

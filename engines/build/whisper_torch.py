@@ -32,7 +32,7 @@ from engines.models.whisper import WhisperDecoder, WhisperEncoder, WhisperScorer
 from engines.models.whisper_spec import GreedyRule, WhisperDims, cross_input_names
 
 DECODER_OUTPUTS = ("next_token", "token", "prob", "no_speech_prob", "new_key", "new_value")
-SCORER_INPUTS = ("tokens", "score_from")
+SCORER_INPUTS = ("tokens", "score_at")
 
 
 def _count_layers(model: Ct2Model, prefix: str) -> int:
@@ -195,14 +195,14 @@ def export_scorer_onnx(decoder: WhisperDecoder, path: Path) -> Path:
     cross_names = cross_input_names(dims.n_text_layer)
     b, c, t, h, dh, s = 1, 3, 6, dims.n_head, dims.head_dim, dims.n_audio_ctx
     cross = [torch.zeros(b, h, dh, s) if n.startswith("cross_key") else torch.zeros(b, h, s, dh) for n in cross_names]
-    args = (torch.zeros(b, c, t, dtype=torch.int64), torch.tensor([3], dtype=torch.int64), *cross)
+    args = (torch.zeros(b, c, t, dtype=torch.int64), torch.tensor([[3, 4, 9]], dtype=torch.int64), *cross)
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         torch.onnx.export(
             scorer.eval(), args, str(path), dynamo=False, opset_version=17,
             input_names=[*SCORER_INPUTS, *cross_names], output_names=["logprob"],
-            dynamic_axes={"tokens": {0: "batch", 1: "candidates", 2: "length"}, "score_from": {0: "batch"},
+            dynamic_axes={"tokens": {0: "batch", 1: "candidates", 2: "length"}, "score_at": {0: "batch", 1: "scored"},
                           **cross_axes(cross_names),
-                          "logprob": {0: "batch", 1: "candidates", 2: "scored"}},
+                          "logprob": {0: "batch", 1: "scored"}},
         )
     return path

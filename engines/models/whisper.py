@@ -240,17 +240,20 @@ class WhisperDecoder(nn.Module):
 
     # -- forced decoding: the log-probability of given transcripts ---------------------------------
 
-    def score(self, tokens: torch.Tensor, score_from: torch.Tensor, *cross: torch.Tensor) -> torch.Tensor:
-        """How likely the decoder finds given token sequences, all positions in one pass (teacher forcing).
+    def score(self, tokens: torch.Tensor, score_at: torch.Tensor, *cross: torch.Tensor) -> torch.Tensor:
+        """How likely the decoder finds given token sequences, all asked-for positions in one pass (teacher forcing).
 
         tokens [B, C, T] int64: C candidate sequences per utterance (prompt, text tokens, ``<|endoftext|>``;
-        shorter ones padded with any token, their padding's scores ignored by the caller); score_from [B]
-        int64 (>= 1): the first position worth scoring (candidates share the tokens before it, so those
-        score the same); ``cross`` as in :meth:`forward`, one utterance per row, shared by its C candidates.
+        shorter ones padded with any token); score_at [B, N] int64: the positions to score in each utterance, as
+        flat indices into its [C, T] tokens (c * T + j, j >= 1); the caller asks only for what differs between
+        candidates (the tokens before a candidate's first difference score alike). ``cross`` as in
+        :meth:`forward`, one utterance per row, shared by its C candidates.
 
-        Returns logprob [B, C, T - s] (s = the smallest ``score_from``): the log-probability of token j after
-        tokens 0..j-1, for j = s..T-1, under the greedy rule's masks (the suppressed tokens are excluded from
-        the softmax, and at the first text position the begin-suppressed ones too, as :meth:`pick` does).
+        Returns logprob [B, N]: the log-probability of each asked-for token after the tokens before it in its
+        row, under the greedy rule's masks (the suppressed tokens are excluded from the softmax, and at the
+        first text position the begin-suppressed ones too, as :meth:`pick` does). Every position runs through
+        the layers, but only the N asked-for ones through the vocabulary projection, which on a CPU is most of
+        the cost (51,864 logits each).
         """
         b, c, t = tokens.shape
         d = self.dims.n_state
@@ -262,18 +265,17 @@ class WhisperDecoder(nn.Module):
             x = x + layer.out(_attend(layer.q(h), layer.k(h), layer.v(h), layer.n_head, causal))
             # The C candidates of an utterance attend to its cross K/V as one [C*T]-query batch: no copies.
             x = layer.cross_and_mlp(x.reshape(b, c * t, d), cross[2 * i], cross[2 * i + 1]).reshape(b * c, t, d)
-        first = torch.min(score_from)
-        predicted = torch.arange(first, t, device=tokens.device)  # the positions scored
-        hidden = torch.index_select(self.ln(x), 1, predicted - 1)  # each predicted by the position before
+        before = (score_at - 1).unsqueeze(2).expand(-1, -1, d)  # each token is predicted by the one before
+        hidden = torch.gather(self.ln(x).reshape(b, c * t, d), 1, before)  # [B, N, D]
         projection = getattr(self, "_projection", None)
         if projection is None:
             projection = self.embedding.float().t()
-        logits = torch.matmul(hidden.float(), projection)  # [B*C, T-s, V]
-        at_first = (predicted == self.prompt.shape[0]).view(1, -1, 1)
+        logits = torch.matmul(hidden.float(), projection)  # [B, N, V]
+        at_first = (torch.remainder(score_at, t) == self.prompt.shape[0]).unsqueeze(2)
         mask = self.mask_always.view(1, 1, -1) | (at_first & self.mask_first.view(1, 1, -1))
         logprobs = torch.log_softmax(logits.masked_fill(mask, float("-inf")), dim=-1)
-        targets = torch.index_select(tokens.reshape(b * c, t), 1, predicted)
-        return logprobs.gather(2, targets.unsqueeze(2)).reshape(b, c, -1)
+        targets = torch.gather(tokens.reshape(b, c * t), 1, score_at)
+        return logprobs.gather(2, targets.unsqueeze(2)).squeeze(2)
 
     # -- the GPU form: static per-slot buffers, written in place -----------------------------------
 
@@ -306,6 +308,6 @@ class WhisperScorer(WhisperDecoder):
     """The decoder's weights served as :meth:`WhisperDecoder.score` (the ``whisper-tiny-en-scorer`` model):
     phrase boosting rescores candidate transcripts with it, all tokens in one call."""
 
-    def forward(self, tokens: torch.Tensor, score_from: torch.Tensor,  # type: ignore[override]
+    def forward(self, tokens: torch.Tensor, score_at: torch.Tensor,  # type: ignore[override]
                 *cross: torch.Tensor) -> torch.Tensor:
-        return self.score(tokens, score_from, *cross)
+        return self.score(tokens, score_at, *cross)

@@ -9,7 +9,8 @@ forced decode. The transcript is replaced by the alternative with the highest
     log P(alternative) + boost * (tokens of the phrase)    if that beats    log P(transcript)
 
 so a phrase wins only where the audio supports it nearly as well as what was heard, and the boost says
-how much "nearly" is. Positions before the first difference score alike and are skipped. Only finals are
+how much "nearly" is. Positions before an alternative's first difference score alike and are skipped
+(the scorer projects only the positions asked for onto the vocabulary, most of its cost). Only finals are
 rescored; a scorer failure keeps the greedy transcript (boosting is an improvement, never a new way to fail).
 
 Why this and not another decoder-level method, measured on the spoken title set (docs/asr.md): a prompt
@@ -47,20 +48,33 @@ BOOSTS = Counter("voxpipe_asr_phrase_boosts_total", "Final transcripts checked a
 
 @dataclass(frozen=True, slots=True)
 class ScoreJob:
-    """Candidate sequences [C, T] of one utterance (prompt, text, end token), scored from ``score_from``."""
+    """Candidate sequences [C, T] of one utterance (prompt, text, end token) and the positions to score, as flat
+    indices into them (``WhisperDecoder.score``)."""
 
     tokens: np.ndarray
-    score_from: int
+    score_at: np.ndarray
     encoded: EncodedUtterance
+
+    @classmethod
+    def of(cls, rows: Sequence[Sequence[int]], score_from: Sequence[int], encoded: EncodedUtterance,
+           pad: int) -> ScoreJob:
+        """Rows padded with ``pad`` into one grid; row i scored from position ``score_from[i]`` (>= 1) to its end."""
+        width = max(map(len, rows))
+        grid = np.full((len(rows), width), pad, np.int64)
+        for i, row in enumerate(rows):
+            grid[i, :len(row)] = row
+        at = [i * width + j for i, (row, first) in enumerate(zip(rows, score_from, strict=True))
+              for j in range(first, len(row))]
+        return cls(grid, np.array(at, np.int64), encoded)
 
 
 def scorer_batch_fn(engine: Engine) -> Callable[[list[ScoreJob]], list[np.ndarray]]:
-    """Batch function: each job's log-probabilities [C, T - score_from], one engine call per utterance."""
+    """Batch function: each job's log-probabilities [N] (its ``score_at``), one engine call per utterance."""
 
     def run(jobs: list[ScoreJob]) -> list[np.ndarray]:
         out = []
         for job in jobs:
-            feeds = {"tokens": job.tokens[None], "score_from": np.array([job.score_from], np.int64)}
+            feeds = {"tokens": job.tokens[None], "score_at": job.score_at[None]}
             for layer in range(len(job.encoded.cross_key)):
                 feeds[f"cross_key_{layer}"] = job.encoded.cross_key[layer][None]
                 feeds[f"cross_value_{layer}"] = job.encoded.cross_value[layer][None]
@@ -103,19 +117,23 @@ class PhraseBooster:
         texts = [self.tokenizer.encode(raw[:c.start] + c.phrase.text + raw[c.end:]) for c in candidates]
         rows = [[*prompt, *tokens, self.rule.eot], *([*prompt, *t, self.rule.eot] for t in texts)]
         rows = [r[:self.rule.capacity] for r in rows]
-        score_from = max(1, min(_common_prefix(rows[0], r) for r in rows[1:]))
-        grid = np.full((len(rows), max(map(len, rows))), self.rule.eot, np.int64)
-        for i, row in enumerate(rows):
-            grid[i, :len(row)] = row
+        # Each alternative is scored from its first difference with the transcript, the transcript from the
+        # earliest of those: the tokens before score alike, so only these positions decide.
+        starts = [max(1, _common_prefix(rows[0], r)) for r in rows[1:]]
+        starts.insert(0, min(starts))
         try:
-            logprob = await self.scorer.submit(ScoreJob(grid, score_from, encoded), deadline_s=deadline_s)
+            logprob = await self.scorer.submit(ScoreJob.of(rows, starts, encoded, self.rule.eot), deadline_s=deadline_s)
         except EngineError as e:
             BOOSTS.labels(outcome="failed").inc()
             log.warning("phrase boosting skipped for one final: %s", e)
             return Boosted(tokens)
-        totals = [float(logprob[i, :len(row) - score_from].sum()) for i, row in enumerate(rows)]
-        best, chosen = totals[0], None
-        for candidate, text, total in zip(candidates, texts, totals[1:], strict=True):
+        ends = np.cumsum([len(r) - s for r, s in zip(rows, starts, strict=True)])
+        heard = logprob[:ends[0]]  # the transcript's, from starts[0]
+        # An alternative against the transcript over the positions from its own first difference on.
+        totals = [float(logprob[ends[i - 1]:ends[i]].sum() - heard[starts[i] - starts[0]:].sum())
+                  for i in range(1, len(rows))]
+        best, chosen = 0.0, None
+        for candidate, text, total in zip(candidates, texts, totals, strict=True):
             boosted = total + candidate.phrase.boost * self._phrase_tokens(candidate)
             if boosted > best:
                 best, chosen = boosted, (candidate, text)

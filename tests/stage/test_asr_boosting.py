@@ -74,13 +74,17 @@ def test_the_scorer_gives_the_greedy_tokens_the_decoders_probabilities(asr_root)
     result = transcribe(encoder, generator, audio)
     encoded = encoder_batch_fn(encoder)([log_mel(audio)])[0]
     row = [*rule.prompt, *result.tokens, rule.eot]
-    other = [*rule.prompt, *result.tokens[:2], rule.eot, rule.eot]  # a second, shorter candidate beside it
-    grid = np.array([row, other + [rule.eot] * (len(row) - len(other))], np.int64)
-    logprob, = scorer([ScoreJob(grid, len(rule.prompt), encoded)])
-    assert logprob.shape == (2, len(row) - len(rule.prompt))
-    np.testing.assert_allclose(np.exp(logprob[0]), [*result.token_probs, result.eot_prob], atol=2e-3)
+    other = [*rule.prompt, *result.tokens[:2], rule.eot]  # a second, shorter candidate beside it
+    p = len(rule.prompt)
+    logprob, = scorer([ScoreJob.of([row, other], [p, p], encoded, rule.eot)])
+    assert logprob.shape == (len(row) - p + len(other) - p,)
+    full, short = logprob[:len(row) - p], logprob[len(row) - p:]
+    np.testing.assert_allclose(np.exp(full), [*result.token_probs, result.eot_prob], atol=2e-3)
     # Rows are independent: the shorter candidate's shared prefix scores the same as in the full row.
-    np.testing.assert_allclose(logprob[1, :2], logprob[0, :2], atol=1e-4)
+    np.testing.assert_allclose(short[:2], full[:2], atol=1e-4)
+    # Only the asked-for positions are scored, each as in the full pass.
+    last, = scorer([ScoreJob.of([row, other], [len(row) - 1, len(other) - 1], encoded, rule.eot)])
+    np.testing.assert_allclose(last, [full[-1], short[-1]], atol=1e-4)
 
 
 async def test_a_catalogue_title_is_heard_with_boosting_and_not_without(asr_root, titles_file):
@@ -125,11 +129,11 @@ def test_the_pytorch_scorer_matches_the_onnx_scorer(asr_root):
     rule = rule_from_config(onnx_repo.resolve(DECODER_MODEL).config)
     audio, _ = sf.read(FIXTURES / "nosferatu.wav", dtype="float32")
     encoded = encoder_batch_fn(encoder)([log_mel(audio)])[0]
-    grid = np.array([[*rule.prompt, 1867, 614, 460, 338, rule.eot], [*rule.prompt, 1867, 614, 7, rule.eot, rule.eot]])
-    job = ScoreJob(grid.astype(np.int64), 4, encoded)
+    rows = [[*rule.prompt, 1867, 614, 460, 338, rule.eot], [*rule.prompt, 1867, 614, 7, rule.eot]]
+    job = ScoreJob.of(rows, [4, 4], encoded, rule.eot)
     expected, = scorer_batch_fn(create_engines(onnx_repo.resolve(SCORER_MODEL))[0])([job])
     got, = scorer_batch_fn(create_engines(torch_repo.resolve(SCORER_MODEL))[0])([job])
-    assert got.shape == expected.shape == (2, 3)
+    assert got.shape == expected.shape == (5,)
     np.testing.assert_allclose(got, expected, atol=1e-3)
 
 
