@@ -5,10 +5,13 @@ Every phrase gets a phonetic key: its espeak-ng phonemes (en-us) without stress,
 so "Casablanca" and a first-pass "Castle Blanca" compare as ``kæsɐblæŋkə`` and ``kæsəlblæŋkə``. A transcript's word
 windows (up to ``MAX_WINDOW_WORDS``) get keys the same way (each word's key cached), and
 :func:`find_candidates` pairs windows with phrases whose keys are close: rapidfuzz's normalised
-Levenshtein similarity of at least ``min_similarity``, lengths within 0.6..1.6x of each other, both keys at
-least ``MIN_KEY_PHONEMES`` long (short keys match anything). A phrase the transcript already holds is not a
-candidate (there is nothing to fix). The best ``max_candidates`` pairs, one per phrase, go to the decoder,
-which decides (``boosting.py``): candidates are suggestions, never replacements.
+Levenshtein similarity of at least ``min_similarity``, lengths within ``LENGTH_RATIO`` of each other, both
+keys at least ``MIN_KEY_PHONEMES`` long (short keys match anything). There is nothing to fix where the
+transcript already holds the phrase, or holds it but for its article ("a war movie" is no question about
+"The War"); and a span that already is a phrase is replaced only by a phrase that holds it ("the silence" may
+become "The Silence of the Lambs", "the big sleep" never "The Big Squeeze"). The best ``max_candidates``
+pairs, one per phrase, go to the decoder, which decides (``boosting.py``): candidates are suggestions, never
+replacements.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from services.common.text_input import WORD_RE
 
 MAX_WINDOW_WORDS = 6
 MIN_KEY_PHONEMES = 5
-LENGTH_RATIO = (0.6, 1.6)
+# A window's key 0.7..1.6x the phrase's (at 0.6, "five stars" -> "five Star Wars": 5 of 8 phonemes heard).
+LENGTH_RATIO = (0.7, 1.6)
 ARTICLES = ("the", "a", "an")
 # Limits of one request's phrases (RecognitionConfig.phrases); the stage's own list (the catalogue) has none.
 MAX_PHRASES = 1000
@@ -112,6 +116,12 @@ def _padded_words(text: str) -> str:
     return f" {' '.join(WORD_RE.findall(text.lower()))} "
 
 
+def _content(padded: str) -> str:
+    """Padded words without a leading article."""
+    first, _, rest = padded.strip().partition(" ")
+    return f" {rest} " if first in ARTICLES and rest else padded
+
+
 def find_candidates(text: str, sets: Sequence[PhraseSet], keys: PhoneticKeys, *, max_candidates: int,
                     min_similarity: float) -> list[Candidate]:
     """Best phrase candidates for spans of ``text`` (see the module docstring), best first."""
@@ -127,17 +137,26 @@ def find_candidates(text: str, sets: Sequence[PhraseSet], keys: PhoneticKeys, *,
                 window_keys.append(key)
     heard = _padded_words(text)
     found: list[Candidate] = []
+    kept: list[tuple[int, int, str]] = []  # spans that already are a phrase, heard right: (start, end, its words)
     for phrase_set in sets:
         for w, p, similarity in phrase_set.similar(window_keys, min_similarity):
             i, n = windows[w]
             phrase = phrase_set.phrases[p]
-            if phrase.words in heard:
-                continue  # already heard right
             start, end = words[i].start(), words[i + n - 1].end()
+            said = _padded_words(text[start:end])
+            if said == phrase.words:
+                kept.append((start, end, phrase.words))
+                continue
+            if phrase.words in heard or _content(said) == _content(phrase.words):
+                continue  # heard right here or elsewhere, or but for its article ("a war" for "The War")
             article = phrase.text.split()[0].lower()
             if article in ARTICLES and i > 0 and words[i - 1].group().lower() == article:
                 start = words[i - 1].start()  # "the" + "Mighty" -> "The Mighty", not "the The Mighty"
             found.append(Candidate(start, end, phrase, similarity))
+    # A phrase heard right is not replaced by another ("the big sleep" -> "The Big Squeeze"), only extended by
+    # one that holds it.
+    found = [c for c in found if not any(c.start < e and s < c.end and kept_words not in c.phrase.words
+                                         for s, e, kept_words in kept)]
     found.sort(key=lambda c: (-c.similarity, c.start))
     best: dict[str, Candidate] = {}
     for c in found:

@@ -39,6 +39,22 @@ def test_a_title_already_heard_is_no_candidate(titles, keys):
     assert all(phrase != "Toy Story" for _, phrase in _found(" Something like Toy Story.", titles, keys))
 
 
+def test_a_title_heard_right_is_not_replaced_by_another_only_extended(keys):
+    # Seen on the title set: "the big sleep", heard right, became "The Big Squeeze"; "the thin man", "Tin Men".
+    sets = PhraseSet([(t, 4.0) for t in ("The Big Sleep", "The Big Squeeze", "The Silence", "The Silence of the Lambs")],
+                     keys)
+    assert _found(" Recommend something similar to the big sleep.", sets, keys) == []
+    assert ("the silence of the lamps", "The Silence of the Lambs") in _found(" I enjoyed the silence of the lamps.",
+                                                                              sets, keys)
+
+
+def test_a_title_heard_but_for_its_article_is_no_candidate(keys):
+    # "find a war movie" is no question about "The War" (1994); "five stars" is none about "Star Wars".
+    sets = PhraseSet([("The War", 4.0), ("Star Wars", 4.0)], keys)
+    assert _found(" Find a war movie.", sets, keys) == []
+    assert _found(" Rate Titanic five stars.", sets, keys) == []
+
+
 def test_a_title_with_an_article_takes_the_article_heard_before_it(titles, keys):
     found = dict((p, s) for s, p in _found(" I loved the usual suspect.", titles, keys))
     assert found["The Usual Suspects"] == "the usual suspect"
