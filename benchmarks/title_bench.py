@@ -124,6 +124,7 @@ def summarise(result: dict) -> dict:
         out[f"{kind}_latency_ratio_p50"] = (out["on"][f"{kind}_endpoint_to_final_p50_ms"]
                                             / out["off"][f"{kind}_endpoint_to_final_p50_ms"])
     out["still_missed"] = [(r["text"], r["on"]["text"]) for r in titled if r["title"] not in r["on"]["titles"]]
+    out["general_changed"] = [(g["reference"], g["off"], g["on"]) for g in result["general"] if g["off"] != g["on"]]
     return out
 
 
@@ -188,6 +189,9 @@ def main() -> None:
     for text, heard in summary["still_missed"]:
         print(f"  {text} | {heard}")
     print("false titles with boosting on:", summary["on"]["false_title_examples"])
+    print("general speech that boosting changed (reference | off -> on):")
+    for reference, off, on in summary["general_changed"]:
+        print(f"  {reference} | {off} -> {on}")
     if args.json:
         args.json.write_text(json.dumps({"summary": summary, "rows": result["rows"]}, indent=1) + "\n")
 

@@ -171,6 +171,9 @@ class WhisperDecoder(nn.Module):
         self.register_buffer("mask_always", always, persistent=False)
         self.register_buffer("mask_first", first, persistent=False)
         self.register_buffer("prompt", torch.tensor(rule.prompt, dtype=torch.int64), persistent=False)
+        # The same masks as token ids (``score`` takes their probability out of the softmax's sum).
+        self.register_buffer("ids_always", torch.nonzero(always).view(-1), persistent=False)
+        self.register_buffer("ids_first_only", torch.nonzero(first & ~always).view(-1), persistent=False)
 
     # -- the greedy rule ---------------------------------------------------------------------------
 
@@ -271,11 +274,18 @@ class WhisperDecoder(nn.Module):
         if projection is None:
             projection = self.embedding.float().t()
         logits = torch.matmul(hidden.float(), projection)  # [B, N, V]
-        at_first = (torch.remainder(score_at, t) == self.prompt.shape[0]).unsqueeze(2)
-        mask = self.mask_always.view(1, 1, -1) | (at_first & self.mask_first.view(1, 1, -1))
-        logprobs = torch.log_softmax(logits.masked_fill(mask, float("-inf")), dim=-1)
+        # log_softmax over the tokens the greedy rule allows, without a masked copy of the logits (which cost
+        # as much again as the projection on a CPU): over the whole vocabulary, then renormalised without the
+        # (small) probability of the masked tokens.
+        logprobs = torch.log_softmax(logits, dim=-1)
+        at_first = torch.remainder(score_at, t) == self.prompt.shape[0]  # [B, N]
+        masked = torch.exp(torch.index_select(logprobs, 2, self.ids_always)).sum(-1)
+        masked = masked + at_first.to(masked.dtype) * torch.exp(
+            torch.index_select(logprobs, 2, self.ids_first_only)).sum(-1)
         targets = torch.gather(tokens.reshape(b, c * t), 1, score_at)
-        return logprobs.gather(2, targets.unsqueeze(2)).squeeze(2)
+        logprob = logprobs.gather(2, targets.unsqueeze(2)).squeeze(2) - torch.log1p(-torch.clamp(masked, max=1.0 - 1e-6))
+        suppressed = self.mask_always[targets] | (at_first & self.mask_first[targets])
+        return logprob.masked_fill(suppressed, float("-inf"))
 
     # -- the GPU form: static per-slot buffers, written in place -----------------------------------
 

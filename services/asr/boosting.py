@@ -2,16 +2,18 @@
 
 After the greedy pass, :func:`~services.asr.phrases.find_candidates` names spans of the transcript that
 sound like a boosted phrase. Each candidate gives an alternative transcript (the span replaced by the
-phrase), and the ``whisper-tiny-en-scorer`` model (the decoder's own weights, every token in one call)
-computes the log-probability of the transcript and of every alternative given the utterance's audio: a
-forced decode. The transcript is replaced by the alternative with the highest
+phrase), and the ``whisper-tiny-en-scorer`` model (the decoder's own weights, every alternative in one call)
+computes the log-probability of each alternative given the utterance's audio: a forced decode. The
+transcript's own log-probability is its greedy decode's (the same model's, so the scorer would give the
+same). The transcript is replaced by the alternative with the highest
 
     log P(alternative) + boost * (tokens of the phrase)    if that beats    log P(transcript)
 
 so a phrase wins only where the audio supports it nearly as well as what was heard, and the boost says
-how much "nearly" is. Positions before an alternative's first difference score alike and are skipped
-(the scorer projects only the positions asked for onto the vocabulary, most of its cost). Only finals are
-rescored; a scorer failure keeps the greedy transcript (boosting is an improvement, never a new way to fail).
+how much "nearly" is. Only the positions from an alternative's first difference are scored (those before
+are the same tokens), and only those go through the vocabulary projection, most of a call's cost. Only
+finals are rescored; a scorer failure keeps the greedy transcript (boosting is an improvement, never a new
+way to fail).
 
 Why this and not another decoder-level method, measured on the spoken title set (docs/asr.md): a prompt
 with the candidate titles needs a second greedy decode (~25 sequential decoder steps, ~230 ms on the
@@ -34,6 +36,7 @@ from engines.base import Engine
 from engines.batcher import DynamicBatcher
 from engines.errors import EngineError
 from engines.models.whisper_spec import GreedyRule
+from services.asr.decoding import DecodeResult
 from services.asr.generation import EncodedUtterance
 from services.asr.phrases import Candidate, PhoneticKeys, PhraseSet, find_candidates
 from services.asr.tokenizer import WhisperTokenizer
@@ -104,9 +107,10 @@ class PhraseBooster:
         self.max_candidates = max_candidates
         self.min_similarity = min_similarity
 
-    async def rescore(self, tokens: tuple[int, ...], encoded: EncodedUtterance, sets: Sequence[PhraseSet], *,
+    async def rescore(self, heard: DecodeResult, encoded: EncodedUtterance, sets: Sequence[PhraseSet], *,
                       deadline_s: float | None) -> Boosted:
-        """The transcript ``tokens`` with the best-supported candidate phrase put in, or unchanged."""
+        """The greedy transcript ``heard`` with the best-supported candidate phrase put in, or unchanged."""
+        tokens = heard.tokens
         raw = self.tokenizer.raw_text(tokens)
         candidates = await asyncio.to_thread(find_candidates, raw, sets, self.keys,
                                              max_candidates=self.max_candidates, min_similarity=self.min_similarity)
@@ -114,27 +118,23 @@ class PhraseBooster:
             BOOSTS.labels(outcome="no_candidates").inc()
             return Boosted(tokens)
         prompt = list(self.rule.prompt)
+        transcript = [*prompt, *tokens, self.rule.eot]
         texts = [self.tokenizer.encode(raw[:c.start] + c.phrase.text + raw[c.end:]) for c in candidates]
-        rows = [[*prompt, *tokens, self.rule.eot], *([*prompt, *t, self.rule.eot] for t in texts)]
-        rows = [r[:self.rule.capacity] for r in rows]
-        # Each alternative is scored from its first difference with the transcript, the transcript from the
-        # earliest of those: the tokens before score alike, so only these positions decide.
-        starts = [max(1, _common_prefix(rows[0], r)) for r in rows[1:]]
-        starts.insert(0, min(starts))
+        rows = [[*prompt, *t, self.rule.eot][:self.rule.capacity] for t in texts]
+        # Each alternative is scored from its first difference with the transcript (the tokens before score
+        # alike); the transcript's own log-probabilities are its greedy decode's (the scorer's to within 1e-3).
+        starts = [_common_prefix(transcript, r) for r in rows]
         try:
             logprob = await self.scorer.submit(ScoreJob.of(rows, starts, encoded, self.rule.eot), deadline_s=deadline_s)
         except EngineError as e:
             BOOSTS.labels(outcome="failed").inc()
             log.warning("phrase boosting skipped for one final: %s", e)
             return Boosted(tokens)
-        ends = np.cumsum([len(r) - s for r, s in zip(rows, starts, strict=True)])
-        heard = logprob[:ends[0]]  # the transcript's, from starts[0]
-        # An alternative against the transcript over the positions from its own first difference on.
-        totals = [float(logprob[ends[i - 1]:ends[i]].sum() - heard[starts[i] - starts[0]:].sum())
-                  for i in range(1, len(rows))]
+        transcript_logprob = np.log(np.maximum([*heard.token_probs, heard.eot_prob], 1e-30))
+        gains = _gains([len(r) for r in rows], starts, logprob, transcript_logprob, len(prompt))
         best, chosen = 0.0, None
-        for candidate, text, total in zip(candidates, texts, totals, strict=True):
-            boosted = total + candidate.phrase.boost * self._phrase_tokens(candidate)
+        for candidate, text, gain in zip(candidates, texts, gains, strict=True):
+            boosted = gain + candidate.phrase.boost * self._phrase_tokens(candidate)
             if boosted > best:
                 best, chosen = boosted, (candidate, text)
         if chosen is None:
@@ -145,6 +145,17 @@ class PhraseBooster:
 
     def _phrase_tokens(self, candidate: Candidate) -> int:
         return len(self.tokenizer.encode(" " + candidate.phrase.text))
+
+
+def _gains(lengths: Sequence[int], starts: Sequence[int], logprob: np.ndarray, transcript: np.ndarray,
+           first: int) -> list[float]:
+    """log P(alternative) - log P(transcript) of each alternative: ``logprob`` holds the scorer's values of
+    alternative i's positions starts[i]..lengths[i]-1, one alternative after another; ``transcript`` the
+    transcript's from position ``first`` (the prompt's length) to its end. Only the positions from an
+    alternative's first difference count (those before are the same tokens, so the same values)."""
+    ends = np.cumsum([n - s for n, s in zip(lengths, starts, strict=True)])
+    return [float(logprob[end - (n - s):end].sum() - transcript[s - first:].sum())
+            for n, s, end in zip(lengths, starts, ends, strict=True)]
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

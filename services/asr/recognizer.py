@@ -131,7 +131,7 @@ class SpeechRecognizer:
                      and result.avg_logprob < self.config.logprob_threshold)
         tokens, boosted = result.tokens, ()
         if final and phrases and not no_speech and tokens and self.booster is not None:
-            rescored = await self.booster.rescore(tokens, enc, phrases, deadline_s=deadline_s)
+            rescored = await self.booster.rescore(result, enc, phrases, deadline_s=deadline_s)
             tokens, boosted = rescored.tokens, (rescored.phrase,) if rescored.phrase else ()
         text = "" if no_speech else self.tokenizer.decode(tokens)
         return Transcript(text=text, tokens=tokens, confidence=result.confidence if text else 0.0,
