@@ -27,8 +27,7 @@ import soundfile as sf
 
 from engines.repository import ModelRepository, create_engines
 from services.asr.config import AsrConfig
-from services.asr.features import log_mel, window_frames
-from services.asr.generation import DECODER_MODEL, ENCODER_MODEL, create_generators, encoder_batch_fn
+from services.asr.generation import DECODER_MODEL, ENCODER_MODEL, create_generators, transcribe
 from services.asr.phrases import PhoneticKeys, PhraseSet, find_candidates
 from services.asr.tokenizer import WhisperTokenizer
 from services.common.catalog import load_items, spoken_title
@@ -50,7 +49,7 @@ def main() -> None:
         raise SystemExit(f"no title set in {titles_dir}: run `python -m benchmarks.make_title_testset` first")
     config = AsrConfig()
     repo = ModelRepository(models)
-    encode = encoder_batch_fn(create_engines(repo.resolve(ENCODER_MODEL))[0])
+    encoder = create_engines(repo.resolve(ENCODER_MODEL))[0]
     decoder_model = repo.resolve(DECODER_MODEL)
     generator = create_generators(decoder_model)[0]
     tokenizer = WhisperTokenizer(decoder_model.folder / "tokenizer.json")
@@ -73,13 +72,9 @@ def main() -> None:
         if entry["set"] != "titles" or entry["title"] not in titles_in(entry["text"]):
             continue
         audio, _ = sf.read(titles_dir / entry["file"], dtype="float32")
-        encoded = encode([log_mel(audio, window_frames(len(audio), config.windows_s(gpu=False)))])[0]
-        generator.prefill([(0, encoded)])
-        while not (finished := generator.step([0])):
-            pass
-        generator.release(0)
-        raw = tokenizer.raw_text(finished[0].tokens)
-        if entry["title"] in titles_in(tokenizer.decode(finished[0].tokens)):
+        greedy = transcribe(encoder, generator, audio, config.windows_s(gpu=False))
+        raw = tokenizer.raw_text(greedy.tokens)
+        if entry["title"] in titles_in(tokenizer.decode(greedy.tokens)):
             outcome = "heard"
         elif offers(raw, entry["title"], config.phrase_candidates, config.phrase_min_similarity):
             outcome = "candidate"

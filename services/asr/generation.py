@@ -24,7 +24,7 @@ from engines.generation import GenerationEngine
 from engines.models.whisper_spec import GreedyRule
 from engines.repository import ResolvedModel, create_engines
 from services.asr.decoding import DecodeResult, SlotState, rule_from_config
-from services.asr.features import log_mel
+from services.asr.features import log_mel, window_frames
 
 ENCODER_MODEL = "whisper-tiny-en-encoder"
 DECODER_MODEL = "whisper-tiny-en-decoder"
@@ -153,9 +153,10 @@ def create_generators(model: ResolvedModel) -> list[GenerationEngine[EncodedUtte
 
 
 def transcribe(encoder: Engine, generator: GenerationEngine[EncodedUtterance, DecodeResult],
-               audio_16k: np.ndarray) -> DecodeResult:
-    """Greedy transcription of one clip (<= 30 s, 16 kHz float32) in slot 0, unbatched."""
-    encoded = encoder_batch_fn(encoder)([log_mel(audio_16k)])[0]
+               audio_16k: np.ndarray, windows_s: tuple[float, ...] = (30.0,)) -> DecodeResult:
+    """Greedy transcription of one clip (<= 30 s, 16 kHz float32) in slot 0, unbatched, in the shortest of
+    ``windows_s`` it fills at most half of (``features.window_frames``)."""
+    encoded = encoder_batch_fn(encoder)([log_mel(audio_16k, window_frames(len(audio_16k), windows_s))])[0]
     generator.prefill([(0, encoded)])
     try:
         while not (finished := generator.step([0])):
