@@ -122,7 +122,8 @@ class PhraseBooster:
         texts = [self.tokenizer.encode(raw[:c.start] + c.phrase.text + raw[c.end:]) for c in candidates]
         rows = [[*prompt, *t, self.rule.eot][:self.rule.capacity] for t in texts]
         # Each alternative is scored from its first difference with the transcript (the tokens before score
-        # alike); the transcript's own log-probabilities are its greedy decode's (the scorer's to within 1e-3).
+        # alike); the transcript's own log-probabilities are its greedy decode's (the scorer gives the same: the
+        # stage test checks it).
         starts = [_common_prefix(transcript, r) for r in rows]
         try:
             logprob = await self.scorer.submit(ScoreJob.of(rows, starts, encoded, self.rule.eot), deadline_s=deadline_s)
@@ -130,8 +131,7 @@ class PhraseBooster:
             BOOSTS.labels(outcome="failed").inc()
             log.warning("phrase boosting skipped for one final: %s", e)
             return Boosted(tokens)
-        transcript_logprob = np.log(np.maximum([*heard.token_probs, heard.eot_prob], 1e-30))
-        gains = _gains([len(r) for r in rows], starts, logprob, transcript_logprob, len(prompt))
+        gains = _gains([len(r) for r in rows], starts, logprob, heard.logprobs, len(prompt))
         best, chosen = 0.0, None
         for candidate, text, gain in zip(candidates, texts, gains, strict=True):
             boosted = gain + candidate.phrase.boost * self._phrase_tokens(candidate)

@@ -41,9 +41,14 @@ class DecodeResult:
         return float(np.mean(self.token_probs)) if self.token_probs else 1.0
 
     @property
+    def logprobs(self) -> np.ndarray:
+        """Log-probability of each emitted token, then of the end token."""
+        return np.log(np.maximum(self.token_probs + (self.eot_prob,), 1e-30))
+
+    @property
     def avg_logprob(self) -> float:
         """Mean log-probability of the tokens including the end token, as faster-whisper reports it."""
-        return float(np.mean(np.log(np.maximum(self.token_probs + (self.eot_prob,), 1e-30))))
+        return float(np.mean(self.logprobs))
 
 
 class SlotState:
