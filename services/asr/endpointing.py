@@ -136,9 +136,8 @@ class Endpointer:
             if silent >= self._tail_frames and not self._tail_sent:
                 self._tail_sent = True
                 events.append(Event(EventKind.TAIL, i, self._start, self._silence_start))
-            if silent >= self._end_frames:
-                events.append(Event(EventKind.END, i, self._start, self._silence_start))
-                self._reset()
+            if (end := self._end_by_silence()) is not None:
+                events.append(end)
                 return events
         if self._state is _State.SPEECH and i + 1 - self._start >= self._max_frames:
             events.append(Event(EventKind.END, i, self._start, i + 1, forced=True))
@@ -155,6 +154,10 @@ class Endpointer:
         if self._state is not _State.SPEECH:
             return None
         self._utterance_silence_frames = self.config.frames(silence_ms)
+        return self._end_by_silence()
+
+    def _end_by_silence(self) -> Event | None:
+        """The END event (and a reset) once the current silence run has lasted the utterance's silence; else None."""
         if self._silence_start is None or self._frame - self._silence_start + 1 < self._end_frames:
             return None
         event = Event(EventKind.END, self._frame, self._start, self._silence_start)
