@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass
 
 from protos import nlp_pb2
+from services.common.endpoint_silence import SILENCE_RANGE, silence_in_range
 
 # Words a request does not end on: determiners, prepositions, conjunctions, auxiliaries ("what year did") and the
 # verbs that ask for an object ("I want", "give"); not pronouns ("I loved it") nor "watch" ("what should I watch").
@@ -73,8 +74,8 @@ class AdaptiveEndpoint:
     def __post_init__(self) -> None:
         for name in ("complete_silence_ms", "incomplete_silence_ms", "unsure_silence_ms"):
             value = getattr(self, name)
-            if not (50 <= value <= 10_000 or (name == "unsure_silence_ms" and value == 0)):
-                raise ValueError(f"{name}={value} is outside 50..10000")
+            if not (silence_in_range(value) or (name == "unsure_silence_ms" and value == 0)):
+                raise ValueError(f"{name}={value} is outside {SILENCE_RANGE}")
         if not 0.0 <= self.min_confidence <= 1.0:
             raise ValueError(f"min_confidence={self.min_confidence} is outside 0..1")
 

@@ -10,6 +10,7 @@ from protos import asr_pb2
 from services.asr.phrases import MAX_BOOST, validate_phrases
 from services.common import InvalidArgumentError
 from services.common.audio_format import check_audio_format
+from services.common.endpoint_silence import SILENCE_RANGE, silence_in_range
 from services.common.errors import shown
 
 _LANGUAGE = re.compile(r"^en(-[A-Za-z0-9]{1,8})*$", re.IGNORECASE)
@@ -56,8 +57,8 @@ class AsrConfig:
     phrase_min_similarity: float = 0.5    # phonetic similarity (0..1) a span needs to be a candidate
 
     def __post_init__(self) -> None:
-        if not 50 <= self.silence_ms <= 10_000:
-            raise ValueError(f"silence_ms={self.silence_ms} is outside 50..10000")
+        if not silence_in_range(self.silence_ms):
+            raise ValueError(f"silence_ms={self.silence_ms} is outside {SILENCE_RANGE}")
         if not 0.0 < self.speech_threshold < 1.0:
             raise ValueError(f"speech_threshold={self.speech_threshold} is outside (0, 1)")
         if not 0 <= self.post_speech_pad_ms <= self.silence_ms:
@@ -116,8 +117,8 @@ def settings_from_proto(config: asr_pb2.RecognitionConfig, defaults: AsrConfig) 
             "'en-*' (up to 35 characters)")
     ep = config.endpointing
     silence_ms = ep.silence_ms or defaults.silence_ms
-    if not 50 <= silence_ms <= 10_000:
-        raise InvalidArgumentError(f"endpointing.silence_ms={ep.silence_ms} is outside 50..10000")
+    if not silence_in_range(silence_ms):
+        raise InvalidArgumentError(f"endpointing.silence_ms={ep.silence_ms} is outside {SILENCE_RANGE}")
     threshold = ep.speech_threshold or defaults.speech_threshold
     if math.isnan(threshold) or not 0.0 < threshold < 1.0:
         raise InvalidArgumentError(f"endpointing.speech_threshold={ep.speech_threshold} is outside (0, 1)")

@@ -20,6 +20,7 @@ from services.common import (
     OutOfRangeError,
     deadline_of,
 )
+from services.common.endpoint_silence import SILENCE_RANGE, silence_in_range
 from services.common.errors import first_error
 
 if TYPE_CHECKING:
@@ -88,8 +89,8 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
         if action == asr_pb2.RecognizerControl.END_OF_UTTERANCE:
             await session.end_of_utterance()
         elif action == asr_pb2.RecognizerControl.SET_UTTERANCE_SILENCE:
-            if not 50 <= control.silence_ms <= 10_000:
-                raise InvalidArgumentError(f"control.silence_ms={control.silence_ms} is outside 50..10000")
+            if not silence_in_range(control.silence_ms):
+                raise InvalidArgumentError(f"control.silence_ms={control.silence_ms} is outside {SILENCE_RANGE}")
             session.set_utterance_silence(control.utterance_index, control.silence_ms)
         else:
             raise InvalidArgumentError(f"control.action={action} is not a supported action")
