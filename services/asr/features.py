@@ -63,8 +63,13 @@ def window_frames(samples: int, windows_s: tuple[float, ...]) -> int:
     (increasing, the last 30 s) it fills at most :data:`WINDOW_MAX_FILL` of, else the last."""
     for window_s in windows_s:
         if samples / SAMPLE_RATE_HZ <= WINDOW_MAX_FILL * window_s:
-            return round(window_s * FRAMES_PER_S)
-    return round(windows_s[-1] * FRAMES_PER_S)
+            return window_frames_of(window_s)
+    return window_frames_of(windows_s[-1])
+
+
+def window_frames_of(window_s: float) -> int:
+    """Mel frames of an encoder window of ``window_s`` seconds."""
+    return round(window_s * FRAMES_PER_S)
 
 
 def log_mel(audio: np.ndarray, frames: int = N_FRAMES) -> np.ndarray:

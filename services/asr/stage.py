@@ -17,7 +17,7 @@ from protos import asr_pb2, asr_pb2_grpc
 from services.asr.boosting import SCORER_MODEL, PhraseBooster, ScoreJob, scorer_batch_fn
 from services.asr.config import AsrConfig
 from services.asr.decoding import rule_from_config
-from services.asr.features import FRAMES_PER_S, log_mel
+from services.asr.features import log_mel, window_frames_of
 from services.asr.generation import (
     DECODER_MODEL,
     ENCODER_MODEL,
@@ -126,7 +126,7 @@ class AsrStage(Stage):
         for fn in self._vad_fns:
             fn([VadJob(frames_of(silence), VadState.initial())])
         for window_s in self.recognizer.windows_s:
-            self._warm_window(log_mel(silence, round(window_s * FRAMES_PER_S)))
+            self._warm_window(log_mel(silence, window_frames_of(window_s)))
 
     def _warm_window(self, mel: np.ndarray) -> None:
         for enc_fn in self._enc_fns:
