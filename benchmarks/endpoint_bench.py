@@ -62,19 +62,23 @@ async def one_mode(mode: str, clips: list[dict], folder: Path, args: argparse.Na
         return list(await asyncio.gather(*(run(c) for c in clips)))
 
 
+def _spoken(row: dict) -> list[dict]:
+    """The turns of a clip's conversation that heard something."""
+    return [t for t in row["turns"] if t["transcript"].strip()]
+
+
 def summarise(rows: list[dict]) -> dict:
     paused = [r for r in rows if r["kind"] == "paused"]
     complete = [r for r in rows if r["kind"] == "complete"]
-    spoken = [[t for t in r["turns"] if t["transcript"].strip()] for r in paused]
-    cut = [r for r, turns in zip(paused, spoken, strict=True) if len(turns) > 1]
+    cut = [r for r in paused if len(_spoken(r)) > 1]
     firsts = [next((t for t in r["turns"] if t["transcript"].strip() and t["report"] is not None), None)
               for r in complete]
     answered = [t for t in firsts if t is not None and t["voice_to_voice_ms"]]
-    whole_cut = sum(len([t for t in r["turns"] if t["transcript"].strip()]) > 1 for r in complete)
+    whole_cut = sum(len(_spoken(r)) > 1 for r in complete)
     return {
         "paused": len(paused), "cut_off": len(cut), "cut_off_share": len(cut) / max(len(paused), 1),
         "cut_off_by_voice": {v: sum(r["voice"] == v for r in cut) for v in sorted({r["voice"] for r in paused})},
-        "cut_examples": [(r["text"], [t["transcript"] for t in r["turns"] if t["transcript"].strip()]) for r in cut][:8],
+        "cut_examples": [(r["text"], [t["transcript"] for t in _spoken(r)]) for r in cut][:8],
         "complete": len(complete), "complete_answered": len(answered), "complete_cut_off": whole_cut,
         "v2v_p50_ms": statistics.median(t["voice_to_voice_ms"] for t in answered) if answered else None,
         "endpoint_wait_p50_ms": statistics.median(t["endpoint_wait_ms"] for t in answered) if answered else None,
