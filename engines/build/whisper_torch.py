@@ -15,7 +15,8 @@ and the cross-attention length S = F/2: 3000 and 1500 for Whisper's 30 s, fewer 
   utterance per row scored in one pass, ``logprob`` [B, C, T - s] out (phrase boosting's forced decode);
 * decoder step (:meth:`WhisperDecoder.forward`): one token per row with a self-attention cache of dynamic
   length P and the cross K/V as one input per layer (``cross_key_0``, ``cross_value_0``, ...); it returns
-  the greedy choice (``next_token``, ``token``, ``prob``, ``no_speech_prob``) and only the new token's K/V
+  the greedy choice (``next_token``, ``token``, ``prob``, ``no_speech_prob``), the step's ``log_norm`` [B]
+  and ``hidden`` [B, D] (any token's log-probability on the host) and only the new token's K/V
   ([B, L, 1, D]); the caller keeps the cache.
 """
 
@@ -31,7 +32,7 @@ from engines.errors import BuildError
 from engines.models.whisper import WhisperDecoder, WhisperEncoder, WhisperScorer
 from engines.models.whisper_spec import GreedyRule, WhisperDims, cross_input_names
 
-DECODER_OUTPUTS = ("next_token", "token", "prob", "no_speech_prob", "new_key", "new_value")
+DECODER_OUTPUTS = ("next_token", "token", "prob", "no_speech_prob", "log_norm", "hidden", "new_key", "new_value")
 SCORER_INPUTS = ("tokens", "score_at")
 
 

@@ -15,6 +15,9 @@ faster-whisper with an English-only model, ``without_timestamps``, beam 1, tempe
 the token is the argmax, its probability the softmax of the masked logits; the no-speech probability is
 read at the ``<|startoftranscript|>`` step from the unmasked logits; while the prompt
 (``<|startoftranscript|><|notimestamps|>``) is being fed, the next input is the prompt's next token.
+A step also returns what the projection read (the final layer norm's output, ``hidden``) and the masked
+logits' log-sum-exp (``log_norm``): with the token embedding, the host computes the log-probability of any
+token at that step without the decoder (phrase boosting rules candidates out with it).
 """
 
 from __future__ import annotations
@@ -182,34 +185,37 @@ class WhisperDecoder(nn.Module):
         output projection, so an FP16 decoder computes its logits in float32 without a cast per step."""
         self._projection = self.embedding.float().t().contiguous()
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Float32 logits [B, V] of the last position of ``x`` [B, T, D] (the projection in float32, so an
-        FP16 decoder picks the same token as FP32 on near ties)."""
+    def head(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last position of ``x`` [B, T, D] after the final layer norm, in float32 ([B, D], what the
+        projection reads), and its float32 logits [B, V] (the projection in float32, so an FP16 decoder picks
+        the same token as FP32 on near ties)."""
         projection = getattr(self, "_projection", None)
         if projection is None:
             projection = self.embedding.float().t()
-        return torch.matmul(self.ln(x)[:, -1].float(), projection)
+        hidden = self.ln(x)[:, -1].float()
+        return hidden, torch.matmul(hidden, projection)
 
-    def pick(self, logits: torch.Tensor, positions: torch.Tensor
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def pick(self, logits: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The greedy choice after feeding the token at ``positions`` [B].
 
         Returns:
             next_token [B] (what to feed next: the prompt's next token, or the picked token),
             token [B] (the picked token; meaningful once the prompt is consumed), prob [B] (its
-            probability), no_speech_prob [B] (meaningful at position 0).
+            probability), no_speech_prob [B] (meaningful at position 0), log_norm [B] (the log-sum-exp of
+            the masked logits: any allowed token's log-probability is its logit minus this).
         """
         n_prompt = self.prompt.shape[0]
         first = (positions == n_prompt - 1).unsqueeze(1)
         mask = self.mask_always.unsqueeze(0) | (first & self.mask_first.unsqueeze(0))  # mask_first covers mask_always
         masked = logits.masked_fill(mask, float("-inf"))
         token = torch.argmax(masked, dim=-1)
-        prob = torch.softmax(masked, dim=-1).gather(1, token.unsqueeze(1)).squeeze(1)
+        log_norm = torch.logsumexp(masked, dim=-1)
+        prob = torch.exp(masked.gather(1, token.unsqueeze(1)).squeeze(1) - log_norm)
         no_speech = torch.softmax(logits, dim=-1)[:, self.rule.no_speech]
         following = positions + 1
         from_prompt = self.prompt[torch.clamp(following, max=n_prompt - 1)]
         next_token = torch.where(following < n_prompt, from_prompt, token)
-        return next_token, token, prob, no_speech
+        return next_token, token, prob, no_speech, log_norm
 
     # -- the ONNX form: dynamic cache owned by the caller ------------------------------------------
 
@@ -219,8 +225,8 @@ class WhisperDecoder(nn.Module):
         [B,H,D/H,S] and [B,H,S,D/H]. Rows may sit at different positions: cache slots at or beyond a
         row's position are padding and masked out.
 
-        Returns next_token, token, prob, no_speech_prob ([B] each, see :meth:`pick`) and the new
-        token's K/V per layer, new_key and new_value [B,L,1,D].
+        Returns next_token, token, prob, no_speech_prob, log_norm ([B] each, see :meth:`pick`), hidden
+        [B,D] (see :meth:`head`) and the new token's K/V per layer, new_key and new_value [B,L,1,D].
         """
         x = self.embedding[tokens] + self.pos[positions].unsqueeze(1)
         past_len = past_key.shape[2]
@@ -238,8 +244,8 @@ class WhisperDecoder(nn.Module):
             x = layer.cross_and_mlp(x, cross[2 * i], cross[2 * i + 1])
             new_keys.append(k)
             new_values.append(v)
-        picked = self.pick(self.logits(x), positions)
-        return (*picked, torch.stack(new_keys, dim=1), torch.stack(new_values, dim=1))
+        hidden, logits = self.head(x)
+        return (*self.pick(logits, positions), hidden, torch.stack(new_keys, dim=1), torch.stack(new_values, dim=1))
 
     # -- forced decoding: the log-probability of given transcripts ---------------------------------
 
@@ -291,13 +297,14 @@ class WhisperDecoder(nn.Module):
 
     def step(self, tokens: torch.Tensor, positions: torch.Tensor, self_k: list[torch.Tensor],
              self_v: list[torch.Tensor], cross_k: list[torch.Tensor], cross_v: list[torch.Tensor]
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+             ) -> tuple[torch.Tensor, ...]:
         """One step for rows 0..B-1 of the slot buffers. tokens, positions [B]; per layer ``self_k``,
         ``self_v`` [B, C, D] (C = capacity), ``cross_k`` and ``cross_v`` [B, H, S, D/H] (the layout the fused
         attention kernels read; the encoder's keys are transposed into it once, when a slot is filled).
 
         The new token's K/V are written into ``self_k``/``self_v`` at each row's position; rows attend
-        to cache entries 0..position. Returns :meth:`pick`'s four tensors. Static shapes: no host sync.
+        to cache entries 0..position. Returns :meth:`pick`'s five tensors and the hidden state [B, D] (see
+        :meth:`head`). Static shapes: no host sync.
         """
         capacity = self_k[0].shape[1]
         where = torch.clamp(positions, max=capacity - 1)  # rows past their end (idle slots) stay in bounds
@@ -311,7 +318,8 @@ class WhisperDecoder(nn.Module):
             self_v[i][rows, where] = layer.v(h)[:, 0]
             x = x + layer.out(_attend(layer.q(h), self_k[i], self_v[i], layer.n_head, visible))
             x = layer.cross_and_mlp(x, cross_k[i], cross_v[i], keys_transposed=False)
-        return self.pick(self.logits(x), positions)
+        hidden, logits = self.head(x)
+        return (*self.pick(logits, positions), hidden)
 
 
 class WhisperScorer(WhisperDecoder):

@@ -51,6 +51,10 @@ class GreedyRule:
         return cls(**{**raw, "suppress_ids": tuple(raw["suppress_ids"]),
                       "suppress_ids_begin": tuple(raw["suppress_ids_begin"])})
 
+    def suppressed(self, token: int, text_step: int) -> bool:
+        """The rule never picks ``token`` at text step ``text_step`` (0: the first token after the prompt)."""
+        return token in self.suppress_ids or (text_step == 0 and token in self.suppress_ids_begin)
+
     @property
     def capacity(self) -> int:
         """Positions a sequence can use: the prompt plus the longest transcript."""

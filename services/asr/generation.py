@@ -120,7 +120,8 @@ class OnnxWhisperGenerator(GenerationEngine[EncodedUtterance, DecodeResult]):
             self._values[slot, :, position] = out["new_value"][row, :, 0]
             self._next[slot] = int(out["next_token"][row])
             state = self._state[slot]
-            if state.advance(int(out["token"][row]), float(out["prob"][row]), float(out["no_speech_prob"][row])):
+            if state.advance(int(out["token"][row]), float(out["prob"][row]), float(out["no_speech_prob"][row]),
+                             float(out["log_norm"][row]), out["hidden"][row].copy()):
                 finished[slot] = state.result()
         return finished
 

@@ -3,8 +3,9 @@
 Per instance, preallocated at the largest batch bucket: the self-attention cache [slots, capacity, D] and
 the cross-attention K/V [slots, H, ...] of each layer, the next input token and the position of each
 slot. A step runs :meth:`WhisperDecoder.step` on rows 0..bucket-1 — the cache is written in place, the
-greedy pick and the next input token are computed on the device — and reads back three numbers per row
-(token, probability, no-speech probability) so the host knows which sequences finished. With
+greedy pick and the next input token are computed on the device — and reads back per row the token, its
+probability, the no-speech probability, the step's log-normaliser and hidden state (phrase boosting reads the
+last two) in one copy, so the host knows which sequences finished. With
 ``cuda_graphs`` each batch bucket's step is one captured graph: a step costs one replay and one small
 copy to the host, whatever the number of active streams. Slots are handed out lowest first, so the
 active ones stay packed at the front and the bucket stays small.
@@ -48,7 +49,7 @@ class TorchWhisperGenerator(GenerationEngine[EncodedUtterance, DecodeResult]):
         self.positions = torch.zeros(slots, dtype=torch.int64, device=dev)
         self.buckets = engine.serving.batch_buckets
         cuda = dev.type == "cuda"
-        self._picks = torch.zeros((3, slots), dtype=torch.float32, pin_memory=cuda)
+        self._picks = torch.zeros((4 + d, slots), dtype=torch.float32, pin_memory=cuda)
         self._state: dict[int, SlotState] = {}
 
     def describe(self) -> str:
@@ -56,14 +57,16 @@ class TorchWhisperGenerator(GenerationEngine[EncodedUtterance, DecodeResult]):
         return f"whisper decoder, {self.slots} slots on {self.engine.torch_device}, {self.engine.dtype}, {graphs}"
 
     def _step_rows(self, rows: int):
-        """One step of rows 0..rows-1, all on the device: returns token, prob, no-speech prob as [3, rows]."""
+        """One step of rows 0..rows-1, all on the device: returns token, prob, no-speech prob, log-normaliser
+        and the hidden state as [4 + D, rows] float32 (token ids < 2^24 are exact in float32)."""
         torch = self._torch
-        next_token, token, prob, no_speech = self.engine.module.step(
+        next_token, token, prob, no_speech, log_norm, hidden = self.engine.module.step(
             self.tokens[:rows], self.positions[:rows], [k[:rows] for k in self.self_k],
             [v[:rows] for v in self.self_v], [k[:rows] for k in self.cross_k], [v[:rows] for v in self.cross_v])
         self.tokens[:rows].copy_(next_token)
         self.positions[:rows].add_(1)
-        return (torch.stack([token.float(), prob.float(), no_speech.float()]),)
+        picks = torch.stack([token.float(), prob.float(), no_speech.float(), log_norm.float()])
+        return (torch.cat([picks, hidden.float().t()]),)
 
     def warmup(self) -> None:
         """Capture each bucket's step (largest first: smaller graphs reuse its memory pool)."""
@@ -109,6 +112,7 @@ class TorchWhisperGenerator(GenerationEngine[EncodedUtterance, DecodeResult]):
         finished = {}
         for slot in active:
             state = self._state[slot]
-            if state.advance(int(host[0, slot]), float(host[1, slot]), float(host[2, slot])):
+            if state.advance(int(host[0, slot]), float(host[1, slot]), float(host[2, slot]), float(host[3, slot]),
+                             host[4:, slot].copy()):
                 finished[slot] = state.result()
         return finished

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 import pytest
@@ -89,7 +90,9 @@ def _pick(best: list[int], position: int):
     logits = torch.zeros(1, 10)
     for rank, token in enumerate(best):
         logits[0, token] = 10.0 - rank
-    next_token, token, prob, no_speech = WhisperDecoder(dims, RULE).pick(logits, torch.tensor([position]))
+    next_token, token, prob, no_speech, log_norm = WhisperDecoder(dims, RULE).pick(logits, torch.tensor([position]))
+    # log_norm: the masked logits' log-sum-exp, so the picked token's log-probability is its logit minus it.
+    assert float(logits[0, int(token)] - log_norm) == pytest.approx(math.log(float(prob)), abs=1e-5)
     return int(next_token), int(token), float(prob), float(no_speech)
 
 
@@ -111,6 +114,24 @@ def test_slot_state_collects_tokens_after_the_prompt():
     assert state.advance(RULE.eot, 0.6, 0.0)
     result = state.result()
     assert result.tokens == (2, 1) and result.token_probs == (0.8, 0.7) and result.eot_prob == 0.6
+
+
+def test_a_tokens_logprob_at_a_step_from_the_hidden_state_and_the_rule():
+    # Step i's hidden state times a token's embedding, minus the step's log-normaliser; -inf where the rule
+    # excludes the token (8 always; 1 and 4 at the first text step); None past the steps kept.
+    state = SlotState(RULE)
+    state.advance(6, 0.5, 0.9, 0.0, np.zeros(2, np.float32))  # prompt step: not kept
+    state.advance(2, 0.8, 0.0, 1.5, np.array([1.0, 2.0], np.float32))
+    state.advance(RULE.eot, 0.6, 0.0, 0.5, np.array([0.5, 0.0], np.float32))
+    result = state.result()
+    assert result.hidden.shape == (2, 2) and result.log_norm.tolist() == [1.5, 0.5]
+    embedding = np.arange(20, dtype=np.float16).reshape(10, 2)  # token t: (2t, 2t + 1)
+    assert result.logprob_at(0, 3, embedding, RULE) == pytest.approx(1.0 * 6 + 2.0 * 7 - 1.5)
+    assert result.logprob_at(1, 1, embedding, RULE) == pytest.approx(0.5 * 2 - 0.5)
+    assert result.logprob_at(0, 1, embedding, RULE) == -math.inf
+    assert result.logprob_at(1, 8, embedding, RULE) == -math.inf
+    assert result.logprob_at(2, 3, embedding, RULE) is None
+    assert SlotState(RULE).result().logprob_at(0, 3, embedding, RULE) is None  # a decoder that gave no states
 
 
 def test_max_new_tokens_stops():

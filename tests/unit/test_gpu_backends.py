@@ -112,10 +112,10 @@ def test_whisper_static_step_matches_the_exported_form():
         for _ in range(5):
             static = decoder.step(tokens, positions, self_k, self_v, [k.transpose(-1, -2) for k in cross_k], cross_v)
             exported = decoder(tokens.unsqueeze(1), positions, past_k, past_v, *cross)
-            for a, b in zip(static, exported[:4], strict=True):
+            for a, b in zip(static, exported[:6], strict=True):  # the picks, log_norm and the hidden state
                 torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-            past_k = torch.cat([past_k, exported[4]], dim=2)
-            past_v = torch.cat([past_v, exported[5]], dim=2)
+            past_k = torch.cat([past_k, exported[6]], dim=2)
+            past_v = torch.cat([past_v, exported[7]], dim=2)
             tokens, positions = exported[0], positions + 1
 
 
