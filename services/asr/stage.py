@@ -14,7 +14,7 @@ from engines.batcher import DynamicBatcher
 from engines.generation import GenerationScheduler
 from engines.repository import create_engines
 from protos import asr_pb2, asr_pb2_grpc
-from services.asr.boosting import SCORER_MODEL, PhraseBooster, ScoreJob, scorer_batch_fn
+from services.asr.boosting import SCORER_MODEL, PhraseBooster, ScoreJob, output_projection, scorer_batch_fn
 from services.asr.config import AsrConfig
 from services.asr.decoding import rule_from_config
 from services.asr.features import log_mel, window_frames_of
@@ -79,7 +79,7 @@ class AsrStage(Stage):
         self._scorer_fns = [scorer_batch_fn(e) for e in scorers]
         booster = PhraseBooster(
             DynamicBatcher("whisper-scorer", self._scorer_fns, scorer_model.serving.batching, stage=self.name),
-            tokenizer=tokenizer, rule=self._rule, keys=keys,
+            tokenizer=tokenizer, rule=self._rule, embedding=output_projection(dec_model), keys=keys,
             max_candidates=self.config.phrase_candidates, min_similarity=self.config.phrase_min_similarity)
         default_phrases = self._default_phrases(keys)
         try:  # the recognizer picks its encoder windows by device: a GPU refuses the shorter ones

@@ -4,6 +4,7 @@ a question naming no phrase."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import soundfile as sf
 from engines.repository import ModelRepository, create_engines
 from protos import asr_pb2, asr_pb2_grpc, common_pb2
 from services.asr import AsrConfig, AsrStage
-from services.asr.boosting import SCORER_MODEL, ScoreJob, scorer_batch_fn
+from services.asr.boosting import SCORER_MODEL, PhraseBooster, ScoreJob, output_projection, scorer_batch_fn
 from services.asr.decoding import rule_from_config
 from services.asr.features import log_mel
 from services.asr.generation import (
@@ -24,6 +25,8 @@ from services.asr.generation import (
     encoder_batch_fn,
     transcribe,
 )
+from services.asr.phrases import PhoneticKeys, PhraseSet
+from services.asr.tokenizer import WhisperTokenizer
 from services.common import StageSettings
 from tests.helpers import running_stage
 
@@ -85,6 +88,77 @@ def test_the_scorer_gives_the_greedy_tokens_the_decoders_probabilities(asr_root)
     # Only the asked-for positions are scored, each as in the full pass.
     last, = scorer([ScoreJob.of([row, other], [len(row) - 1, len(other) - 1], encoded, rule.eot)])
     np.testing.assert_allclose(last, [full[-1], short[-1]], atol=1e-4)
+    # Any token's log-probability at a greedy step, from the step's hidden state: the scorer's at that position.
+    embedding = output_projection(decoder_model)
+    for step, token in ((0, 1867), (1, 7), (len(result.tokens), 338)):
+        changed = [*row[:p + step], token, rule.eot]
+        expected, = scorer([ScoreJob.of([changed], [p + step], encoded, rule.eot)])
+        assert result.logprob_at(step, token, embedding, rule) == pytest.approx(float(expected[0]), abs=1e-3)
+
+
+class _Scorer:
+    """The real scorer model called directly (the booster's unit, without the stage's batcher); counts calls."""
+
+    def __init__(self, fn) -> None:
+        self.fn, self.rows = fn, 0
+
+    async def submit(self, job: ScoreJob, deadline_s=None) -> np.ndarray:
+        self.rows += len(job.tokens)
+        return self.fn([job])[0]
+
+
+async def test_ruling_candidates_out_by_their_first_token_changes_no_decision(asr_root):
+    # The booster rules out a candidate whose first token (from the greedy step) cannot beat the transcript;
+    # without the step states it scores every candidate in full. Both must choose the same, for a final that
+    # gains a title, one that keeps its transcript and one without titles.
+    repo = ModelRepository(asr_root)
+    encoder = create_engines(repo.resolve(ENCODER_MODEL))[0]
+    decoder_model = repo.resolve(DECODER_MODEL)
+    generator = create_generators(decoder_model)[0]
+    rule = rule_from_config(decoder_model.config)
+    keys = PhoneticKeys()
+    titles = PhraseSet([(t, 4.0) for t in (
+        "Nosferatu", "Casablanca", "A Christmas Carol", "The Usual Suspects", "Night Falls on Manhattan", "Nightwatch",
+        "Tin Men", "Toy Story", "Nixon", "Not Love, Just Frenzy", "The Nutty Professor", "What Happened Was",
+        "Christmas Vacation", "Miracle on 34th Street", "Career Girls", "The Carpool", "Moonlight and Valentino",
+        "Come See the Paradise", "Comedian Harmonists", "Could Be Worse", "Tomorrow Never Dies", "Two for Tonight",
+        "Just Cause", "A Movie", "Sugar Town", "Unforgettable", "You So Crazy")], keys)
+    scorer = _Scorer(scorer_batch_fn(create_engines(repo.resolve(SCORER_MODEL))[0]))
+    booster = PhraseBooster(scorer, tokenizer=WhisperTokenizer(decoder_model.folder / "tokenizer.json"), rule=rule,  # type: ignore[arg-type]
+                            embedding=output_projection(decoder_model), keys=keys, max_candidates=8, min_similarity=0.4)
+    chosen, rows = {}, {}
+    for name in REFERENCES:
+        audio, _ = sf.read(FIXTURES / name, dtype="float32")
+        heard = transcribe(encoder, generator, audio)
+        encoded = encoder_batch_fn(encoder)([log_mel(audio)])[0]
+        stateless = dataclasses.replace(heard, hidden=np.zeros((0, 0), np.float32), log_norm=np.zeros(0, np.float32))
+        scored = []
+        for result in (heard, stateless):
+            scorer.rows = 0
+            chosen.setdefault(name, set()).add(await booster.rescore(result, encoded, [titles], deadline_s=None))
+            scored.append(scorer.rows)
+        rows[name] = scored
+    assert {name: [b.phrase for b in boosted] for name, boosted in chosen.items()} == {
+        "nosferatu.wav": ["Nosferatu"], "no_title.wav": [""], "christmas_carol.wav": ["A Christmas Carol"]}
+    assert all(ruled <= full for ruled, full in rows.values())
+    assert sum(ruled for ruled, _ in rows.values()) < sum(full for _, full in rows.values())
+
+
+def test_the_pytorch_decoder_gives_the_onnx_decoders_tokens_and_step_states(asr_root):
+    # The GPU stack decodes with the PyTorch backend (slots on the device, the states read back with the picks);
+    # on the CPU here the same module must give what the ONNX graph gives.
+    pytest.importorskip("torch")
+    onnx_repo = ModelRepository(asr_root)
+    torch_repo = ModelRepository(asr_root, overrides={
+        name: {"backend": "torch", "precision": "fp32"} for name in (ENCODER_MODEL, DECODER_MODEL)})
+    audio, _ = sf.read(FIXTURES / "nosferatu.wav", dtype="float32")
+    expected, got = (transcribe(create_engines(repo.resolve(ENCODER_MODEL))[0],
+                                create_generators(repo.resolve(DECODER_MODEL))[0], audio)
+                     for repo in (onnx_repo, torch_repo))
+    assert got.tokens == expected.tokens
+    assert got.hidden.shape == expected.hidden.shape == (len(expected.tokens) + 1, 384)
+    np.testing.assert_allclose(got.hidden, expected.hidden, atol=2e-3)
+    np.testing.assert_allclose(got.log_norm, expected.log_norm, atol=2e-3)
 
 
 async def test_a_catalogue_title_is_heard_with_boosting_and_not_without(asr_root, titles_file):
