@@ -7,8 +7,8 @@ windows (up to ``MAX_WINDOW_WORDS``) get keys the same way (each word's key cach
 :func:`find_candidates` pairs windows with phrases whose keys are close: rapidfuzz's normalised
 Levenshtein similarity of at least ``min_similarity``, lengths within ``LENGTH_RATIO`` of each other, both
 keys at least ``MIN_KEY_PHONEMES`` long (short keys match anything). There is nothing to fix where the
-transcript already holds the phrase, or holds it but for its article ("a war movie" is no question about
-"The War"); and a span that already is a phrase is replaced only by a phrase that holds it ("the silence" may
+transcript already holds the phrase (spaced as it may be: "night watch" is "Nightwatch" heard right), or holds
+it but for its article ("a war movie" is no question about "The War"); and a span that already is a phrase is replaced only by a phrase that holds it ("the silence" may
 become "The Silence of the Lambs", "the big sleep" never "The Big Squeeze"). The best ``max_candidates``
 pairs, one per phrase, go to the decoder, which decides (``boosting.py``): candidates are suggestions, never
 replacements.
@@ -116,6 +116,11 @@ def _padded_words(text: str) -> str:
     return f" {' '.join(WORD_RE.findall(text.lower()))} "
 
 
+def _spelling(padded: str) -> str:
+    """Padded words without the spaces between them: "night watch" and "Nightwatch" are spelled alike."""
+    return padded.replace(" ", "")
+
+
 def _content(padded: str) -> str:
     """Padded words without a leading article."""
     first, _, rest = padded.strip().partition(" ")
@@ -144,7 +149,7 @@ def find_candidates(text: str, sets: Sequence[PhraseSet], keys: PhoneticKeys, *,
             phrase = phrase_set.phrases[p]
             start, end = words[i].start(), words[i + n - 1].end()
             said = _padded_words(text[start:end])
-            if said == phrase.words:
+            if _spelling(said) == _spelling(phrase.words):  # heard right, maybe spaced otherwise ("night watch")
                 kept.append((start, end, phrase.words))
                 continue
             if phrase.words in heard or _content(said) == _content(phrase.words):
@@ -153,10 +158,12 @@ def find_candidates(text: str, sets: Sequence[PhraseSet], keys: PhoneticKeys, *,
             if article in ARTICLES and i > 0 and words[i - 1].group().lower() == article:
                 start = words[i - 1].start()  # "the" + "Mighty" -> "The Mighty", not "the The Mighty"
             found.append(Candidate(start, end, phrase, similarity))
-    # A phrase heard right is not replaced by another ("the big sleep" -> "The Big Squeeze"), only extended by
-    # one that holds it.
-    found = [c for c in found if not any(c.start < e and s < c.end and kept_words not in c.phrase.words
-                                         for s, e, kept_words in kept)]
+    # A phrase heard right is no candidate anywhere, and it is not replaced by another ("the big sleep" -> "The
+    # Big Squeeze"), only extended by one that holds it.
+    heard_right = {kept_words for _, _, kept_words in kept}
+    found = [c for c in found if c.phrase.words not in heard_right and not any(
+        c.start < e and s < c.end and _spelling(kept_words) not in _spelling(c.phrase.words)
+        for s, e, kept_words in kept)]
     found.sort(key=lambda c: (-c.similarity, c.start))
     best: dict[str, Candidate] = {}
     for c in found:

@@ -39,6 +39,15 @@ def test_a_title_already_heard_is_no_candidate(titles, keys):
     assert all(phrase != "Toy Story" for _, phrase in _found(" Something like Toy Story.", titles, keys))
 
 
+def test_a_title_heard_with_other_spaces_is_heard_right(keys):
+    # Seen in general speech: "So Night Watch Tonight" became "So Nightwatch Tonight" (the NLP's title matcher
+    # finds "Nightwatch" in both; only the words changed). A span spelled as the phrase is no candidate, and only
+    # a phrase that holds it may replace it, as for a title heard right.
+    assert _found(" So Night Watch Tonight", PhraseSet([("Nightwatch", 4.0)], keys), keys) == []
+    sets = PhraseSet([(t, 4.0) for t in ("Nightwatch", "Night Watch Man", "Nightmare")], keys)
+    assert _found(" So Night Watch Men tonight", sets, keys) == [("Night Watch Men", "Night Watch Man")]
+
+
 def test_a_title_heard_right_is_not_replaced_by_another_only_extended(keys):
     # Seen on the title set: "the big sleep", heard right, became "The Big Squeeze"; "the thin man", "Tin Men".
     sets = PhraseSet([(t, 4.0) for t in ("The Big Sleep", "The Big Squeeze", "The Silence", "The Silence of the Lambs")],
