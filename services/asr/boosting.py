@@ -182,9 +182,10 @@ class PhraseBooster:
                 continue  # the transcript's own tokens (cut at the decoder's capacity): nothing to gain
             step = alt.start - len(prompt)
             first = heard.logprob_at(step, alt.row[alt.start], self.embedding, self.rule)
-            heard_part = float(heard_logprobs[step:alt.heard_end - len(prompt)].sum())
-            if first is None or first - heard_part + self._boost(alt.candidate) > 0:
-                scored.append((alt, first, heard_part))
+            # What the alternative must make up for without the scorer: the boost minus the transcript's part.
+            margin = self._boost(alt.candidate) - float(heard_logprobs[step:alt.heard_end - len(prompt)].sum())
+            if first is None or first + margin > 0:
+                scored.append((alt, first, margin))
         CANDIDATES.labels(fate="ruled_out").inc(len(alternatives) - len(scored))
         CANDIDATES.labels(fate="scored").inc(len(scored))
         if not scored:
@@ -204,8 +205,8 @@ class PhraseBooster:
                 return Boosted(tokens)
         totals = _segment_sums([len(r) - f for r, f in zip(rows, froms, strict=True)], logprob)
         best, chosen = 0.0, None
-        for (alt, first, heard_part), total in zip(scored, totals, strict=True):
-            boosted = (first or 0.0) + total - heard_part + self._boost(alt.candidate)
+        for (alt, first, margin), total in zip(scored, totals, strict=True):
+            boosted = (first or 0.0) + total + margin
             if boosted > best:
                 best, chosen = boosted, alt
         if chosen is None:
