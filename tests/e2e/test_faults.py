@@ -116,13 +116,16 @@ async def test_asr_killed_ends_the_stream_with_unavailable_naming_it_quickly(fau
 @pytest.mark.parametrize(("stage", "note"), [("nlp", r"skip: (UNAVAILABLE|DEADLINE_EXCEEDED)"),
                                            ("recommender", "cached popularity"), ("tts", "no audio: tts")])
 async def test_a_stage_killed_as_the_turn_starts_is_degraded_around_within_the_deadline(faulty_stack, stage, note):
-    """SIGKILL the stage the moment the final transcript arrives (the turn is starting): the turn answers
-    within its budget's reach, degraded around that stage, and says so; then the stage is back."""
+    """SIGKILL the stage while the question is heard (its first transcript, interim or final, reaches the
+    client; no stage but ASR is called before the final, speculation being off): the turn answers within its
+    budget's reach, degraded around that stage, and says so; then the stage is back. (Killing at the final
+    raced the turn: the orchestrator sends the final and starts the turn at once, and NLP could answer before
+    a loaded client got to the kill.)"""
     pcm, rate = load_audio(BUNDLED_QUESTION)
     final = asyncio.Event()
 
     def on_event(response) -> None:
-        if response.WhichOneof("event") == "transcript" and response.transcript.is_final and response.transcript.text:
+        if response.WhichOneof("event") == "transcript" and response.transcript.text:
             if not final.is_set():
                 os.kill(stage_pid(faulty_stack, stage), signal.SIGKILL)
                 final.set()
