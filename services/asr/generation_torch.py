@@ -49,7 +49,7 @@ class TorchWhisperGenerator(GenerationEngine[EncodedUtterance, DecodeResult]):
         self.positions = torch.zeros(slots, dtype=torch.int64, device=dev)
         self.buckets = engine.serving.batch_buckets
         cuda = dev.type == "cuda"
-        self._picks = torch.zeros((4 + d, slots), dtype=torch.float32, pin_memory=cuda)
+        self._picks = torch.zeros((slots, 4 + d), dtype=torch.float32, pin_memory=cuda)  # a row per slot: contiguous
         self._state: dict[int, SlotState] = {}
 
     def describe(self) -> str:
@@ -58,15 +58,15 @@ class TorchWhisperGenerator(GenerationEngine[EncodedUtterance, DecodeResult]):
 
     def _step_rows(self, rows: int):
         """One step of rows 0..rows-1, all on the device: returns token, prob, no-speech prob, log-normaliser
-        and the hidden state as [4 + D, rows] float32 (token ids < 2^24 are exact in float32)."""
+        and the hidden state as [rows, 4 + D] float32 (token ids < 2^24 are exact in float32)."""
         torch = self._torch
         next_token, token, prob, no_speech, log_norm, hidden = self.engine.module.step(
             self.tokens[:rows], self.positions[:rows], [k[:rows] for k in self.self_k],
             [v[:rows] for v in self.self_v], [k[:rows] for k in self.cross_k], [v[:rows] for v in self.cross_v])
         self.tokens[:rows].copy_(next_token)
         self.positions[:rows].add_(1)
-        picks = torch.stack([token.float(), prob.float(), no_speech.float(), log_norm.float()])
-        return (torch.cat([picks, hidden.float().t()]),)
+        picks = torch.stack([token.float(), prob.float(), no_speech.float(), log_norm.float()], dim=1)
+        return (torch.cat([picks, hidden.float()], dim=1),)
 
     def warmup(self) -> None:
         """Capture each bucket's step (largest first: smaller graphs reuse its memory pool)."""
@@ -106,13 +106,13 @@ class TorchWhisperGenerator(GenerationEngine[EncodedUtterance, DecodeResult]):
         with torch.inference_mode(), self.engine.stream_context():
             captured = graphs is not None and ("step", rows) in graphs
             (picks,) = graphs.replay(("step", rows)) if captured else self._step_rows(rows)
-            self._picks[:, :rows].copy_(picks, non_blocking=True)
+            self._picks[:rows].copy_(picks, non_blocking=True)
         self.engine.synchronize()
         host = self._picks.numpy()
         finished = {}
         for slot in active:
             state = self._state[slot]
-            if state.advance(int(host[0, slot]), float(host[1, slot]), float(host[2, slot]), float(host[3, slot]),
-                             host[4:, slot].copy()):
+            row = host[slot]
+            if state.advance(int(row[0]), float(row[1]), float(row[2]), float(row[3]), row[4:].copy()):
                 finished[slot] = state.result()
         return finished
