@@ -22,7 +22,6 @@ from services.asr.generation import (
     DECODER_MODEL,
     ENCODER_MODEL,
     VAD_MODEL,
-    EncodedUtterance,
     create_generators,
     encoder_batch_fn,
 )
@@ -122,34 +121,22 @@ class AsrStage(Stage):
 
     def warm(self) -> None:
         """Half a second of silence through the VAD, then in each encoder window through each encoder, each
-        decoder (a few steps) and each scorer (see :meth:`_scorer_jobs`)."""
+        decoder (a few steps) and each scorer (ONNX Runtime's first call of a shape is the slowest)."""
         silence = np.zeros(RATE // 2, np.float32)
         for fn in self._vad_fns:
             fn([VadJob(frames_of(silence), VadState.initial())])
         for window_s in self.recognizer.windows_s:
             self._warm_window(log_mel(silence, window_frames_of(window_s)))
 
-    def _scorer_jobs(self, encoded: EncodedUtterance) -> list[ScoreJob]:
-        """Scorer calls that leave no first-call cost to a final. On a CPU, a final's usual job: 9 rows of 16
-        tokens (ONNX Runtime's first call of a shape this size cost 141 ms against 87-101 ms warm on the 2-core
-        CPU). On a GPU, eager PyTorch loads and picks kernels by shape on first use (a fresh server's first
-        boosted finals waited 540-790 ms on the H200), so a spread: 1..16 rows of 4..64 tokens, every text
-        position scored or only the last."""
-        prompt, eot = len(self._rule.prompt), self._rule.eot
-        shapes = [(r, t) for r in (1, 2, 4, 8, 16) for t in (4, 8, 16, 32, 64)] if self.recognizer.gpu else [(9, 16)]
-        jobs = []
-        for rows, length in shapes:
-            grid = [[*self._rule.prompt, *[eot] * (length - prompt)]] * rows
-            for first in sorted({prompt, length - 1} if self.recognizer.gpu else {prompt}):
-                jobs.append(ScoreJob.of(grid, [first] * rows, encoded, eot))
-        return jobs
-
     def _warm_window(self, mel: np.ndarray) -> None:
         for enc_fn in self._enc_fns:
             encoded = enc_fn([mel])[0]
-            for job in self._scorer_jobs(encoded):
-                for scorer_fn in self._scorer_fns:
-                    scorer_fn([job])
+            # A final's usual job: the transcript and 8 candidates of 16 tokens (the first call of a shape this
+            # size cost 141 ms against 87-101 ms warm on the 2-core CPU).
+            rows = [[*self._rule.prompt, *[self._rule.eot] * 14]] * 9
+            job = ScoreJob.of(rows, [len(self._rule.prompt)] * 9, encoded, self._rule.eot)
+            for scorer_fn in self._scorer_fns:
+                scorer_fn([job])
             for generator in self._generators:
                 generator.prefill([(0, encoded)])
                 for _ in range(3):
