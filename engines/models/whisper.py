@@ -27,8 +27,12 @@ import math
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from engines.models.whisper_spec import GreedyRule, WhisperDims
+
+# The fused attention kernels the scorer may use: those that need no per-shape set-up (see WhisperDecoder.score).
+_SCORER_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 _NEG = -1e9  # additive mask: exp underflows to exactly 0 in float32 (and fp16 after the max is subtracted)
 
@@ -271,11 +275,15 @@ class WhisperDecoder(nn.Module):
         x = self.embedding[tokens.reshape(b * c, t)] + self.pos[:t]
         steps = torch.arange(t, device=tokens.device)
         causal = (steps.unsqueeze(0) > steps.unsqueeze(1)).to(x.dtype) * _NEG  # [T, T]: no peeking ahead
-        for i, layer in enumerate(self.layers):
-            h = layer.ln_self(x)
-            x = x + layer.out(_attend(layer.q(h), layer.k(h), layer.v(h), layer.n_head, causal))
-            # The C candidates of an utterance attend to its cross K/V as one [C*T]-query batch: no copies.
-            x = layer.cross_and_mlp(x.reshape(b, c * t, d), cross[2 * i], cross[2 * i + 1]).reshape(b * c, t, d)
+        # Not cuDNN's attention: every new [C, T] shape builds a cuDNN graph first (50-80 ms on the H200, 840 ms
+        # for the first), and the scorer's shapes change with every final.
+        with sdpa_kernel(_SCORER_ATTENTION):
+            for i, layer in enumerate(self.layers):
+                h = layer.ln_self(x)
+                x = x + layer.out(_attend(layer.q(h), layer.k(h), layer.v(h), layer.n_head, causal))
+                # The C candidates of an utterance attend to its cross K/V as one [C*T]-query batch: no copies.
+                x = layer.cross_and_mlp(x.reshape(b, c * t, d), cross[2 * i],
+                                        cross[2 * i + 1]).reshape(b * c, t, d)
         before = (score_at - 1).unsqueeze(2).expand(-1, -1, d)  # each token is predicted by the one before
         hidden = torch.gather(self.ln(x).reshape(b, c * t, d), 1, before)  # [B, N, D]
         projection = getattr(self, "_projection", None)
