@@ -24,8 +24,6 @@ import argparse
 import asyncio
 import os
 import platform
-import socket
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -34,7 +32,6 @@ from pathlib import Path
 import grpc
 import numpy as np
 import soundfile as sf
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -42,6 +39,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from asr_wer import wer  # noqa: E402
 from make_asr_testset import make_set  # noqa: E402
+from servers import stage_servers  # noqa: E402
 
 from engines.build import BuildContext, build_stage  # noqa: E402
 from protos import asr_pb2, asr_pb2_grpc, common_pb2  # noqa: E402
@@ -52,12 +50,6 @@ CHUNK = 1600  # 100 ms
 GAP_S = 0.8
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
@@ -65,21 +57,6 @@ def _pct(values: list[float], q: float) -> float:
 def _rss_mb(pid: int) -> tuple[float, float]:
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
-
-
-async def _wait_serving(address: str, timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            try:
-                reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            await asyncio.sleep(0.5)
-    raise TimeoutError(f"ASR server at {address} not SERVING after {timeout_s} s")
 
 
 async def _stream(stub, pcm: np.ndarray, *, interim: bool = True,
@@ -203,28 +180,13 @@ def main() -> int:
     root = cache_root(os.environ) / "models"
     build_stage("asr", BuildContext(models_dir=root, downloads_dir=cache_root(os.environ) / "downloads"))
 
-    port = _free_port()
-    address = f"127.0.0.1:{port}"
-    env = {**os.environ, "VOXPIPE_MODELS_DIR": str(root), "VOXPIPE_LOG_LEVEL": "WARNING"}
-    server = subprocess.Popen([sys.executable, "-m", "clients.cli", "serve", "asr", "--port", str(port)],
-                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        asyncio.run(_wait_serving(address))
-        rss_idle = _rss_mb(server.pid)
+    with stage_servers(("asr",), env={"VOXPIPE_MODELS_DIR": str(root)}) as servers:
+        address, pid = servers["asr"].address, servers["asr"].process.pid
+        rss_idle = _rss_mb(pid)
         our_texts, our_lat = asyncio.run(_ours_streaming(address, clips, interim=False))
         our_texts_i, our_lat_i = asyncio.run(_ours_streaming(address, clips, interim=True))
         conc = asyncio.run(_concurrent(address, clips, args.streams, args.per_stream))
-        rss = _rss_mb(server.pid)
-    except BaseException:
-        server.terminate()
-        print("server stderr (tail):", server.stderr.read().decode(errors="replace")[-3000:], file=sys.stderr)
-        raise
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        rss = _rss_mb(pid)
     off = _offline(root, clips)
 
     p50_ours_stream = _pct(our_lat, 50)

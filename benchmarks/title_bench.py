@@ -25,8 +25,6 @@ import asyncio
 import json
 import os
 import platform
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -34,14 +32,13 @@ import grpc
 import numpy as np
 import soundfile as sf
 
-from benchmarks.asr_bench import GAP_S, RATE, _free_port, _pcm16, _stream, _wait_serving
+from benchmarks.asr_bench import GAP_S, RATE, _pcm16, _stream
 from benchmarks.asr_wer import wer
 from benchmarks.make_asr_testset import make_set as make_asr_set
 from benchmarks.make_title_testset import make_set as make_title_set
+from benchmarks.servers import stage_servers
 from protos import asr_pb2, asr_pb2_grpc, common_pb2, nlp_pb2, nlp_pb2_grpc
 from services.common.settings import cache_root
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _config(boost: bool) -> asr_pb2.RecognitionConfig:
@@ -149,12 +146,6 @@ def report(s: dict) -> str:
     ])
 
 
-def _serve(stage: str, port: int) -> subprocess.Popen:
-    env = {**os.environ, "VOXPIPE_LOG_LEVEL": "WARNING"}
-    return subprocess.Popen([sys.executable, "-m", "clients.cli", "serve", stage, "--port", str(port)], cwd=ROOT,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency-every", type=int, default=3, help="stream every Nth title clip for latency")
@@ -168,18 +159,10 @@ def main() -> None:
     if not (args.keep_sets and (titles_dir / "references.json").is_file() and (asr_dir / "references.json").is_file()):
         make_title_set(titles_dir, cache)
         make_asr_set(asr_dir, piper_cache=cache)
-    ports = {"asr": _free_port(), "nlp": _free_port()}
-    servers = {stage: _serve(stage, port) for stage, port in ports.items()}
     started = time.time()
-    try:
-        addresses = {stage: f"127.0.0.1:{port}" for stage, port in ports.items()}
-        for address in addresses.values():
-            asyncio.run(_wait_serving(address))
-        result = asyncio.run(run(addresses["asr"], addresses["nlp"], titles_dir, asr_dir, args.latency_every))
-    finally:
-        for server in servers.values():
-            server.terminate()
-            server.wait(timeout=20)
+    with stage_servers(("asr", "nlp")) as servers:
+        result = asyncio.run(run(servers["asr"].address, servers["nlp"].address, titles_dir, asr_dir,
+                                 args.latency_every))
     summary = summarise(result)
     print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}; machine: {platform.node()}, "
           f"{os.cpu_count()} cores, load avg at end {os.getloadavg()[0]:.1f}; [asr] encoder_windows_s "

@@ -1,0 +1,98 @@
+"""Stage servers for the benchmarks: ``voxpipe serve <stage>`` processes on free ports, always stopped.
+
+While they run, SIGTERM (``kill``, ``timeout``) raises SystemExit in the benchmark, so its clean-up runs and
+no server outlives it holding a port and a gigabyte of memory (a killed ``title_bench.py`` used to leave its
+two servers running, and the next run's ASR server then failed to start). Each server's output goes to a log
+file, whose tail is shown when the server does not come up; a pipe nobody reads would fill and stall it.
+
+    with stage_servers(("asr", "nlp")) as servers:
+        address = servers["asr"].address
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Server:
+    stage: str
+    address: str
+    process: subprocess.Popen
+    log: Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def wait_serving(address: str, timeout_s: float = 120.0) -> None:
+    """Until the server at ``address`` reports SERVING over ``grpc.health.v1``; TimeoutError after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(0.5)
+    raise TimeoutError(f"server at {address} not SERVING after {timeout_s} s")
+
+
+def _exit_on_sigterm(signum, frame) -> None:  # noqa: ARG001 - a signal handler's signature
+    raise SystemExit(128 + signum)
+
+
+@contextmanager
+def stage_servers(stages: Sequence[str], *, env: Mapping[str, str] | None = None,
+                  timeout_s: float = 120.0) -> Iterator[dict[str, Server]]:
+    """Start each stage's server (``env`` added to this process's environment, log level WARNING unless set),
+    wait until all are SERVING, and stop them (SIGTERM, then SIGKILL after 20 s) however the block ends."""
+    environment = {"VOXPIPE_LOG_LEVEL": "WARNING", **os.environ, **(env or {})}
+    logs = Path(tempfile.mkdtemp(prefix="voxpipe-bench-"))
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    servers: dict[str, Server] = {}
+    try:
+        for stage in stages:
+            port, log = free_port(), logs / f"{stage}.log"
+            with log.open("wb") as out:
+                process = subprocess.Popen([sys.executable, "-m", "clients.cli", "serve", stage, "--port", str(port)],
+                                           cwd=ROOT, env=environment, stdout=out, stderr=subprocess.STDOUT)
+            servers[stage] = Server(stage, f"127.0.0.1:{port}", process, log)
+        for server in servers.values():
+            try:
+                asyncio.run(wait_serving(server.address, timeout_s))
+            except TimeoutError:
+                tail = server.log.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"the {server.stage} server did not come up; its log ({server.log}) ends:\n{tail}") from None
+        yield servers
+    finally:
+        for server in servers.values():
+            server.process.terminate()
+        for server in servers.values():
+            try:
+                server.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.process.kill()
+        signal.signal(signal.SIGTERM, previous)
