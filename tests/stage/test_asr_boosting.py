@@ -231,3 +231,20 @@ async def test_transcribe_cli_phrases(asr_root, capsys):
             assert await transcribe(options, pcm, rate) == 0
             (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
             assert line["boosted_phrases"] == [p for p, _ in phrases], line
+
+
+def test_a_phrase_is_put_in_as_the_decoder_can_write_it(asr_root):
+    # Whisper's greedy rule never picks ":" (or "/", "*", " -"), so "Terminator 2: Judgment Day" put in as spelled
+    # could never win (log-probability -inf); it goes in as a transcript would have it.
+    decoder_model = ModelRepository(asr_root).resolve(DECODER_MODEL)
+    tokenizer, rule = WhisperTokenizer(decoder_model.folder / "tokenizer.json"), rule_from_config(decoder_model.config)
+    booster = PhraseBooster(None, tokenizer=tokenizer, rule=rule, embedding=np.zeros((0, 0)),  # type: ignore[arg-type]
+                            keys=PhoneticKeys(), max_candidates=8, min_similarity=0.5)
+    written = {t: booster.written(t) for t in (
+        "Terminator 2: Judgment Day", "Face/Off", "M*A*S*H", "Pink Floyd - The Wall", "Spider-Man", "Schindler's List",
+        "Casablanca", "Café au lait")}
+    assert written == {
+        "Terminator 2: Judgment Day": "Terminator 2 Judgment Day", "Face/Off": "Face Off", "M*A*S*H": "M A S H",
+        "Pink Floyd - The Wall": "Pink Floyd The Wall", "Spider-Man": "Spider-Man", "Schindler's List": "Schindler's List",
+        "Casablanca": "Casablanca", "Café au lait": "Café au lait"}
+    assert not any(rule.suppressed(t, 1) for text in written.values() for t in tokenizer.encode(" " + text))
