@@ -4,7 +4,7 @@ The lent H200 machine (Python 3.12, PyTorch, CUDA) has no registry and takes at 
 ``prepare`` (here) writes one tar of: the model repository's GPU artifacts (PyTorch weights, configs,
 tokenizers, catalogues; MiniLM's weights in FP16 for the trip), cp312 wheels of the packages that machine
 lacks (piper-tts without its other languages' dictionaries), the benchmark data (the ASR test set, the NLP
-held-out utterances, the paused-question set) and the CPU FP32 reference outputs (``gpu_parity.collect`` on this machine), and
+held-out utterances, the paused-question set, the spoken title set) and the CPU FP32 reference outputs (``gpu_parity.collect`` on this machine), and
 splits it into ``.gpu/p1``, ``.gpu/p2``, ... Each part travels in one call (``carry``), the parts
 accumulate in the ignored folder there, and ``install`` (there) joins, checks and unpacks them.
 
@@ -121,6 +121,10 @@ def _data(stage: Path) -> None:
     if not (paused / "references.json").is_file():
         subprocess.run([sys.executable, "-m", "benchmarks.make_paused_questions"], cwd=ROOT, check=True)
     shutil.copytree(paused, data / "paused-questions")
+    titles = cache_root(os.environ) / "title-testset"  # title_bench.py's (--keep-sets, VOXPIPE_CACHE_DIR there)
+    if not (titles / "references.json").is_file():
+        subprocess.run([sys.executable, "-m", "benchmarks.make_title_testset"], cwd=ROOT, check=True)
+    shutil.copytree(titles, data / "title-testset")
     print("computing the CPU FP32 reference outputs ...", flush=True)
     reference = gpu_parity.collect(_models_dir(), "cpu", data)
     (data / "cpu_reference.json").write_text(json.dumps(reference))

@@ -15,7 +15,9 @@ ASR and NLP servers (subprocesses, as ``voxpipe serve`` starts them):
     flock /tmp/voxpipe-bench.lock .venv/bin/python -m benchmarks.title_bench [--json docs/bench/titles.json]
 
 Settings of the ASR server come from the environment (``VOXPIPE_ASR__...``), e.g. the encoder windows:
-``VOXPIPE_ASR__ENCODER_WINDOWS_S=30 ... title_bench --keep-sets`` then ``title_bench --keep-sets``.
+``VOXPIPE_ASR__ENCODER_WINDOWS_S=30 ... title_bench --keep-sets`` then ``title_bench --keep-sets``. On the GPU
+machine, after ``gpu_bundle.py install`` (which carries both spoken sets): ``VOXPIPE_DEVICE=cuda
+VOXPIPE_MODELS_DIR=/tmp/vx/models VOXPIPE_CACHE_DIR=/tmp/vx/data python3 -m benchmarks.title_bench --keep-sets``.
 """
 
 from __future__ import annotations
@@ -59,9 +61,10 @@ async def _titles_of(nlp, text: str) -> list[str]:
     return [e.value for e in understood.entities if e.type == "title"]
 
 
-async def run(asr_address: str, nlp_address: str, titles_dir: Path, asr_dir: Path, latency_every: int) -> dict:
-    entries = json.loads((titles_dir / "references.json").read_text())
-    general = json.loads((asr_dir / "references.json").read_text())
+async def run(asr_address: str, nlp_address: str, titles_dir: Path, asr_dir: Path, latency_every: int,
+              sample: int = 1) -> dict:
+    entries = json.loads((titles_dir / "references.json").read_text())[::sample]
+    general = json.loads((asr_dir / "references.json").read_text())[::sample]
     async with grpc.aio.insecure_channel(asr_address) as ac, grpc.aio.insecure_channel(nlp_address) as nc:
         asr, nlp = asr_pb2_grpc.RecognizerStub(ac), nlp_pb2_grpc.UnderstanderStub(nc)
         rows = []
@@ -153,6 +156,8 @@ def main() -> None:
     parser.add_argument("--keep-sets", action="store_true",
                         help="use the spoken sets already in the cache (the Piper voice samples its noise, so a "
                              "new set differs): compare runs of different settings on the same clips")
+    parser.add_argument("--sample", type=int, default=1, metavar="K",
+                        help="every K-th clip of each set only: a quick check of a setup, not a measurement")
     args = parser.parse_args()
     cache = cache_root(os.environ)
     titles_dir, asr_dir = cache / "title-testset", cache / "asr-testset"
@@ -162,11 +167,12 @@ def main() -> None:
     started = time.time()
     with stage_servers(("asr", "nlp")) as servers:
         result = asyncio.run(run(servers["asr"].address, servers["nlp"].address, titles_dir, asr_dir,
-                                 args.latency_every))
+                                 args.latency_every, args.sample))
     summary = summarise(result)
     print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}; machine: {platform.node()}, "
           f"{os.cpu_count()} cores, load avg at end {os.getloadavg()[0]:.1f}; [asr] encoder_windows_s "
-          f"{os.environ.get('VOXPIPE_ASR__ENCODER_WINDOWS_S', '(default)')}")
+          f"{os.environ.get('VOXPIPE_ASR__ENCODER_WINDOWS_S', '(default)')}"
+          + (f"; every {args.sample}th clip only: a check, not a measurement" if args.sample > 1 else ""))
     print(report(summary))
     print("still missed with boosting on:")
     for text, heard in summary["still_missed"]:
