@@ -224,8 +224,7 @@ async def _asr_streaming(args, clips) -> dict:
                              "endpoint_to_final_ms_p95": p(latencies, 95), "finals": len(latencies),
                              "endpoint_to_final_ms": [round(x, 2) for x in latencies],
                              "boost_outcomes": {k: v - outcomes[k] for k, v in _boost_outcomes().items()}}
-    return {**passes.pop("boosting on"), "clips": len(clips), "decode_only_ms_p50": p(decode_only, 50),
-            **{k: v for k, v in passes.items()}}
+    return {**passes.pop("boosting on"), "clips": len(clips), "decode_only_ms_p50": p(decode_only, 50), **passes}
 
 
 def _boost_outcomes() -> dict[str, float]:
