@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -33,6 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.servers import free_port  # noqa: E402
 from clients.bench import BenchOptions, bench, format_summary  # noqa: E402
 from protos import nlp_pb2, recommender_pb2, tts_pb2  # noqa: E402
 from services.common import settings as stack_settings  # noqa: E402
@@ -196,12 +196,6 @@ async def hop_cost(address: str, calls: int = 300) -> dict:
             items_ms.append((time.perf_counter() - t1) * 1e3)
     return {"p50": p50(health_ms[20:]), "p95": float(np.percentile(health_ms[20:], 95)),
             "get_items_p50": p50(items_ms[20:])}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pooled(paths: list[Path]) -> dict:

@@ -18,14 +18,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from services.launcher import wait_serving
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,25 +37,10 @@ class Server:
 
 
 def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the OS picks it)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-async def wait_serving(address: str, timeout_s: float = 120.0) -> None:
-    """Until the server at ``address`` reports SERVING over ``grpc.health.v1``; TimeoutError after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            try:
-                reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            await asyncio.sleep(0.5)
-    raise TimeoutError(f"server at {address} not SERVING after {timeout_s} s")
 
 
 def _exit_on_sigterm(signum, frame) -> None:  # noqa: ARG001 - a signal handler's signature

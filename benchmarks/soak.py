@@ -141,7 +141,7 @@ async def launch_on_free_ports(*, metrics: bool = False, **env: str):
     """The whole CPU stack, as ``voxpipe up`` starts it, on free ports (metrics endpoints too with ``metrics``),
     with ``env`` added to the environment. Returns the stack, its settings, its processes by label and the
     orchestrator's address."""
-    from benchmarks.e2e_bench import free_port
+    from benchmarks.servers import free_port
     from services.launcher import launch
 
     for stage in stack_settings.STAGE_ORDER:
