@@ -171,19 +171,22 @@ class PhraseBooster:
         prompt = list(self.rule.prompt)
         transcript = [*prompt, *tokens, self.rule.eot]
         heard_logprobs = heard.logprobs  # position len(prompt) + i: step i
-        texts = [self.tokenizer.encode(raw[:c.start] + self.written(c.phrase.text) + raw[c.end:]) for c in candidates]
+        written = [self.written(c.phrase.text) for c in candidates]
+        texts = [self.tokenizer.encode(raw[:c.start] + w + raw[c.end:]) for c, w in zip(candidates, written, strict=True)]
         alternatives = [_Alternative.of(c, tuple(t), [*prompt, *t, self.rule.eot][:self.rule.capacity], transcript)
                         for c, t in zip(candidates, texts, strict=True)]
+        # A candidate's boost in nats: its phrase's boost per token of the phrase as put in.
+        boosts = [c.phrase.boost * len(self.tokenizer.encode(" " + w)) for c, w in zip(candidates, written, strict=True)]
         # Each alternative's first token from the greedy step at its first difference (same prefix); the rest
         # of it can only lose, so one whose first token cannot beat the transcript is never scored.
         scored = []
-        for alt in alternatives:
+        for alt, boost in zip(alternatives, boosts, strict=True):
             if alt.start >= len(alt.row):
                 continue  # the transcript's own tokens (cut at the decoder's capacity): nothing to gain
             step = alt.start - len(prompt)
             first = heard.logprob_at(step, alt.row[alt.start], self.embedding, self.rule)
             # What the alternative must make up for without the scorer: the boost minus the transcript's part.
-            margin = self._boost(alt.candidate) - float(heard_logprobs[step:alt.heard_end - len(prompt)].sum())
+            margin = boost - float(heard_logprobs[step:alt.heard_end - len(prompt)].sum())
             if first is None or first + margin > 0:
                 scored.append((alt, first, margin))
         CANDIDATES.labels(fate="ruled_out").inc(len(alternatives) - len(scored))
@@ -214,10 +217,6 @@ class PhraseBooster:
             return Boosted(tokens)
         BOOSTS.labels(outcome="applied").inc()
         return Boosted(chosen.tokens, chosen.candidate.phrase.text)
-
-    def _boost(self, candidate: Candidate) -> float:
-        """The candidate's boost in nats: its phrase's boost per token of the phrase (as put in)."""
-        return candidate.phrase.boost * len(self.tokenizer.encode(" " + self.written(candidate.phrase.text)))
 
     def written(self, phrase: str) -> str:
         """``phrase`` as the decoder can write it: without the tokens its greedy rule never picks, which would
