@@ -4,7 +4,8 @@ Each stage runs as ``python -m clients.cli serve <stage>`` with the same setting
 ``VOXPIPE_*`` variables give (the stack's device is passed on as ``VOXPIPE_DEVICE``); a stage with
 ``processes = N`` runs as N such processes, process i on ``port + 100 i``. The launcher waits until every
 process reports SERVING over ``grpc.health.v1``, prints where each listens, restarts a process that exits on
-its own (:mod:`services.supervisor`), and forwards SIGINT/SIGTERM so each drains and exits. With ``mps`` the
+its own (:mod:`services.supervisor`), and forwards SIGINT/SIGTERM so each drains and exits; if the launcher is
+killed outright, each stage gets SIGTERM from the kernel and drains all the same (:mod:`services.common.parent`). With ``mps`` the
 stages are clients of an NVIDIA MPS daemon (:mod:`services.mps`), which the launcher starts first (or joins)
 and stops last (only one it started).
 """
@@ -23,6 +24,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services import available_stages, mps
+from services.common.parent import parent_env
 from services.common.settings import STAGE_ORDER, SettingsError, StackSettings, cache_root, options_to
 from services.supervisor import RestartPolicy, supervise
 
@@ -109,7 +111,7 @@ async def launch(settings: StackSettings, *, stages: list[str] | None = None, us
             server = servers[name]
             for i in range(server.processes):
                 own = server.process(i)
-                env = {**os.environ, "VOXPIPE_DEVICE": settings.device, **(daemon.env() if daemon else {}),
+                env = {**os.environ, "VOXPIPE_DEVICE": settings.device, **(daemon.env() if daemon else {}), **parent_env(),
                        f"VOXPIPE_{name.upper()}__PORT": str(own.port),
                        f"VOXPIPE_{name.upper()}__METRICS_PORT": str(own.metrics_port)}
                 argv = (sys.executable, "-m", "clients.cli", "serve", name)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from prometheus_client import Gauge, start_http_server
 from threadpoolctl import threadpool_limits
 
 from services.common.interceptor import ServiceInterceptor
+from services.common.parent import follow_parent
 from services.common.settings import ServerSettings
 from services.common.stage import Stage
 
@@ -169,7 +171,8 @@ class StageServer:
         log.info("%s stopped", self.stage.name)
 
     async def serve_until_signal(self, on_ready: Callable[[StageServer], None] | None = None) -> None:
-        """Serve until SIGTERM or SIGINT, then drain and return (the process exits 0).
+        """Serve until SIGTERM or SIGINT (or, with ``VOXPIPE_PARENT_PID``, the death of the process that started
+        this one: :mod:`services.common.parent`), then drain and return (the process exits 0).
 
         Args:
             on_ready: called once the stage is SERVING (e.g. to print the port a test bound with port 0).
@@ -178,6 +181,7 @@ class StageServer:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        follow_parent(os.environ)  # started by `voxpipe up` or a benchmark: drain and exit when it dies
         await self.start()
         if on_ready is not None:
             on_ready(self)

@@ -1,15 +1,24 @@
 """A stage as several processes: the real launcher starts two NLP servers (process i on port + 100 i), and
-the orchestrator's stage clients spread their calls over both, read back from each process's metrics."""
+the orchestrator's stage clients spread their calls over both, read back from each process's metrics. A stage
+process drains and exits when the process that started it is killed outright."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
 import socket
+import subprocess
+import sys
+import textwrap
+import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
+from benchmarks.servers import free_port
 from orchestrator.peers import PeerAddresses, StageClients
 from protos import nlp_pb2
 from services import launcher
@@ -69,6 +78,7 @@ async def two_nlp_processes(models_dir, monkeypatch):
 async def test_calls_are_spread_over_the_processes_of_a_stage(two_nlp_processes, stage_calls):
     stack = two_nlp_processes
     assert [(s.label, s.index) for s in stack.stages] == [("nlp", 0), ("nlp[1]", 1)]
+    assert {s.env["VOXPIPE_PARENT_PID"] for s in stack.stages} == {str(os.getpid())}  # they end with the launcher
     target = ",".join(s.address for s in stack.stages)
     clients = StageClients(PeerAddresses(asr="", nlp=target, recommender="", tts=""), stage_calls)
     await clients.open()
@@ -89,3 +99,41 @@ async def test_calls_are_spread_over_the_processes_of_a_stage(two_nlp_processes,
         assert counts == [3.0, 3.0]
     else:  # one multiplexed stream per process, counted when it closes
         assert counts == [1.0, 1.0]
+
+
+def _running(pid: int) -> bool:
+    """The process exists and has not exited (a zombie waiting for its new parent to reap it has)."""
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_stage_drains_and_exits_when_the_process_that_started_it_is_killed(models_dir, tmp_path):
+    port, log = free_port(), tmp_path / "nlp.log"
+    env = {**os.environ, "VOXPIPE_MODELS_DIR": str(models_dir("nlp")), "VOXPIPE_LOG_LEVEL": "INFO",
+           "VOXPIPE_NLP__METRICS_PORT": str(free_port())}
+    # A stand-in for `voxpipe up`: starts the stage as the launcher does (its pid in the environment) and waits.
+    parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import os, subprocess, sys
+        from services.common.parent import parent_env
+        with open({str(log)!r}, "wb") as log:
+            stage = subprocess.Popen([sys.executable, "-m", "clients.cli", "serve", "nlp", "--port", "{port}"],
+                                     env={{**os.environ, **parent_env()}}, stdout=log, stderr=subprocess.STDOUT)
+        print(stage.pid, flush=True)
+        stage.wait()
+    """)], cwd=Path(__file__).resolve().parents[2], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        stage = int(parent.stdout.readline())
+        asyncio.run(launcher.wait_serving(f"127.0.0.1:{port}", 120))
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 30
+        while _running(stage):
+            assert time.monotonic() < deadline, "the stage outlived the process that started it"
+            time.sleep(0.1)
+        text = log.read_text()
+        assert "nlp draining" in text and "nlp stopped" in text, text[-2000:]  # SIGTERM's drain, not a kill
+    finally:
+        parent.kill()

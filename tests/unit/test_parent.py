@@ -1,0 +1,83 @@
+"""A stage process ends with its parent (services.common.parent): real child processes, the parent SIGKILLed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from services.common.parent import PARENT_ENV, follow_parent, parent_env
+from services.common.settings import SettingsError
+
+ROOT = Path(__file__).resolve().parents[2]
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+
+# The child: follows its parent, then says so and waits (SIGTERM's default action ends it).
+CHILD = "import os, time; from services.common.parent import follow_parent; follow_parent(os.environ); " \
+        "print('following', flush=True); time.sleep(120)"
+
+
+def _running(pid: int) -> bool:
+    """The process exists and has not exited (a zombie waiting for its new parent to reap it has)."""
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in state and "\nState:\tX" not in state
+
+
+def test_unset_changes_nothing():
+    follow_parent({})
+    follow_parent({PARENT_ENV: " "})
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-4", "12.5"])
+def test_a_bad_pid_is_refused_naming_it(value):
+    with pytest.raises(SettingsError, match=f"{PARENT_ENV}='{value}' is not a process id"):
+        follow_parent({PARENT_ENV: value})
+
+
+def test_parent_env_names_this_process():
+    assert parent_env() == {PARENT_ENV: str(os.getpid())}
+
+
+@linux_only
+def test_a_child_ends_when_its_parent_is_killed():
+    parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import os, subprocess, sys
+        from services.common.parent import parent_env
+        child = subprocess.Popen([sys.executable, "-c", {CHILD!r}], env={{**os.environ, **parent_env()}},
+                                 stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline() == "following\\n"
+        print(child.pid, flush=True)
+        child.wait()
+    """)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(parent.stdout.readline())
+        assert _running(child)
+        parent.send_signal(signal.SIGKILL)  # no clean-up of its own: only the kernel can tell the child
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while _running(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _running(child), "the child outlived its SIGKILLed parent"
+    finally:
+        parent.kill()
+
+
+@linux_only
+def test_a_child_whose_parent_is_gone_does_not_start():
+    # The child's parent is this test; it is told its parent is another process (one that has exited).
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    done = subprocess.run([sys.executable, "-c", CHILD], cwd=ROOT, env={**os.environ, PARENT_ENV: str(gone.pid)},
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert f"the process that started this stage (pid {gone.pid}) is gone" in done.stderr
+    assert "following" not in done.stdout
