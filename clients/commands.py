@@ -122,10 +122,12 @@ def _serve(args: argparse.Namespace, settings: StackSettings) -> int:
         return 2
     from engines.errors import EngineError, ModelNotFoundError
     from services.common import ServeError
+    from services.common.parent import parent_pid
 
     try:
+        parent = parent_pid(os.environ)
         stage = module.create_stage(stage_settings)
-        return run_async(StageServer(stage, stage_settings.server).serve_until_signal())
+        return run_async(StageServer(stage, stage_settings.server).serve_until_signal(parent=parent))
     except (ServeError, EngineError, SettingsError) as e:
         hint = " (run `voxpipe build`)" if isinstance(e, ModelNotFoundError) and "voxpipe build" not in str(e) else ""
         print(f"voxpipe serve {args.stage}: {e}{hint}", file=sys.stderr)

@@ -30,30 +30,36 @@ def parent_env() -> dict[str, str]:
     return {PARENT_ENV: str(os.getpid())}
 
 
-def follow_parent(env: Mapping[str, str]) -> None:
-    """If ``env`` names the parent's pid, get SIGTERM when that parent dies (Linux; elsewhere logged and ignored).
+def parent_pid(env: Mapping[str, str]) -> int | None:
+    """The pid ``env`` names as this stage's parent, or None when it names none.
 
     Raises:
         SettingsError: the variable is not a process id.
-        SystemExit: the parent is already gone (it died before this process could ask to follow it).
     """
     raw = env.get(PARENT_ENV, "").strip()
     if not raw:
-        return
+        return None
     try:
-        parent = int(raw)
+        pid = int(raw)
     except ValueError:
         raise SettingsError(f"{PARENT_ENV}={raw!r} is not a process id") from None
-    if parent <= 0:
+    if pid <= 0:
         raise SettingsError(f"{PARENT_ENV}={raw!r} is not a process id")
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
-            log.warning("cannot follow the parent process %d: prctl failed (%s)", parent,
-                        os.strerror(ctypes.get_errno()))
-            return
-    else:
+    return pid
+
+
+def follow_parent(parent: int) -> None:
+    """Get SIGTERM when the process ``parent`` dies (Linux; elsewhere logged and ignored).
+
+    Raises:
+        SystemExit: the parent is already gone (it died before this process could ask to follow it).
+    """
+    if not sys.platform.startswith("linux"):
         log.info("%s is ignored on %s: this stage will outlive its parent if that is killed", PARENT_ENV, sys.platform)
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+        log.warning("cannot follow the parent process %d: prctl failed (%s)", parent, os.strerror(ctypes.get_errno()))
         return
     # Asked only now, so a parent that died before the prctl is seen here (this process was re-parented).
     if os.getppid() != parent:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -170,18 +169,21 @@ class StageServer:
         self._stopped.set()
         log.info("%s stopped", self.stage.name)
 
-    async def serve_until_signal(self, on_ready: Callable[[StageServer], None] | None = None) -> None:
-        """Serve until SIGTERM or SIGINT (or, with ``VOXPIPE_PARENT_PID``, the death of the process that started
-        this one: :mod:`services.common.parent`), then drain and return (the process exits 0).
+    async def serve_until_signal(self, on_ready: Callable[[StageServer], None] | None = None,
+                                 parent: int | None = None) -> None:
+        """Serve until SIGTERM or SIGINT (or the death of the process ``parent``: :mod:`services.common.parent`),
+        then drain and return (the process exits 0).
 
         Args:
             on_ready: called once the stage is SERVING (e.g. to print the port a test bound with port 0).
+            parent: the pid of the process that started this one (``voxpipe up``, a benchmark), if it asked.
         """
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        follow_parent(os.environ)  # started by `voxpipe up` or a benchmark: drain and exit when it dies
+        if parent is not None:  # started by `voxpipe up` or a benchmark: drain and exit when it dies
+            follow_parent(parent)
         await self.start()
         if on_ready is not None:
             on_ready(self)

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from services.common.parent import PARENT_ENV, follow_parent, parent_env
+from services.common.parent import PARENT_ENV, parent_env, parent_pid
 from services.common.settings import SettingsError
 
 ROOT = Path(__file__).resolve().parents[2]
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 
 # The child: follows its parent, then says so and waits (SIGTERM's default action ends it).
-CHILD = "import os, time; from services.common.parent import follow_parent; follow_parent(os.environ); " \
-        "print('following', flush=True); time.sleep(120)"
+CHILD = "import os, time; from services.common.parent import follow_parent, parent_pid; " \
+        "follow_parent(parent_pid(os.environ)); print('following', flush=True); time.sleep(120)"
 
 
 def _running(pid: int) -> bool:
@@ -32,15 +32,16 @@ def _running(pid: int) -> bool:
     return "\nState:\tZ" not in state and "\nState:\tX" not in state
 
 
-def test_unset_changes_nothing():
-    follow_parent({})
-    follow_parent({PARENT_ENV: " "})
+def test_the_parent_named_or_none():
+    assert parent_pid({}) is None
+    assert parent_pid({PARENT_ENV: " "}) is None
+    assert parent_pid({PARENT_ENV: "4242"}) == 4242
 
 
 @pytest.mark.parametrize("value", ["abc", "0", "-4", "12.5"])
 def test_a_bad_pid_is_refused_naming_it(value):
     with pytest.raises(SettingsError, match=f"{PARENT_ENV}='{value}' is not a process id"):
-        follow_parent({PARENT_ENV: value})
+        parent_pid({PARENT_ENV: value})
 
 
 def test_parent_env_names_this_process():
@@ -81,3 +82,10 @@ def test_a_child_whose_parent_is_gone_does_not_start():
     assert done.returncode == 1
     assert f"the process that started this stage (pid {gone.pid}) is gone" in done.stderr
     assert "following" not in done.stdout
+
+
+def test_voxpipe_serve_refuses_a_bad_parent_naming_it():
+    done = subprocess.run([sys.executable, "-m", "clients.cli", "serve", "nlp"], cwd=ROOT,
+                          env={**os.environ, PARENT_ENV: "launcher"}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert f"voxpipe serve nlp: {PARENT_ENV}='launcher' is not a process id" in done.stderr
