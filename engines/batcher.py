@@ -7,8 +7,9 @@ Semantics (the Triton dynamic batcher, plus deadlines):
 * requests are taken earliest-deadline-first (no deadline sorts last, then arrival order);
 * **deadline-aware dispatch**: the batch is dispatched early when waiting any longer would make its
   most urgent request miss its deadline, given the compute time measured for that batch size;
-* a request cancelled while queued is dropped and never computed; one whose deadline has passed is
-  failed with :class:`DeadlineExceededError` instead of being computed;
+* a request cancelled while queued is dropped and never computed; one whose deadline passes while it is
+  queued fails with :class:`DeadlineExceededError` at that moment (also while every instance is busy) and is
+  never computed;
 * every future is resolved, also when the engine raises, and the engine must return one result per item.
 
 Each engine instance has its own single-thread executor, so ``batch_fn`` for instance *i* always runs
@@ -195,6 +196,10 @@ class DynamicBatcher(Generic[T, R]):
         self._live += 1
         self._depth.set(self._live)
         self._arrival.set()
+        # Still queued at its deadline, it fails then, even while every worker is busy (the scheduler looks at
+        # the queue only when one is free, which may be a whole batch later).
+        expiry = (asyncio.get_running_loop().call_later(deadline_s - now, self._expire, request)
+                  if deadline_s is not None else None)
         try:
             result = await future
             span = trace.get_current_span()
@@ -206,6 +211,9 @@ class DynamicBatcher(Generic[T, R]):
             if future.cancelled() and self._forget(future):
                 metrics.REQUESTS_DROPPED.labels(**self._labels, reason="cancelled").inc()
             raise
+        finally:
+            if expiry is not None:
+                expiry.cancel()
 
     async def close(self, timeout_s: float = 5.0) -> None:
         """Stop accepting work, fail what is queued, wait for running batches, stop the workers."""
@@ -224,6 +232,15 @@ class DynamicBatcher(Generic[T, R]):
             ex.shutdown(wait=False, cancel_futures=True)
 
     # -- scheduling --------------------------------------------------------------------------------
+
+    def _expire(self, req: _Request[T, R]) -> None:
+        """Fail ``req`` at its deadline if it is still queued (a dispatched one runs to its result)."""
+        if req.future.done() or not self._uncount(req):
+            return
+        req.future.set_exception(DeadlineExceededError(
+            f"{self.name}: deadline passed after {(self._clock() - req.enqueued_s) * 1e3:.1f} ms in the queue"))
+        metrics.REQUESTS_DROPPED.labels(**self._labels, reason="deadline").inc()
+        self._depth.set(self._live)
 
     def _forget(self, future: asyncio.Future[R]) -> bool:
         """Account for a request cancelled while queued; it is skipped when popped. True if it was queued."""

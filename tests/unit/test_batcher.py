@@ -194,6 +194,25 @@ async def test_deadline_in_the_past_is_rejected_at_once():
     await batcher.close()
 
 
+async def test_a_queued_request_fails_at_its_deadline_while_every_worker_is_busy():
+    # The scheduler only looks at the queue when a worker is free; a request's deadline must not wait for that.
+    engine = GatedEngine()
+    batcher = make(engine, max_queue_delay_us=0)
+    await batcher.start()
+    first = await occupy(batcher, engine)
+    queued_at = time.monotonic()
+    late = asyncio.create_task(batcher.submit(7, deadline_s=queued_at + 0.05))
+    patient = asyncio.create_task(batcher.submit(8))
+    with pytest.raises(DeadlineExceededError, match="in the queue"):
+        await asyncio.wait_for(late, 2)  # the worker is still blocked: the deadline alone ended it
+    assert time.monotonic() - queued_at < 1.0 and not engine.gate.is_set()
+    assert batcher.queue_depth == 1
+    engine.gate.set()
+    assert await first == -10 and await patient == 80
+    assert all(7 not in b for b in engine.batches)
+    await batcher.close()
+
+
 async def test_close_fails_queued_requests_and_refuses_new_ones():
     engine = GatedEngine()
     batcher = make(engine, max_batch_size=1)
