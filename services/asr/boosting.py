@@ -30,7 +30,9 @@ Why this and not another decoder-level method, measured on the spoken title set 
 with the candidate titles needs a second greedy decode (~25 sequential decoder steps, ~230 ms on the
 2-core CPU, against the 1.2x latency budget's ~75 ms); shallow fusion of a title trie into greedy decoding
 cannot undo a wrong first token and puts titles everywhere without per-utterance candidates. Rescoring
-costs one scorer call on a few short sequences.
+costs one scorer call on a few short sequences. On a GPU, where a second decode is cheap, the prompt was measured
+too (``benchmarks/title_prompt_study.py``): as the final text it brings 5-11 false titles in 111 questions; as one
+more alternative for this rule it adds recall without them (docs/asr.md), not served yet.
 """
 
 from __future__ import annotations
