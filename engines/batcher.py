@@ -271,10 +271,7 @@ class DynamicBatcher(Generic[T, R]):
                 changed = True
                 continue
             if req.deadline_s is not None and req.deadline_s <= now:
-                req.future.set_exception(DeadlineExceededError(
-                    f"{self.name}: deadline passed after {(now - req.enqueued_s) * 1e3:.1f} ms in the queue"))
-                metrics.REQUESTS_DROPPED.labels(**self._labels, reason="deadline").inc()
-                self._uncount(req)
+                self._expire(req)
                 changed = True
                 continue
             kept.append(req)
