@@ -1,9 +1,10 @@
-"""Helpers shared by the stage and end-to-end tests."""
+"""Helpers shared by the tests."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import grpc
 
@@ -20,3 +21,12 @@ async def running_stage(stage: Stage, *, grace_s: float = 0.5) -> AsyncIterator[
             yield server, channel
     finally:
         await server.stop()
+
+
+def process_running(pid: int) -> bool:
+    """The process exists and has not exited (a zombie waiting for its new parent to reap it has). Linux."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status and "\nState:\tX" not in status

@@ -24,6 +24,7 @@ from protos import nlp_pb2
 from services import launcher
 from services.common import settings
 from services.common.settings import PROCESS_PORT_STEP
+from tests.helpers import process_running
 
 
 def _free_pair() -> int:
@@ -101,14 +102,6 @@ async def test_calls_are_spread_over_the_processes_of_a_stage(two_nlp_processes,
         assert counts == [1.0, 1.0]
 
 
-def _running(pid: int) -> bool:
-    """The process exists and has not exited (a zombie waiting for its new parent to reap it has)."""
-    try:
-        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_a_stage_drains_and_exits_when_the_process_that_started_it_is_killed(models_dir, tmp_path):
     port, log = free_port(), tmp_path / "nlp.log"
@@ -130,7 +123,7 @@ def test_a_stage_drains_and_exits_when_the_process_that_started_it_is_killed(mod
         parent.send_signal(signal.SIGKILL)
         parent.wait(10)
         deadline = time.monotonic() + 30
-        while _running(stage):
+        while process_running(stage):
             assert time.monotonic() < deadline, "the stage outlived the process that started it"
             time.sleep(0.1)
         text = log.read_text()

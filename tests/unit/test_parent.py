@@ -14,6 +14,7 @@ import pytest
 
 from services.common.parent import PARENT_ENV, parent_env, parent_pid
 from services.common.settings import SettingsError
+from tests.helpers import process_running
 
 ROOT = Path(__file__).resolve().parents[2]
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
@@ -21,15 +22,6 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR
 # The child: follows its parent, then says so and waits (SIGTERM's default action ends it).
 CHILD = "import os, time; from services.common.parent import follow_parent, parent_pid; " \
         "follow_parent(parent_pid(os.environ)); print('following', flush=True); time.sleep(120)"
-
-
-def _running(pid: int) -> bool:
-    """The process exists and has not exited (a zombie waiting for its new parent to reap it has)."""
-    try:
-        state = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
-    return "\nState:\tZ" not in state and "\nState:\tX" not in state
 
 
 def test_the_parent_named_or_none():
@@ -61,13 +53,13 @@ def test_a_child_ends_when_its_parent_is_killed():
     """)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         child = int(parent.stdout.readline())
-        assert _running(child)
+        assert process_running(child)
         parent.send_signal(signal.SIGKILL)  # no clean-up of its own: only the kernel can tell the child
         parent.wait(10)
         deadline = time.monotonic() + 10
-        while _running(child) and time.monotonic() < deadline:
+        while process_running(child) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _running(child), "the child outlived its SIGKILLed parent"
+        assert not process_running(child), "the child outlived its SIGKILLed parent"
     finally:
         parent.kill()
 
