@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 from collections import Counter
+from functools import partial
 
 import soundfile as sf
 
@@ -36,6 +37,12 @@ from services.nlp.extract import EntityExtractor
 from services.nlp.text import normalize_text
 
 OUTCOMES = ("heard", "candidate", "loose candidate", "none")
+
+
+def nlp_titles(extractor: EntityExtractor, text: str) -> list[str]:
+    """The title entities the NLP finds in ``text``, normalised as the stage normalises a request."""
+    text = normalize_text(text, max_text_chars=2000) if text.strip() else ""
+    return [f.value for f in extractor.extract(text) if f.type == "title"] if text else []
 
 
 def main() -> None:
@@ -58,9 +65,7 @@ def main() -> None:
                            for i in load_items(models / "recommender" / "items.tsv") if i.year], keys)
     extractor = EntityExtractor(models / "minilm" / "catalog.tsv")
 
-    def titles_in(text: str) -> list[str]:
-        text = normalize_text(text, max_text_chars=2000) if text.strip() else ""
-        return [f.value for f in extractor.extract(text) if f.type == "title"] if text else []
+    titles_in = partial(nlp_titles, extractor)
 
     def offers(raw: str, title: str, limit: int, similarity: float) -> bool:
         found = find_candidates(raw, [catalogue], keys, max_candidates=limit, min_similarity=similarity)

@@ -37,12 +37,14 @@ import platform
 import time
 import zlib
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
 from benchmarks.asr_wer import wer
+from benchmarks.title_candidates import nlp_titles
 from engines.models import build_module
 from engines.repository import ModelRepository, create_engines
 from services.asr.boosting import PhraseBooster
@@ -54,7 +56,6 @@ from services.asr.tokenizer import WhisperTokenizer
 from services.common.catalog import load_items, spoken_title
 from services.common.settings import cache_root, from_env
 from services.nlp.extract import EntityExtractor
-from services.nlp.text import normalize_text
 
 PROMPT_TOKENS = 223  # Whisper's previous-text context: half its 448 positions, less the <|startofprev|> token
 # (name, candidate source, candidates per pass, min similarity); "stage" = the served candidate settings
@@ -193,9 +194,7 @@ def main() -> None:
     booster = PhraseBooster(None, tokenizer=tokenizer, rule=rule, embedding=None, keys=keys,  # type: ignore[arg-type]
                             max_candidates=config.phrase_candidates, min_similarity=config.phrase_min_similarity)
 
-    def titles_in(text: str) -> list[str]:
-        text = normalize_text(text, max_text_chars=2000) if text.strip() else ""
-        return [f.value for f in extractor.extract(text) if f.type == "title"] if text else []
+    titles_in = partial(nlp_titles, extractor)
 
     def prompt_of(titles: list[str]) -> list[int]:
         text = tokenizer.encode(" " + ", ".join(titles) + ".")[-PROMPT_TOKENS:] if titles else []
