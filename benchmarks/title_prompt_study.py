@@ -47,7 +47,7 @@ from benchmarks.asr_wer import wer
 from benchmarks.title_candidates import nlp_titles
 from engines.models import build_module
 from engines.repository import ModelRepository, create_engines
-from services.asr.boosting import PhraseBooster
+from services.asr.boosting import written_form
 from services.asr.config import AsrConfig
 from services.asr.features import log_mel, window_frames
 from services.asr.generation import DECODER_MODEL, ENCODER_MODEL, encoder_batch_fn, rule_from_config
@@ -190,9 +190,7 @@ def main() -> None:
                            for i in load_items(models / "recommender" / "items.tsv") if i.year], keys)
     spoken = {i.title: spoken_title(i.title) for i in load_items(models / "recommender" / "items.tsv")}
     extractor = EntityExtractor(models / "minilm" / "catalog.tsv")
-    # Only for the written form of a phrase (what the served booster puts in); nothing here scores through it.
-    booster = PhraseBooster(None, tokenizer=tokenizer, rule=rule, embedding=None, keys=keys,  # type: ignore[arg-type]
-                            max_candidates=config.phrase_candidates, min_similarity=config.phrase_min_similarity)
+    written = partial(written_form, tokenizer=tokenizer, rule=rule)  # a phrase as the served booster puts it in
 
     titles_in = partial(nlp_titles, extractor)
 
@@ -221,7 +219,7 @@ def main() -> None:
             if new and v["text"] != row["greedy"]:
                 heard_lp, alt_lp = decoder.logprobs([greedy, tokenizer.encode(" " + v["text"])], cross)
                 v["margin"] = alt_lp - heard_lp
-                v["title_tokens"] = sum(len(tokenizer.encode(" " + booster.written(t))) for t in new)
+                v["title_tokens"] = sum(len(tokenizer.encode(" " + written(t))) for t in new)
 
     def run_clip(decoder: Decoder, encode, audio: np.ndarray) -> dict:
         started = time.perf_counter()
@@ -280,7 +278,7 @@ def main() -> None:
     bench = json.loads(args.served.read_text()) if args.served else {}
     served = {**{r["id"]: r["on"]["text"] for r in bench.get("rows", [])},
               **{g["id"]: g["on"] for g in bench.get("general", [])}}
-    texts = [finals(r, titles_in, spoken, booster.written, args.boost, served) for r in rows]
+    texts = [finals(r, titles_in, spoken, written, args.boost, served) for r in rows]
     summary = summarise(rows, texts, titles_in)
     summary["machine"] = f"decoded on {sorted({r.get('device', '?') for r in rows})}, summarised on {platform.node()}"
     summary["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

@@ -209,7 +209,7 @@ class PhraseBooster:
         prompt = list(self.rule.prompt)
         transcript = [*prompt, *tokens, self.rule.eot]
         heard_logprobs = heard.logprobs  # position len(prompt) + i: step i
-        written = [self.written(c.phrase.text) for c in candidates]
+        written = [written_form(c.phrase.text, self.tokenizer, self.rule) for c in candidates]
         texts = [self.tokenizer.encode(raw[:c.start] + w + raw[c.end:]) for c, w in zip(candidates, written, strict=True)]
         alternatives = [_Alternative.of(c, tuple(t), [*prompt, *t, self.rule.eot][:self.rule.capacity], transcript)
                         for c, t in zip(candidates, texts, strict=True)]
@@ -262,22 +262,23 @@ class PhraseBooster:
         BOOSTS.labels(outcome="applied").inc()
         return Boosted(chosen.tokens, chosen.candidate.phrase.text)
 
-    def written(self, phrase: str) -> str:
-        """``phrase`` as the decoder can write it: without the tokens its greedy rule never picks, which would
-        make the alternative's log-probability -inf. 91 of the 1,680 catalogue titles have one (":" in
-        "Terminator 2: Judgment Day", "/" in "Face/Off", "*" in "M*A*S*H"); the NLP finds each title in the form
-        put in ("Terminator 2 Judgment Day"), as it would in a transcript that heard it."""
-        parts: list[str] = []
-        run: list[int] = []
-        for token in self.tokenizer.encode(" " + phrase):
-            if self.rule.suppressed(token, 1):  # 1: any step after the first (the phrase follows other words)
-                parts.append(self.tokenizer.raw_text(run))
-                run = []
-            else:
-                run.append(token)
-        if not parts:
-            return phrase
-        return " ".join(" ".join([*parts, self.tokenizer.raw_text(run)]).split())
+
+def written_form(phrase: str, tokenizer: WhisperTokenizer, rule: GreedyRule) -> str:
+    """``phrase`` as the decoder can write it: without the tokens its greedy rule never picks, which would make
+    an alternative's log-probability -inf. 91 of the 1,680 catalogue titles have one (":" in "Terminator 2:
+    Judgment Day", "/" in "Face/Off", "*" in "M*A*S*H"); the NLP finds each title in the form put in
+    ("Terminator 2 Judgment Day"), as it would in a transcript that heard it."""
+    parts: list[str] = []
+    run: list[int] = []
+    for token in tokenizer.encode(" " + phrase):
+        if rule.suppressed(token, 1):  # 1: any step after the first (the phrase follows other words)
+            parts.append(tokenizer.raw_text(run))
+            run = []
+        else:
+            run.append(token)
+    if not parts:
+        return phrase
+    return " ".join(" ".join([*parts, tokenizer.raw_text(run)]).split())
 
 
 def _segment_sums(lengths: Sequence[int], values: np.ndarray) -> list[float]:

@@ -27,6 +27,7 @@ from services.asr.boosting import (
     ScoreJob,
     output_projection,
     scorer_batch_fn,
+    written_form,
 )
 from services.asr.decoding import rule_from_config
 from services.asr.features import log_mel
@@ -313,9 +314,7 @@ def test_a_phrase_is_put_in_as_the_decoder_can_write_it(asr_root):
     # could never win (log-probability -inf); it goes in as a transcript would have it.
     decoder_model = ModelRepository(asr_root).resolve(DECODER_MODEL)
     tokenizer, rule = WhisperTokenizer(decoder_model.folder / "tokenizer.json"), rule_from_config(decoder_model.config)
-    booster = PhraseBooster(None, tokenizer=tokenizer, rule=rule, embedding=np.zeros((0, 0)),  # type: ignore[arg-type]
-                            keys=PhoneticKeys(), max_candidates=8, min_similarity=0.5)
-    written = {t: booster.written(t) for t in (
+    written = {t: written_form(t, tokenizer, rule) for t in (
         "Terminator 2: Judgment Day", "Face/Off", "M*A*S*H", "Pink Floyd - The Wall", "Spider-Man", "Schindler's List",
         "Casablanca", "Café au lait")}
     assert written == {
