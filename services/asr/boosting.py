@@ -186,7 +186,7 @@ class PhraseBooster:
 
     def __init__(self, scorer: DynamicBatcher[ScoreJob, np.ndarray], *, tokenizer: WhisperTokenizer,
                  rule: GreedyRule, embedding: np.ndarray, keys: PhoneticKeys, max_candidates: int,
-                 min_similarity: float, max_wait_s: float = 0.05) -> None:
+                 min_similarity: float, max_wait_s: float) -> None:
         self.scorer = scorer
         self.tokenizer = tokenizer
         self.rule = rule

@@ -138,7 +138,8 @@ async def test_ruling_candidates_out_by_their_first_token_changes_no_decision(as
         "Just Cause", "A Movie", "Sugar Town", "Unforgettable", "You So Crazy")], keys)
     scorer = _Scorer(scorer_batch_fn(create_engines(repo.resolve(SCORER_MODEL))[0]))
     booster = PhraseBooster(scorer, tokenizer=WhisperTokenizer(decoder_model.folder / "tokenizer.json"), rule=rule,  # type: ignore[arg-type]
-                            embedding=output_projection(decoder_model), keys=keys, max_candidates=8, min_similarity=0.4)
+                            embedding=output_projection(decoder_model), keys=keys, max_candidates=8, min_similarity=0.4,
+                            max_wait_s=AsrConfig().phrase_max_wait_ms / 1e3)
     chosen, rows = {}, {}
     for name in REFERENCES:
         audio, _ = sf.read(FIXTURES / name, dtype="float32")
