@@ -88,11 +88,9 @@ class Decoder:
         self.generator = torch.Generator(device=device).manual_seed(seed)
 
     def cross(self, encoded) -> list:
-        torch = self.torch
-        keys = torch.as_tensor(np.asarray(encoded.cross_key) if not hasattr(encoded.cross_key, "device")
-                               else encoded.cross_key).to(self.device, self.dtype)
-        values = torch.as_tensor(np.asarray(encoded.cross_value) if not hasattr(encoded.cross_value, "device")
-                                 else encoded.cross_value).to(self.device, self.dtype)
+        """The encoder's cross K/V (host arrays or device tensors) as the module's per-layer arguments."""
+        keys = self.torch.as_tensor(encoded.cross_key).to(self.device, self.dtype)
+        values = self.torch.as_tensor(encoded.cross_value).to(self.device, self.dtype)
         return [t for layer in range(keys.shape[0]) for t in (keys[layer][None], values[layer][None])]
 
     def logprobs(self, texts: list[list[int]], cross: list) -> list[float]:
