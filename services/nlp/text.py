@@ -10,6 +10,7 @@ Behaviour (documented in docs/bench/nlp.md):
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
 
@@ -36,6 +37,11 @@ def fold(word: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c) and c not in "'’")
 
 
+_WORD_OR_AND = re.compile(f"{WORD_RE.pattern}|&")
+
+
 def words(text: str) -> list[Token]:
-    """Word tokens of ``text`` (letters/digits, inner apostrophes kept in the span) with their spans."""
-    return [Token(fold(m.group()), m.start(), m.end()) for m in WORD_RE.finditer(text)]
+    """Word tokens of ``text`` (letters/digits, inner apostrophes kept in the span; "&" read as "and") with
+    their spans."""
+    return [Token("and" if m.group() == "&" else fold(m.group()), m.start(), m.end())
+            for m in _WORD_OR_AND.finditer(text)]

@@ -79,8 +79,9 @@ def spoken(word: str) -> str:
 
 
 def title_aliases(title: str) -> list[tuple[str, ...]]:
-    """Spoken-form aliases (tuples of words) of a catalogue title."""
-    main, alternatives = title_parts(title.replace("&", " and "))
+    """Spoken-form aliases (tuples of words) of a catalogue title, the closest to its main title first: the
+    main title, then without its article, then each alternative title likewise."""
+    main, alternatives = title_parts(title)
     out: list[tuple[str, ...]] = []
     # "Usual Suspects, The" / "Blue Angel, The (Blaue Engel, Der)": each name with its article in front.
     for v in (front_article(name) for name in (main, *alternatives)):
@@ -111,14 +112,18 @@ class TitleMatcher:
         self.max_window_words = max_window_words
         by_key: dict[str, _Alias] = {}
         colon_parts: dict[tuple[str, ...], list[int]] = {}
-        for item in sorted(catalog.values(), key=lambda x: x.item_id):
+        aliases: list[tuple[int, int, tuple[str, ...]]] = []  # (rank in its title's aliases, item id, words)
+        for item in catalog.values():
             if not item.year:
                 continue  # the one title-less placeholder item
-            for toks in title_aliases(item.title):
-                self._add(by_key, toks, item.item_id)
+            aliases += [(rank, item.item_id, toks) for rank, toks in enumerate(title_aliases(item.title))]
             if ":" in item.title:
                 head = tuple(spoken(t.norm) for t in words(item.title.split(":")[0]))
                 colon_parts.setdefault(head, []).append(item.item_id)
+        # An alias two titles share goes to the one whose main title it is nearer ("killer" is "Killer
+        # (Bulletproof Heart)", not "Die xue shuang xiong (Killer, The)"), then to the lower id.
+        for _, item_id, toks in sorted(aliases):
+            self._add(by_key, toks, item_id)
         for head, ids in colon_parts.items():
             if len(ids) == 1 and "".join(head) not in by_key and len(head) >= 2:
                 self._add(by_key, head, ids[0])
@@ -133,7 +138,7 @@ class TitleMatcher:
         content = [t for t in toks if t not in ARTICLES]
         needs_cue = ((len(content) == 1 and (content[0] in COMMON_WORDS or len(content[0]) <= 3))
                      or all(t in EVERYDAY_WORDS or t in COMMON_WORDS for t in content))
-        if len(key) < 2 or key in by_key:  # the first (lowest) id keeps a duplicated title
+        if len(key) < 2 or key in by_key:  # the first added keeps a duplicated alias
             return
         by_key[key] = _Alias(key, toks, item_id, needs_cue)
 

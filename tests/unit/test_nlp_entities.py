@@ -94,6 +94,25 @@ def test_aliases_front_articles_spell_numbers_and_keep_alternatives():
     assert ("se7en",) in title_aliases("Seven (Se7en)")
 
 
+def test_an_alias_two_titles_share_goes_to_the_title_it_is_the_main_name_of():
+    """"killer" is the main title of "Killer (Bulletproof Heart)" and only the alternative title, with its
+    article dropped, of the lower-numbered "Die xue shuang xiong (Killer, The)"."""
+    catalog = {1019: CatalogItem(1019, "Die xue shuang xiong (Killer, The)", 1989, ("Action",)),
+               1275: CatalogItem(1275, "Killer (Bulletproof Heart)", 1994, ("Thriller",))}
+    matcher = TitleMatcher(catalog)
+    assert [f.item_id for f, _ in matcher.find(words("tell me about killer"))] == [1275]
+    assert [f.item_id for f, _ in matcher.find(words("tell me about the killer"))] == [1019]
+    assert [f.item_id for f, _ in matcher.find(words("is die xue shuang xiong any good"))] == [1019]
+
+
+def test_an_ampersand_reads_as_and_in_titles_and_in_what_was_heard():
+    matcher = TitleMatcher({301: CatalogItem(301, "In & Out", 1997, ("Comedy",))})
+    assert ("in", "and", "out") in title_aliases("In & Out")
+    for text in ("what year did In & Out come out", "what year did in and out come out"):
+        assert [f.item_id for f, _ in matcher.find(words(text))] == [301], text
+    assert [t.norm for t in words("rock & roll")] == ["rock", "and", "roll"]
+
+
 @pytest.mark.parametrize(("text", "item_id"), [
     ("movies like fargo", 100), ("something like far go", 100), ("the god father", 127),
     ("i loved godfather", 127), ("apollo thirteen", 28), ("apollo 13", 28), ("se7en", 11),
