@@ -1,7 +1,8 @@
 """The MovieLens-100K catalogue and a fuzzy title matcher robust to ASR output.
 
 Each catalogue title gets aliases in a folded, spoken form: lower case, no punctuation or accents, digits
-and roman numerals as words ("Apollo 13" -> "apollo thirteen"), "&" as "and", the trailing article moved
+and roman numerals as words ("Apollo 13" -> "apollo thirteen"), abbreviations spelled out ("Sunset Blvd." ->
+"sunset boulevard"), "&" as "and", the trailing article moved
 to the front ("Godfather, The" -> "the godfather") and also dropped, an alternative title in brackets
 ("Seven (Se7en)") and, when unique, the part before a colon ("Terminator 2: Judgment Day" ->
 "terminator two"). Aliases are compared with spaces removed, so "far go" finds "Fargo".
@@ -31,6 +32,9 @@ from services.nlp.text import Token, words
 ARTICLES = ("the", "a", "an")
 _NUMBER_WORDS = {str(v): k for k, v in UNITS.items() if 0 < v < 20}
 _ROMAN = {"ii": "two", "iii": "three", "iv": "four", "vi": "six", "vii": "seven", "viii": "eight"}
+# The abbreviations in MovieLens titles, as they are said ("Sunset Blvd." is heard as "Sunset Boulevard").
+_ABBREVIATIONS = {"blvd": "boulevard", "bros": "brothers", "dr": "doctor", "jr": "junior", "mr": "mister",
+                  "mrs": "missus", "sgt": "sergeant", "st": "saint", "vs": "versus"}
 # Words next to a one-word everyday title that make it a title reference.
 CUES_BEFORE = frozenset("like liked love loved hated hate rate rated give gave enjoyed enjoy watched watch seen "
                         "saw about than to is was did called named titled movie film".split())
@@ -74,8 +78,9 @@ def load_catalog(path: Path) -> dict[int, CatalogItem]:
 
 
 def spoken(word: str) -> str:
-    """Number-ish tokens in their spoken form ("13" -> "thirteen", "ii" -> "two")."""
-    return _NUMBER_WORDS.get(word) or _ROMAN.get(word) or word
+    """Number-ish tokens and abbreviations in their spoken form ("13" -> "thirteen", "ii" -> "two",
+    "dr" -> "doctor")."""
+    return _NUMBER_WORDS.get(word) or _ROMAN.get(word) or _ABBREVIATIONS.get(word) or word
 
 
 def title_aliases(title: str) -> list[tuple[str, ...]]:

@@ -105,6 +105,16 @@ def test_an_alias_two_titles_share_goes_to_the_title_it_is_the_main_name_of():
     assert [f.item_id for f, _ in matcher.find(words("is die xue shuang xiong any good"))] == [1019]
 
 
+def test_abbreviations_in_titles_match_what_is_said_and_as_written():
+    matcher = TitleMatcher({488: CatalogItem(488, "Sunset Blvd.", 1950, ("Film-Noir",)),
+                            1: CatalogItem(1, "Mr. Holland's Opus", 1995, ("Drama",)),
+                            2: CatalogItem(2, "Meet Me in St. Louis", 1944, ("Musical",))})
+    for text, item_id in (("i hated sunset boulevard", 488), ("i hated Sunset Blvd.", 488),
+                          ("tell me about mister holland's opus", 1), ("tell me about Mr. Holland's Opus", 1),
+                          ("is meet me in saint louis any good", 2), ("is Meet Me in St. Louis any good", 2)):
+        assert [(f.item_id, f.score) for f, _ in matcher.find(words(text))] == [(item_id, 1.0)], text
+
+
 def test_an_ampersand_reads_as_and_in_titles_and_in_what_was_heard():
     matcher = TitleMatcher({301: CatalogItem(301, "In & Out", 1997, ("Comedy",))})
     assert ("in", "and", "out") in title_aliases("In & Out")
