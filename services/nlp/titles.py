@@ -2,10 +2,11 @@
 
 Each catalogue title gets aliases in a folded, spoken form: lower case, no punctuation or accents, digits
 and roman numerals as words ("Apollo 13" -> "apollo thirteen"), abbreviations spelled out ("Sunset Blvd." ->
-"sunset boulevard"), "&" as "and", the trailing article moved
-to the front ("Godfather, The" -> "the godfather") and also dropped, an alternative title in brackets
-("Seven (Se7en)") and, when unique, the part before a colon ("Terminator 2: Judgment Day" ->
-"terminator two"). Aliases are compared with spaces removed, so "far go" finds "Fargo".
+"sunset boulevard"), "&" as "and", a fraction as written and as said ("8 1/2", "eight and a half"), the
+trailing article moved to the front ("Godfather, The" -> "the godfather") and also dropped, an alternative
+title in brackets ("Seven (Se7en)") and, when unique, the part before a colon ("Terminator 2: Judgment Day"
+-> "terminator two"). What was heard gets the same treatment. Aliases are compared with spaces removed, so
+"far go" finds "Fargo"; an alias two titles share goes to the title it is nearest the main name of.
 
 Matching looks at every window of up to ``max_window_words`` words of the utterance; exact alias hits
 score 1.0, others use rapidfuzz's normalised Indel similarity against aliases of similar length
@@ -19,6 +20,7 @@ longest window, first.
 from __future__ import annotations
 
 import bisect
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +79,14 @@ def load_catalog(path: Path) -> dict[int, CatalogItem]:
     return {item.item_id: item for item in load_items(path)}
 
 
+_FRACTION = re.compile(r"\b1/([234])\b")
+_FRACTION_WORDS = {"2": "half", "3": "third", "4": "quarter"}
+
+
+def _say_fraction(m: re.Match) -> str:
+    return f"and a {_FRACTION_WORDS[m.group(1)]}"
+
+
 def spoken(word: str) -> str:
     """Number-ish tokens and abbreviations in their spoken form ("13" -> "thirteen", "ii" -> "two",
     "dr" -> "doctor")."""
@@ -87,9 +97,12 @@ def title_aliases(title: str) -> list[tuple[str, ...]]:
     """Spoken-form aliases (tuples of words) of a catalogue title, the closest to its main title first: the
     main title, then without its article, then each alternative title likewise."""
     main, alternatives = title_parts(title)
+    names = [main, *alternatives]
+    # "8 1/2" as written (its words "eight one two") and as said ("eight and a half").
+    names += [spoken_fraction for name in names if (spoken_fraction := _FRACTION.sub(_say_fraction, name)) != name]
     out: list[tuple[str, ...]] = []
     # "Usual Suspects, The" / "Blue Angel, The (Blaue Engel, Der)": each name with its article in front.
-    for v in (front_article(name) for name in (main, *alternatives)):
+    for v in (front_article(name) for name in names):
         toks = tuple(spoken(t.norm) for t in words(v))
         if not toks:
             continue

@@ -92,6 +92,12 @@ def test_aliases_front_articles_spell_numbers_and_keep_alternatives():
     assert ("godfather",) in title_aliases("Godfather, The")
     assert ("apollo", "thirteen") in title_aliases("Apollo 13")
     assert ("se7en",) in title_aliases("Seven (Se7en)")
+    assert {("eight", "one", "two"), ("eight", "and", "a", "half")} <= set(title_aliases("8 1/2"))
+    assert ("naked", "gun", "33", "and", "a", "third", "the", "final", "insult") in \
+        title_aliases("Naked Gun 33 1/3: The Final Insult")
+    matcher = TitleMatcher({1: CatalogItem(1, "8 1/2", 1963, ("Drama",))})
+    for text in ("i loved eight and a half", "i loved 8 1/2"):
+        assert [f.item_id for f, _ in matcher.find(words(text))] == [1], text
 
 
 def test_an_alias_two_titles_share_goes_to_the_title_it_is_the_main_name_of():
