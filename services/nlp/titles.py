@@ -95,7 +95,7 @@ def spoken(word: str) -> str:
 
 def title_aliases(title: str) -> list[tuple[str, ...]]:
     """Spoken-form aliases (tuples of words) of a catalogue title, the closest to its main title first: the
-    main title, then without its article, then each alternative title likewise."""
+    main title, then without its article, then each alternative title likewise, then any fraction as said."""
     main, alternatives = title_parts(title)
     names = [main, *alternatives]
     # "8 1/2" as written (its words "eight one two") and as said ("eight and a half").
