@@ -15,7 +15,7 @@ demo: setup system-deps models
 ## test: lint, then unit, stage and end-to-end tests (builds the models it needs first)
 test: setup system-deps models
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -ra; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest selected no tests"; exit 1; fi; exit $$rc
+	$(PY) -m pytest -q -ra --durations=15; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest selected no tests"; exit 1; fi; exit $$rc
 
 setup: $(VENV)/.installed
 
