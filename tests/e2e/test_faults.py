@@ -119,7 +119,7 @@ async def test_a_stage_killed_as_the_turn_starts_is_degraded_around_within_the_d
     """SIGKILL the stage in the middle of the question (its first second is sent, mid-word, so no endpoint
     can have been found and, speculation being off, no stage but ASR has been called); the rest follows at
     once, so the turn starts a moment later: it answers within its budget's reach, degraded around that
-    stage, and says so. (Killing at the final, then at the first transcript the client saw, raced the turn:
+    stage, and says so; then the stage is back. (Killing at the final, then at the first transcript the client saw, raced the turn:
     a flood of audio can give the client its first transcript as the final, and NLP answered before a loaded
     client got to the kill; CI failed both ways.)"""
     pcm, rate = load_audio(BUNDLED_QUESTION)
