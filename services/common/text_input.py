@@ -17,6 +17,14 @@ _DROP_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "So", "Sk"})
 _SPACE_RE = re.compile(r"\s+")
 # A word: letters or digits, with inner apostrophes ("don't", "Children's"). NLP tokens and ASR phrase matching.
 WORD_RE = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
+# How the movie domain's abbreviations are said (lower-case key, without its period): TTS speaks them so, and
+# the NLP's title matcher hears them so ("Dr. Strangelove" is said and heard "Doctor Strangelove").
+SPOKEN_ABBREVIATIONS = {
+    "dr": "Doctor", "mr": "Mister", "mrs": "Missus", "ms": "Miz", "jr": "Junior", "sr": "Senior",
+    "vs": "versus", "pt": "Part", "vol": "Volume", "ep": "Episode", "mt": "Mount", "capt": "Captain",
+    "prof": "Professor", "gen": "General", "lt": "Lieutenant", "sgt": "Sergeant", "col": "Colonel",
+    "approx": "approximately", "feat": "featuring", "etc": "et cetera", "ch": "Chapter",
+}
 
 
 def clean_text(text: str, *, max_chars: int, limit_key: str = "max_text_chars") -> str:

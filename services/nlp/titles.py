@@ -28,15 +28,17 @@ import numpy as np
 from rapidfuzz import fuzz, process
 
 from services.common.catalog import CatalogItem, front_article, load_items, title_parts
+from services.common.text_input import SPOKEN_ABBREVIATIONS
 from services.nlp.entities import UNITS, Found
 from services.nlp.text import Token, words
 
 ARTICLES = ("the", "a", "an")
 _NUMBER_WORDS = {str(v): k for k, v in UNITS.items() if 0 < v < 20}
 _ROMAN = {"ii": "two", "iii": "three", "iv": "four", "vi": "six", "vii": "seven", "viii": "eight"}
-# The abbreviations in MovieLens titles, as they are said ("Sunset Blvd." is heard as "Sunset Boulevard").
-_ABBREVIATIONS = {"blvd": "boulevard", "bros": "brothers", "dr": "doctor", "jr": "junior", "mr": "mister",
-                  "mrs": "missus", "sgt": "sergeant", "st": "saint", "vs": "versus"}
+# Abbreviations as they are said (the shared table), and three more of MovieLens titles: "Sunset Blvd.",
+# "Super Mario Bros.", "Meet Me in St. Louis" (TTS tells Saint from Street by what follows; a title means Saint).
+_ABBREVIATIONS = {**{k: v.lower() for k, v in SPOKEN_ABBREVIATIONS.items()},
+                  "blvd": "boulevard", "bros": "brothers", "st": "saint"}
 # Words next to a one-word everyday title that make it a title reference.
 CUES_BEFORE = frozenset("like liked love loved hated hate rate rated give gave enjoyed enjoy watched watch seen "
                         "saw about than to is was did called named titled movie film".split())

@@ -12,15 +12,10 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from services.common.text_input import SPOKEN_ABBREVIATIONS
 from services.tts import numbers
 
-_ABBREVIATIONS = {
-    "dr": "Doctor", "mr": "Mister", "mrs": "Missus", "ms": "Miz", "jr": "Junior", "sr": "Senior",
-    "vs": "versus", "pt": "Part", "vol": "Volume", "ep": "Episode", "mt": "Mount", "capt": "Captain",
-    "prof": "Professor", "gen": "General", "lt": "Lieutenant", "sgt": "Sergeant", "col": "Colonel",
-    "approx": "approximately", "feat": "featuring", "etc": "et cetera", "ch": "Chapter",
-}
-_ABBREVIATION = re.compile(r"\b(" + "|".join(_ABBREVIATIONS) + r")\.", re.IGNORECASE)
+_ABBREVIATION = re.compile(r"\b(" + "|".join(SPOKEN_ABBREVIATIONS) + r")\.", re.IGNORECASE)
 _VS = re.compile(r"\bvs\b\.?", re.IGNORECASE)
 _SAINT_STREET = re.compile(r"\bSt\.(?=\s*([A-Z])?)")
 _LATIN = {re.compile(r"\be\.g\.", re.IGNORECASE): "for example", re.compile(r"\bi\.e\.", re.IGNORECASE): "that is"}
@@ -61,7 +56,7 @@ def normalize(text: str) -> str:
         text = pattern.sub(words, text)
     text = _SAINT_STREET.sub(lambda m: "Saint" if m.group(1) else "Street", text)
     text = _NUMBER_SIGN.sub("number ", text)
-    text = _ABBREVIATION.sub(lambda m: _ABBREVIATIONS[m.group(1).lower()], text)
+    text = _ABBREVIATION.sub(lambda m: SPOKEN_ABBREVIATIONS[m.group(1).lower()], text)
     text = _VS.sub("versus", text)
     text = _ROMAN_AFTER_TITLE.sub(lambda m: f"{m.group(1)} {_roman(m.group(2), m.group(2))}", text)
     text = _ROMAN_BARE.sub(lambda m: _roman(m.group(1), m.group(1)), text)
