@@ -49,8 +49,16 @@ class GraphCache:
         ``fn`` runs ``warmup_runs`` times eagerly first (lazy initialisation must not happen inside a
         capture). Errors inside a capture are raised for this thread only (``thread_local``), so other
         instances keep launching work meanwhile.
+
+        The capture stream first waits for the caller's current stream: ``fn``'s static inputs are usually
+        allocated and filled there just before (``torch.zeros`` queues its fill), and a warm-up run that
+        started earlier would read whatever the allocator's block held before (once, at start-up under MPS,
+        token ids out of range: a device-side assert). The caller's stream then waits for the first replay,
+        so the outputs it reads are computed.
         """
         torch = self._torch
+        caller = torch.cuda.current_stream(self._stream.device)
+        self._stream.wait_stream(caller)
         with torch.cuda.stream(self._stream):
             for _ in range(warmup_runs):
                 fn()
@@ -61,6 +69,7 @@ class GraphCache:
         self._graphs[key] = _Graph(graph, outputs)
         with torch.cuda.stream(self._stream):
             graph.replay()
+        caller.wait_stream(self._stream)
         return outputs
 
     def replay(self, key: Hashable) -> tuple[Any, ...]:
