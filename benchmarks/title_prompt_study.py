@@ -273,20 +273,31 @@ def main() -> None:
                          **run_clip(decoder, encode, audio)})
             out.write(json.dumps(rows[-1]) + "\n")
             out.flush()
-    bench = json.loads(args.served.read_text()) if args.served else {}
-    served = {**{r["id"]: r["on"]["text"] for r in bench.get("rows", [])},
-              **{g["id"]: g["on"] for g in bench.get("general", [])}}
+    served = served_finals(args.served)
     texts = [finals(r, titles_in, spoken, written, args.boost, served) for r in rows]
     summary = summarise(rows, texts, titles_in)
-    summary["machine"] = f"decoded on {sorted({r.get('device', '?') for r in rows})}, summarised on {platform.node()}"
-    summary["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    if args.rows:
-        out.writelines(json.dumps(r) + "\n" for r in rows)
-    out.write(json.dumps({"summary": summary}) + "\n")
+    write_summary(out, summary, rows, with_rows=bool(args.rows))
     print(f"{summary['date']}; {summary['machine']}; boost {args.boost} per title token; "
           f"{summary['title_questions']} title questions, {summary['none_questions']} naming none, "
           f"{summary['general_clips']} general clips")
     print(report(summary))
+
+
+def served_finals(path: Path | None) -> dict[str, str]:
+    """The final texts of a ``title_bench.py --json`` by clip id (title set and general speech); empty without one."""
+    bench = json.loads(path.read_text()) if path else {}
+    return {**{r["id"]: r["on"]["text"] for r in bench.get("rows", [])},
+            **{g["id"]: g["on"] for g in bench.get("general", [])}}
+
+
+def write_summary(out, summary: dict, rows: list[dict], *, with_rows: bool) -> None:
+    """``summary`` stamped with the machines that decoded ``rows`` and the date, written after the rows if
+    ``with_rows`` (rows summarised from earlier files, not yet in ``out``)."""
+    summary["machine"] = f"decoded on {sorted({r.get('device', '?') for r in rows})}, summarised on {platform.node()}"
+    summary["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    if with_rows:
+        out.writelines(json.dumps(r) + "\n" for r in rows)
+    out.write(json.dumps({"summary": summary}) + "\n")
 
 
 def report(summary: dict) -> str:

@@ -39,7 +39,7 @@ from rapidfuzz.distance import Levenshtein
 
 from benchmarks.asr_wer import wer
 from benchmarks.title_candidates import nlp_titles
-from benchmarks.title_prompt_study import Decoder
+from benchmarks.title_prompt_study import Decoder, served_finals, write_summary
 from engines.repository import ModelRepository, create_engines
 from services.asr.boosting import written_form
 from services.asr.config import AsrConfig
@@ -204,15 +204,8 @@ def main() -> None:
         rows = [r for f in args.rows for r in map(json.loads, f.read_text().splitlines()) if "summary" not in r]
     else:
         rows = decode_rows(args, cache, models, target, titles_in, keys, shard, shards, out)
-    bench = json.loads(args.served.read_text()) if args.served else {}
-    served = {**{r["id"]: r["on"]["text"] for r in bench.get("rows", [])},
-              **{g["id"]: g["on"] for g in bench.get("general", [])}}
-    summary = summarise(rows, served, titles_in)
-    summary["machine"] = f"decoded on {sorted({r.get('device', '?') for r in rows})}, summarised on {platform.node()}"
-    summary["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    if args.rows:
-        out.writelines(json.dumps(r) + "\n" for r in rows)
-    out.write(json.dumps({"summary": summary}) + "\n")
+    summary = summarise(rows, served_finals(args.served), titles_in)
+    write_summary(out, summary, rows, with_rows=bool(args.rows))
     print(json.dumps(summary, indent=1))
 
 
