@@ -9,7 +9,6 @@ instance and advances every active slot together, one token per step, until it f
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,8 +38,6 @@ class Transcript:
     tokens: tuple[int, ...]
     confidence: float
     no_speech: bool
-    encoder_ms: float
-    decoder_ms: float
     boosted_phrases: tuple[str, ...] = ()
 
 
@@ -121,10 +118,8 @@ class SpeechRecognizer:
         encoder windows it fills at most half of: ``features.window_frames``). A final is urgent on the GPU (its
         batches take the high-priority CUDA stream); an interim is not. A final with ``phrases`` is then
         rescored with the candidate phrases (``boosting.py``)."""
-        started = time.perf_counter()
         mel = await asyncio.to_thread(log_mel, audio_16k, window_frames(len(audio_16k), self.windows_s))
         enc = await self.encoder.submit(mel, deadline_s=deadline_s, urgent=final)
-        encoded = time.perf_counter()
         result = await self.decoder.generate(enc, deadline_s=deadline_s, urgent=final)
         # faster-whisper's no-speech rule: a confident <|nocaptions|> and a weak transcript mean silence.
         no_speech = (result.no_speech_prob > self.config.no_speech_prob
@@ -135,5 +130,4 @@ class SpeechRecognizer:
             tokens, boosted = rescored.tokens, (rescored.phrase,) if rescored.phrase else ()
         text = "" if no_speech else self.tokenizer.decode(tokens)
         return Transcript(text=text, tokens=tokens, confidence=result.confidence if text else 0.0,
-                          no_speech=no_speech, encoder_ms=(encoded - started) * 1e3,
-                          decoder_ms=(time.perf_counter() - encoded) * 1e3, boosted_phrases=boosted)
+                          no_speech=no_speech, boosted_phrases=boosted)
