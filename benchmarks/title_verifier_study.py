@@ -75,12 +75,14 @@ class BaseJudge:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trie-rows", type=Path, nargs="+", required=True, help="title_trie_study.py --out rows")
+    parser.add_argument("--trie-rows", type=Path, nargs="+", help="title_trie_study.py --out rows (to score)")
     parser.add_argument("--served", type=Path, help="a title_bench.py --json of the same clips: its final texts")
     parser.add_argument("--base", type=Path, default=Path("/tmp/wb/base"), help="the Whisper base CT2 folder")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--rows", type=Path, nargs="+", help="summarise earlier --out rows instead of scoring")
     args = parser.parse_args()
+    if not (args.rows or args.trie_rows):
+        parser.error("give --trie-rows to score, or --rows to summarise")
     cache, models = cache_root(os.environ), from_env(os.environ).models_dir
     titles_in = partial(nlp_titles, EntityExtractor(models / "minilm" / "catalog.tsv"))
     served = served_finals(args.served)
