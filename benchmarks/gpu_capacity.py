@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -34,6 +33,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.gpu_stack import voxpipe_up  # noqa: E402
 
 # Processes per stage on a 16-core host (the clients get the rest): the orchestrator relays every audio
 # chunk and interim, ASR runs each stream's VAD and log-mels, TTS phonemizes on the CPU.
@@ -88,20 +89,10 @@ def cpu_ticks(pid: int) -> int:
 def run_stack(run: str, args: argparse.Namespace, log) -> list[dict]:
     env = stack_env(run, args.root)
     device = "cpu" if run == "cpu" else "cuda"
-    argv = [sys.executable, "-m", "clients.cli", "up", "--device", device] + (["--mps"] if run.startswith("mps") else [])
-    log(f"== run {run}: {' '.join(argv[2:])}")
-    up = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    started = time.monotonic()
+    argv = ["--device", device] + (["--mps"] if run.startswith("mps") else [])
+    log(f"== run {run}")
     results: list[dict] = []
-    try:
-        assert up.stdout is not None
-        for line in up.stdout:
-            log(line.rstrip())
-            if "all stages SERVING" in line:
-                log(f"(stack up in {time.monotonic() - started:.1f} s)")
-                break
-        else:
-            raise RuntimeError(f"voxpipe up exited with {up.wait()}")
+    with voxpipe_up(argv, env, log):
         bad = 0
         for level in args.levels:
             summary = run_level(run, level, args, env, log)
@@ -112,15 +103,6 @@ def run_stack(run: str, args: argparse.Namespace, log) -> list[dict]:
             bad = 0 if ok else bad + 1
             if bad >= 2:
                 break
-    finally:
-        up.send_signal(signal.SIGINT)
-        try:
-            rest, _ = up.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            up.kill()
-            rest, _ = up.communicate()
-        log(rest.rstrip() if rest else "")
-        log(f"voxpipe up exited with {up.returncode}")
     return results
 
 

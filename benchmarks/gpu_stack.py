@@ -7,11 +7,13 @@ short ``voxpipe bench`` of concurrent real-time conversations; everything it pri
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,11 +45,25 @@ def main() -> int:
         say((done.stdout + done.stderr).rstrip())
         return done.returncode
 
-    say(f"$ voxpipe up --device {args.device}")
-    up = subprocess.Popen([*cli, "up", "--device", args.device], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
-    started = time.monotonic()
     code = 1
+    with voxpipe_up(["--device", args.device], env, say):
+        run("health")
+        code = run("talk", "clients/data/question.wav", "-o", str(args.out / "reply.wav"))
+        run("talk", "clients/data/question.wav", "-o", str(args.out / "reply.wav"))
+        run("bench", "clients/data", "-n", str(args.bench_streams), "-d", str(args.bench_seconds),
+            "--json", str(args.out / "stack_bench.json"), timeout=args.bench_seconds + 120)
+    return code
+
+
+@contextlib.contextmanager
+def voxpipe_up(argv: list[str], env: dict[str, str], say: Callable[[str], None], *,
+               up_within_s: float = 300.0) -> Iterator[subprocess.Popen]:
+    """``voxpipe up <argv>`` until every stage is SERVING (``up_within_s`` at most), then the caller's; on the
+    way out the stack is stopped with SIGINT (killed after 60 s). Everything it prints goes to ``say``."""
+    say(f"$ voxpipe up {' '.join(argv)}")
+    up = subprocess.Popen([sys.executable, "-m", "clients.cli", "up", *argv], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    started = time.monotonic()
     try:
         assert up.stdout is not None
         for line in up.stdout:
@@ -55,15 +71,11 @@ def main() -> int:
             if "all stages SERVING" in line:
                 say(f"(stack up in {time.monotonic() - started:.1f} s)")
                 break
-            if time.monotonic() - started > 300:
-                raise TimeoutError("the stack did not come up within 300 s")
+            if time.monotonic() - started > up_within_s:
+                raise TimeoutError(f"the stack did not come up within {up_within_s:.0f} s")
         else:
             raise RuntimeError(f"voxpipe up exited with {up.wait()}")
-        run("health")
-        code = run("talk", "clients/data/question.wav", "-o", str(args.out / "reply.wav"))
-        run("talk", "clients/data/question.wav", "-o", str(args.out / "reply.wav"))
-        run("bench", "clients/data", "-n", str(args.bench_streams), "-d", str(args.bench_seconds),
-            "--json", str(args.out / "stack_bench.json"), timeout=args.bench_seconds + 120)
+        yield up
     finally:
         up.send_signal(signal.SIGINT)
         try:
@@ -73,7 +85,6 @@ def main() -> int:
             rest, _ = up.communicate()
         say(rest.rstrip() if rest else "")
         say(f"voxpipe up exited with {up.returncode}")
-    return code
 
 
 if __name__ == "__main__":
