@@ -69,7 +69,7 @@ def main() -> None:
 
     def offers(raw: str, title: str, limit: int, similarity: float) -> bool:
         found = find_candidates(raw, [catalogue], keys, max_candidates=limit, min_similarity=similarity)
-        return any(title in titles_in(tokenizer.decode(tokenizer.encode(raw[:c.start] + c.phrase.text + raw[c.end:])))
+        return any(title in titles_in(tokenizer.decode(tokenizer.encode(c.put_in(raw))))
                    for c in found)
 
     counts: dict[str, Counter] = {}

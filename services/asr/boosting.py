@@ -210,7 +210,7 @@ class PhraseBooster:
         transcript = [*prompt, *tokens, self.rule.eot]
         heard_logprobs = heard.logprobs  # position len(prompt) + i: step i
         written = [written_form(c.phrase.text, self.tokenizer, self.rule) for c in candidates]
-        texts = [self.tokenizer.encode(raw[:c.start] + w + raw[c.end:]) for c, w in zip(candidates, written, strict=True)]
+        texts = [self.tokenizer.encode(c.put_in(raw, w)) for c, w in zip(candidates, written, strict=True)]
         alternatives = [_Alternative.of(c, tuple(t), [*prompt, *t, self.rule.eot][:self.rule.capacity], transcript)
                         for c, t in zip(candidates, texts, strict=True)]
         # A candidate's boost in nats: its phrase's boost per token of the phrase as put in.

@@ -63,6 +63,16 @@ class Candidate:
     phrase: Phrase
     similarity: float
 
+    def put_in(self, text: str, written: str | None = None) -> str:
+        """``text`` with this span replaced by the phrase (or its ``written`` form). A phrase that ends with a
+        period ("Sunset Blvd.") takes the place of the period after the span, not a second one: "I hated sunset
+        the LVD." becomes "I hated Sunset Blvd.", never "... Blvd..", which the decoder finds unlikely."""
+        phrase = self.phrase.text if written is None else written
+        rest = text[self.end:]
+        if phrase.endswith(".") and rest.startswith("."):
+            rest = rest[1:]
+        return text[:self.start] + phrase + rest
+
 
 class PhoneticKeys:
     """Phonetic keys of text, word by word (each word's key cached; thread-safe: espeak-ng calls take its lock)."""

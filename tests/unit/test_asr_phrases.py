@@ -35,6 +35,15 @@ def test_a_misheard_title_is_a_candidate_for_the_span_that_sounds_like_it(titles
     assert _found(" Give Castle Blanca three stars.", titles, keys)[0] == ("Castle Blanca", "Casablanca")
 
 
+def test_a_candidate_is_put_in_without_a_second_period(keys):
+    blvd = PhraseSet([("Sunset Blvd.", 4.0)], keys)
+    heard = " I hated sunset the LVD."
+    (candidate,) = find_candidates(heard, [blvd], keys, max_candidates=8, min_similarity=0.4)
+    assert candidate.put_in(heard) == " I hated Sunset Blvd."
+    assert candidate.put_in(heard, "Sunset Blvd") == " I hated Sunset Blvd."
+    assert candidate.put_in(heard.replace(".", "?")) == " I hated Sunset Blvd.?"  # only a period doubles
+
+
 def test_a_title_already_heard_is_no_candidate(titles, keys):
     assert all(phrase != "Toy Story" for _, phrase in _found(" Something like Toy Story.", titles, keys))
 
