@@ -39,7 +39,7 @@ from rapidfuzz.distance import Levenshtein
 
 from benchmarks.asr_wer import wer
 from benchmarks.title_candidates import nlp_titles
-from benchmarks.title_prompt_study import Decoder, served_finals, write_summary
+from benchmarks.title_prompt_study import Decoder, served_finals, study_clips, write_summary
 from engines.repository import ModelRepository, create_engines
 from services.asr.boosting import written_form
 from services.asr.config import AsrConfig
@@ -232,21 +232,13 @@ def decode_rows(args, cache: Path, models: Path, target: str, titles_in, keys: P
     encode = encoder_batch_fn(create_engines(repo.resolve(ENCODER_MODEL))[0])
     decoder = Decoder.load(decoder_model, target, 0)
     clip = Clip(decoder, TrieSearch(decoder, trie), tokenizer, keys, titles_in, args.beam, args.per_start)
-    titles_dir, asr_dir = cache / "title-testset", cache / "asr-testset"
-    entries = json.loads((titles_dir / "references.json").read_text())[::args.sample]
-    general = [e for e in json.loads((asr_dir / "references.json").read_text())[::args.sample]
-               if not titles_in(e["text"])]
-    clips = [(kind, folder, e) for kind, folder, items in (("titles", titles_dir, entries),
-                                                            ("general", asr_dir, general))
-             for e in items if not (kind == "titles" and e["set"] == "titles" and e["title"] not in titles_in(e["text"]))]
     rows = []
-    for kind, folder, e in clips[shard::shards]:
+    for path, head in study_clips(cache, titles_in, args.sample)[shard::shards]:
         started = time.perf_counter()
-        audio, _ = sf.read(folder / e["file"], dtype="float32")
+        audio, _ = sf.read(path, dtype="float32")
         cross = decoder.cross(encode([log_mel(audio, window_frames(len(audio), windows))])[0])
-        rows.append({"kind": kind if kind == "general" else e["set"], "id": e.get("id", e["file"]), "text": e["text"],
-                     "title": e.get("title"), "voice": e.get("voice", ""), "device": f"{platform.node()}, {target}",
-                     **clip.run(cross), "seconds": round(time.perf_counter() - started, 3)})
+        rows.append({**head, "device": f"{platform.node()}, {target}", **clip.run(cross),
+                     "seconds": round(time.perf_counter() - started, 3)})
         out.write(json.dumps(rows[-1]) + "\n")
         out.flush()
     return rows

@@ -28,7 +28,7 @@ import numpy as np
 import soundfile as sf
 
 from benchmarks.title_candidates import nlp_titles
-from benchmarks.title_prompt_study import served_finals, write_summary
+from benchmarks.title_prompt_study import served_finals, study_clips, write_summary
 from benchmarks.title_trie_study import score
 from services.common.settings import cache_root, from_env
 from services.nlp.extract import EntityExtractor
@@ -91,8 +91,7 @@ def main() -> None:
         rows = [r for f in args.rows for r in map(json.loads, f.read_text().splitlines()) if "summary" not in r]
     else:
         judge = BaseJudge(args.base)
-        files = {e.get("id", e["file"]): folder / e["file"] for folder in (cache / "title-testset", cache / "asr-testset")
-                 for e in json.loads((folder / "references.json").read_text())}
+        files = {head["id"]: path for path, head in study_clips(cache, titles_in)}
         rows = []
         for row in (r for f in args.trie_rows for r in map(json.loads, f.read_text().splitlines()) if "kind" in r):
             audio, _ = sf.read(files[row["id"]], dtype="float32")
