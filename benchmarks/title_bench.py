@@ -39,6 +39,7 @@ import soundfile as sf
 from benchmarks.asr_bench import GAP_S, RATE, _pcm16, _stream
 from benchmarks.asr_wer import wer
 from benchmarks.make_asr_testset import make_set as make_asr_set
+from benchmarks.make_asr_testset import set_digest
 from benchmarks.make_title_testset import make_set as make_title_set
 from benchmarks.servers import stage_servers
 from protos import asr_pb2, asr_pb2_grpc, common_pb2, nlp_pb2, nlp_pb2_grpc
@@ -87,7 +88,8 @@ async def run(asr_address: str, nlp_address: str, titles_dir: Path, asr_dir: Pat
         clips = {"titles": [titles_dir / e["file"] for e in entries[::latency_every]],
                  "general": [asr_dir / next(e["file"] for e in general if e["id"] == g["id"]) for g in plain]}
         latency = {kind: await _latency(asr, paths, concurrency) for kind, paths in clips.items()}
-    return {"rows": rows, "general": plain, "latency_ms": latency}
+    sets = {"titles": set_digest(titles_dir, entries), "asr": set_digest(asr_dir, general)}
+    return {"rows": rows, "general": plain, "latency_ms": latency, "sets_sha256": sets}
 
 
 async def _latency(asr, paths: list[Path], concurrency: int) -> dict[str, list[float]]:
@@ -145,6 +147,7 @@ def summarise(result: dict) -> dict:
         out[f"{kind}_paired_extra_p50_ms"] = float(np.median(extra)) if extra else float("nan")
     out["still_missed"] = [(r["text"], r["on"]["text"]) for r in titled if r["title"] not in r["on"]["titles"]]
     out["general_changed"] = [(g["reference"], g["off"], g["on"]) for g in result["general"] if g["off"] != g["on"]]
+    out["sets_sha256"] = result["sets_sha256"]  # runs on equal digests heard the same clips
     return out
 
 
@@ -180,8 +183,9 @@ def main() -> None:
     parser.add_argument("--latency-every", type=int, default=3, help="stream every Nth title clip for latency")
     parser.add_argument("--json", type=Path, help="also write the summary (and every row) here")
     parser.add_argument("--keep-sets", action="store_true",
-                        help="use the spoken sets already in the cache (the Piper voice samples its noise, so a "
-                             "new set differs): compare runs of different settings on the same clips")
+                        help="use the spoken sets already in the cache instead of speaking them again (the same "
+                             "clips where espeak-ng and ONNX Runtime are the same versions; the summary's sha256 of "
+                             "the clips says)")
     parser.add_argument("--sample", type=int, default=1, metavar="K",
                         help="every K-th clip of each set only: a quick check of a setup, not a measurement")
     parser.add_argument("--concurrency", type=int, default=1, metavar="C",
@@ -205,6 +209,7 @@ def main() -> None:
           f"{os.environ.get('VOXPIPE_ASR__ENCODER_WINDOWS_S', '(default)')}; device "
           f"{os.environ.get('VOXPIPE_DEVICE', '(default)')}; latency streams at once {args.concurrency}"
           + (f"; every {args.sample}th clip only: a check, not a measurement" if args.sample > 1 else ""))
+    print("clips (sha256): " + ", ".join(f"{name} {digest[:12]}" for name, digest in summary["sets_sha256"].items()))
     print(report(summary))
     print("still missed with boosting on:")
     for text, heard in summary["still_missed"]:
