@@ -309,8 +309,8 @@ def report(summary: dict) -> str:
     lines = ["| final text | title recall | Piper / espeak-ng | false titles | WER, general speech |",
              "|---|---|---|---|---|"]
     for name, v in summary.items():
-        if isinstance(v, dict) and "title_recall" in v:
-            lines.append(f"| {name} | {v['title_recall']:.1%} | {v['recall_piper']:.1%} / {v['recall_espeak']:.1%} | "
+        if isinstance(v, dict) and "recall" in v:
+            lines.append(f"| {name} | {v['recall']:.1%} | {v['recall_piper']:.1%} / {v['recall_espeak']:.1%} | "
                          f"{v['false_titles']} | {v['wer_general']:.3f} |")
     return "\n".join(lines)
 
@@ -350,25 +350,33 @@ def finals(row: dict, titles_in: Callable[[str], list[str]], spoken: dict[str, s
     return out
 
 
-def summarise(rows: list[dict], texts: list[dict[str, str]], titles_in: Callable[[str], list[str]]) -> dict:
-    titled = [(r, t) for r, t in zip(rows, texts, strict=True) if r["kind"] == "titles"]
-    none = [(r, t) for r, t in zip(rows, texts, strict=True) if r["kind"] == "none"]
-    general = [(r, t) for r, t in zip(rows, texts, strict=True) if r["kind"] == "general"]
-    out: dict = {"title_questions": len(titled), "none_questions": len(none), "general_clips": len(general)}
-    for name in texts[0]:
-        hits: dict[str, list[bool]] = {"piper": [], "espeak-ng": []}
-        for r, t in titled:
-            hits["piper" if r["voice"].startswith("piper") else "espeak-ng"].append(r["title"] in titles_in(t[name]))
-        everything = hits["piper"] + hits["espeak-ng"]
-        false = [(r["text"], t[name]) for r, t in none if titles_in(t[name])]
-        out[name] = {
-            "title_recall": round(sum(everything) / max(len(everything), 1), 4),
+def score(rows: list[dict], texts: list[str], titles_in: Callable[[str], list[str]]) -> dict:
+    """Recall (all, Piper, espeak-ng), false titles and general-speech WER of one final text per row (``study_clips``
+    rows: kind titles, none or general), as ``title_bench.py`` counts them; the studies' one scorer."""
+    hits: dict[str, list[bool]] = {"piper": [], "espeak-ng": []}
+    false, general = [], []
+    for r, t in zip(rows, texts, strict=True):
+        if r["kind"] == "titles":
+            hits["piper" if r["voice"].startswith("piper") else "espeak-ng"].append(r["title"] in titles_in(t))
+        elif r["kind"] == "none" and titles_in(t):
+            false.append((r["text"], t))
+        elif r["kind"] == "general":
+            general.append((r["text"], t))
+    every = hits["piper"] + hits["espeak-ng"]
+    return {"recall": round(sum(every) / max(len(every), 1), 4), "questions": len(every),
             "recall_piper": round(sum(hits["piper"]) / max(len(hits["piper"]), 1), 4),
             "recall_espeak": round(sum(hits["espeak-ng"]) / max(len(hits["espeak-ng"]), 1), 4),
-            "false_titles": len(false), "false_examples": false[:6],
-            "wer_general": round(wer([r["text"] for r, _ in general], [t[name] for _, t in general]), 4)
-            if general else None,
-        }
+            "false_titles": len(false), "none_questions": sum(r["kind"] == "none" for r in rows),
+            "false_examples": false[:4],
+            "wer_general": round(wer([g for g, _ in general], [t for _, t in general]), 4) if general else 0.0}
+
+
+def summarise(rows: list[dict], texts: list[dict[str, str]], titles_in: Callable[[str], list[str]]) -> dict:
+    out: dict = {"title_questions": sum(r["kind"] == "titles" for r in rows),
+                 "none_questions": sum(r["kind"] == "none" for r in rows),
+                 "general_clips": sum(r["kind"] == "general" for r in rows)}
+    for name in texts[0]:
+        out[name] = score(rows, [t[name] for t in texts], titles_in)
     out["prompt_tokens_p50"] = {name: float(np.median([r["variants"][name]["prompt_tokens"] for r in rows]))
                                 for name in rows[0]["variants"]}
     out["seconds_per_clip_p50"] = float(np.median([r["seconds"] for r in rows]))

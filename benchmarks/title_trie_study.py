@@ -37,9 +37,8 @@ import numpy as np
 import soundfile as sf
 from rapidfuzz.distance import Levenshtein
 
-from benchmarks.asr_wer import wer
 from benchmarks.title_candidates import nlp_titles
-from benchmarks.title_prompt_study import Decoder, served_finals, study_clips, write_summary
+from benchmarks.title_prompt_study import Decoder, score, served_finals, study_clips, write_summary
 from engines.repository import ModelRepository, create_engines
 from services.asr.boosting import written_form
 from services.asr.config import AsrConfig
@@ -321,25 +320,6 @@ def final_text(alternatives: list[dict], base: str, boost: float, min_similarity
         if value > best:
             best, text = value, a["text"]
     return text
-
-
-def score(rows: list[dict], texts: list[str], titles_in) -> dict:
-    hits: dict[str, list[bool]] = {"piper": [], "espeak-ng": []}
-    false, general = [], []
-    for r, t in zip(rows, texts, strict=True):
-        if r["kind"] == "titles":
-            hits["piper" if r["voice"].startswith("piper") else "espeak-ng"].append(r["title"] in titles_in(t))
-        elif r["kind"] == "none" and titles_in(t):
-            false.append((r["text"], t))
-        elif r["kind"] == "general":
-            general.append((r["text"], t))
-    every = hits["piper"] + hits["espeak-ng"]
-    return {"recall": round(sum(every) / max(len(every), 1), 4), "questions": len(every),
-            "recall_piper": round(sum(hits["piper"]) / max(len(hits["piper"]), 1), 4),
-            "recall_espeak": round(sum(hits["espeak-ng"]) / max(len(hits["espeak-ng"]), 1), 4),
-            "false_titles": len(false), "none_questions": sum(r["kind"] == "none" for r in rows),
-            "false_examples": false[:4],
-            "wer_general": round(wer([g for g, _ in general], [t for _, t in general]), 4) if general else 0.0}
 
 
 def summarise(rows: list[dict], served: dict[str, str], titles_in) -> dict:

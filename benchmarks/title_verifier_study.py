@@ -28,8 +28,7 @@ import numpy as np
 import soundfile as sf
 
 from benchmarks.title_candidates import nlp_titles
-from benchmarks.title_prompt_study import served_finals, study_clips, write_summary
-from benchmarks.title_trie_study import score
+from benchmarks.title_prompt_study import score, served_finals, study_clips, write_summary
 from services.common.settings import cache_root, from_env
 from services.nlp.extract import EntityExtractor
 
