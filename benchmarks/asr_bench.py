@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from asr_wer import wer  # noqa: E402
-from make_asr_testset import make_set  # noqa: E402
+from make_asr_testset import make_set, set_digest  # noqa: E402
 from servers import stage_servers  # noqa: E402
 
 from engines.build import BuildContext, build_stage  # noqa: E402
@@ -206,7 +206,7 @@ def main() -> int:
         f"date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}; machine: {platform.node()}, "
         f"{os.cpu_count()} cores, load avg at end {os.getloadavg()[0]:.1f}",
         f"test set: {len(clips)} clips ({', '.join(sorted({e['voice'] for e in entries}))}), "
-        f"{sum(len(c) for c in clips) / RATE:.0f} s of speech",
+        f"{sum(len(c) for c in clips) / RATE:.0f} s of speech, sha256 {set_digest(testset, entries)[:12]}",
         "",
         "| metric | ours (ONNX fp32 service) | faster-whisper tiny.en int8 | ratio / note |",
         "|---|---|---|---|",
