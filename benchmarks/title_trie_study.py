@@ -322,38 +322,56 @@ def final_text(alternatives: list[dict], base: str, boost: float, min_similarity
     return text
 
 
+def halves(n: int) -> dict[str, list[int]]:
+    """Row indices: the even rows fit a rule, the odd ones report it."""
+    return {"fit": list(range(0, n, 2)), "held_out": list(range(1, n, 2))}
+
+
+def fit_rule(rows: list[dict], base: list[str], rules: dict[str, tuple[float, ...]],
+             decide: Callable[..., str], titles_in, fit_base: dict) -> dict:
+    """The rule of the grid ``rules`` (each row's final text ``decide(row, base text, *rule)``) with the best recall
+    on the fit half that keeps false titles within the base's there (``fit_base``) or 1 % of its questions naming
+    none, and the WER within +0.005 of the base's; what it gives on the held-out half and on every row, and the
+    grid. Where no rule keeps to that, the base (a rule of zeros)."""
+    split = halves(len(rows))
+
+    def evaluate(index: list[int], rule: tuple[float, ...]) -> dict:
+        return score([rows[i] for i in index], [decide(rows[i], base[i], *rule) for i in index], titles_in)
+
+    fitted = [(rule, evaluate(split["fit"], rule)) for rule in itertools.product(*rules.values())]
+    most_false = max(fit_base["false_titles"], int(0.01 * fit_base["none_questions"]))
+    allowed = [(rule, s) for rule, s in fitted if s["false_titles"] <= most_false
+               and s["wer_general"] <= fit_base["wer_general"] + 0.005]
+    rule, fit = max(allowed or [(tuple(0.0 for _ in rules), fit_base)],
+                    key=lambda x: (x[1]["recall"], -x[1]["false_titles"]))
+    return {"rule": dict(zip(rules, rule, strict=True)), "fit_half": fit,
+            "held_out_half": evaluate(split["held_out"], rule), "all": evaluate(list(range(len(rows))), rule),
+            "grid": [{**dict(zip(rules, r, strict=True)), "recall": s["recall"], "false": s["false_titles"],
+                      "wer": s["wer_general"]} for r, s in fitted]}
+
+
 def summarise(rows: list[dict], served: dict[str, str], titles_in) -> dict:
     """Per form (``alternatives``: continued by the decoder; ``rejoined``: the greedy words after), the rule
     with the best recall on the fit half that keeps false titles within 1 % and the WER within +0.005 of the
-    base there, and what it gives on the held-out half."""
+    base there, and what it gives on the held-out half (``fit_rule``)."""
     base = [served.get(r["id"], r["greedy"]) for r in rows]
-    halves = {"fit": list(range(0, len(rows), 2)), "held_out": list(range(1, len(rows), 2))}
+    split = halves(len(rows))
     out: dict = {"base": "served" if served else "greedy",
                  "seconds_per_clip_p50": float(np.median([r["seconds"] for r in rows])),
                  "rejoined_rows_p50": float(np.median([r.get("rejoined_rows", 0) for r in rows])),
                  "base_all": score(rows, base, titles_in),
-                 "held_out_base": score([rows[i] for i in halves["held_out"]], [base[i] for i in halves["held_out"]],
+                 "held_out_base": score([rows[i] for i in split["held_out"]], [base[i] for i in split["held_out"]],
                                         titles_in)}
-    fit_base = score([rows[i] for i in halves["fit"]], [base[i] for i in halves["fit"]], titles_in)
+    fit_base = score([rows[i] for i in split["fit"]], [base[i] for i in split["fit"]], titles_in)
     for form in ("alternatives", "rejoined"):
         bound = [any(r["title"] in a["new_titles"] for a in r[form]) or r["title"] in titles_in(b)
                  for r, b in zip(rows, base, strict=True) if r["kind"] == "titles"]
 
-        def evaluate(index: list[int], rule: tuple[float, float, float], form: str = form) -> dict:
-            return score([rows[i] for i in index], [final_text(rows[i][form], base[i], *rule) for i in index],
-                         titles_in)
+        def decide(row: dict, base_text: str, *rule: float, form: str = form) -> str:
+            return final_text(row[form], base_text, *rule)
 
-        fitted = [(rule, evaluate(halves["fit"], rule)) for rule in itertools.product(*RULES.values())]
-        # No more false titles than the base has on the fit half, or 1 % of its questions naming none.
-        most_false = max(fit_base["false_titles"], int(0.01 * fit_base["none_questions"]))
-        allowed = [(rule, s) for rule, s in fitted if s["false_titles"] <= most_false
-                   and s["wer_general"] <= fit_base["wer_general"] + 0.005]
-        rule, fit = max(allowed, key=lambda x: (x[1]["recall"], -x[1]["false_titles"]))
-        out[form] = {"bound": round(sum(bound) / max(len(bound), 1), 4), "rule": dict(zip(RULES, rule, strict=True)),
-                     "fit_half": fit, "held_out_half": evaluate(halves["held_out"], rule),
-                     "all": evaluate(list(range(len(rows))), rule),
-                     "grid": [{**dict(zip(RULES, r, strict=True)), "recall": s["recall"], "false": s["false_titles"],
-                               "wer": s["wer_general"]} for r, s in fitted]}
+        out[form] = {"bound": round(sum(bound) / max(len(bound), 1), 4),
+                     **fit_rule(rows, base, RULES, decide, titles_in, fit_base)}
     return out
 
 

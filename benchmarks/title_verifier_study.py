@@ -16,7 +16,6 @@ the trie study, the rule is chosen on the even rows and reported on the odd ones
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import platform
@@ -29,6 +28,7 @@ import soundfile as sf
 
 from benchmarks.title_candidates import nlp_titles
 from benchmarks.title_prompt_study import score, served_finals, study_clips, write_summary
+from benchmarks.title_trie_study import fit_rule, halves
 from services.common.settings import cache_root, from_env
 from services.nlp.extract import EntityExtractor
 
@@ -118,25 +118,16 @@ def final_text(row: dict, base: str, boost: float, max_base_loss: float) -> str:
 
 
 def summarise(rows: list[dict], served: dict[str, str], titles_in) -> dict:
+    """The rule of ``RULES`` fitted on the even rows and reported on the odd ones (``title_trie_study.fit_rule``)."""
     base = [served.get(r["id"], r["greedy"]) for r in rows]
-    halves = {"fit": list(range(0, len(rows), 2)), "held_out": list(range(1, len(rows), 2))}
-
-    def evaluate(index: list[int], rule: tuple[float, float]) -> dict:
-        return score([rows[i] for i in index], [final_text(rows[i], base[i], *rule) for i in index], titles_in)
-
-    fit_base = score([rows[i] for i in halves["fit"]], [base[i] for i in halves["fit"]], titles_in)
-    most_false = max(fit_base["false_titles"], int(0.01 * fit_base["none_questions"]))
-    fitted = [(rule, evaluate(halves["fit"], rule)) for rule in itertools.product(*RULES.values())]
-    allowed = [(rule, s) for rule, s in fitted if s["false_titles"] <= most_false
-               and s["wer_general"] <= fit_base["wer_general"] + 0.005]
-    rule, fit = max(allowed or [((0.0, 0.0), fit_base)], key=lambda x: (x[1]["recall"], -x[1]["false_titles"]))
-    return {"base": "served" if served else "greedy", "rule": dict(zip(RULES, rule, strict=True)),
-            "fit_half": fit, "fit_base": fit_base, "held_out_half": evaluate(halves["held_out"], rule),
-            "held_out_base": score([rows[i] for i in halves["held_out"]], [base[i] for i in halves["held_out"]],
+    split = halves(len(rows))
+    fit_base = score([rows[i] for i in split["fit"]], [base[i] for i in split["fit"]], titles_in)
+    fitted = fit_rule(rows, base, RULES, final_text, titles_in, fit_base)
+    return {"base": "served" if served else "greedy", "rule": fitted["rule"], "fit_half": fitted["fit_half"],
+            "fit_base": fit_base, "held_out_half": fitted["held_out_half"],
+            "held_out_base": score([rows[i] for i in split["held_out"]], [base[i] for i in split["held_out"]],
                                    titles_in),
-            "all": evaluate(list(range(len(rows))), rule), "all_base": score(rows, base, titles_in),
-            "grid": [{**dict(zip(RULES, r, strict=True)), "recall": s["recall"], "false": s["false_titles"],
-                      "wer": s["wer_general"]} for r, s in fitted],
+            "all": fitted["all"], "all_base": score(rows, base, titles_in), "grid": fitted["grid"],
             "scored_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
