@@ -130,6 +130,16 @@ def set_digest(folder: Path, entries: list[dict]) -> str:
     return digest.hexdigest()
 
 
+def has_piper_half(folder: Path) -> bool:
+    """Whether ``folder`` holds a whole set as the benchmarks speak it (``make_set`` with ``piper_cache``: every
+    query by an espeak-ng voice and by Piper), not one made without ``--piper``, which would measure other clips."""
+    try:
+        entries = json.loads((folder / "references.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return any(e.get("voice", "").startswith("piper:") for e in entries)
+
+
 def make_set(out: Path, ids: tuple[int, ...] | None = None, *, piper_cache: Path | None = None) -> list[dict]:
     """Write the clips for ``ids`` (all queries if None) and ``references.json``; return the entries.
 

@@ -38,8 +38,8 @@ import soundfile as sf
 
 from benchmarks.asr_bench import GAP_S, RATE, _pcm16, _stream
 from benchmarks.asr_wer import wer
+from benchmarks.make_asr_testset import has_piper_half, set_digest
 from benchmarks.make_asr_testset import make_set as make_asr_set
-from benchmarks.make_asr_testset import set_digest
 from benchmarks.make_title_testset import make_set as make_title_set
 from benchmarks.servers import stage_servers
 from protos import asr_pb2, asr_pb2_grpc, common_pb2, nlp_pb2, nlp_pb2_grpc
@@ -185,7 +185,8 @@ def main() -> None:
     parser.add_argument("--keep-sets", action="store_true",
                         help="use the spoken sets already in the cache instead of speaking them again (the same "
                              "clips where espeak-ng and ONNX Runtime are the same versions; the summary's sha256 of "
-                             "the clips says)")
+                             "the clips says); an ASR set without its Piper half (make_asr_testset run without "
+                             "--piper) is spoken again")
     parser.add_argument("--sample", type=int, default=1, metavar="K",
                         help="every K-th clip of each set only: a quick check of a setup, not a measurement")
     parser.add_argument("--concurrency", type=int, default=1, metavar="C",
@@ -196,8 +197,9 @@ def main() -> None:
         parser.error("--concurrency, --latency-every and --sample must be >= 1")
     cache = cache_root(os.environ)
     titles_dir, asr_dir = cache / "title-testset", cache / "asr-testset"
-    if not (args.keep_sets and (titles_dir / "references.json").is_file() and (asr_dir / "references.json").is_file()):
+    if not (args.keep_sets and (titles_dir / "references.json").is_file()):
         make_title_set(titles_dir, cache)
+    if not (args.keep_sets and has_piper_half(asr_dir)):  # a set made by hand without --piper is spoken again
         make_asr_set(asr_dir, piper_cache=cache)
     started = time.time()
     with stage_servers(("asr", "nlp")) as servers:

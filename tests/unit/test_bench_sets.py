@@ -3,13 +3,14 @@ the Piper voice's sampling is seeded, and a set's digest names the clips a run h
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.make_asr_testset import _write, set_digest
+from benchmarks.make_asr_testset import _write, has_piper_half, set_digest
 
 ROOT = Path(__file__).resolve().parents[2]
 # Speaks two texts with a new Piper speaker (the voice's wheel fetched by `voxpipe build`) and writes them.
@@ -45,3 +46,17 @@ def test_the_digest_names_the_clips_and_their_order(tmp_path):
     assert digest != set_digest(tmp_path, entries[::-1])
     _write(tmp_path / "b.wav", np.full(1600, 0.25, np.float32))
     assert digest != set_digest(tmp_path, entries)
+
+
+def test_a_set_made_without_the_piper_voice_is_not_the_benchmarks_set(tmp_path):
+    # title_bench --keep-sets and gpu_bundle keep a cached ASR set only if it has its Piper half; one made by hand
+    # with `make_asr_testset` (no --piper) is other clips, and is spoken again.
+    assert not has_piper_half(tmp_path)  # no set
+    (tmp_path / "references.json").write_text("not json")
+    assert not has_piper_half(tmp_path)
+    espeak = {"id": "q00", "voice": "en-us", "file": "q00.wav"}
+    (tmp_path / "references.json").write_text(json.dumps([espeak]))
+    assert not has_piper_half(tmp_path)
+    (tmp_path / "references.json").write_text(json.dumps([espeak, {"id": "p00", "voice": "piper:en_US-joe-medium",
+                                                                   "file": "p00.wav"}]))
+    assert has_piper_half(tmp_path)
