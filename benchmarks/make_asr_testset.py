@@ -71,6 +71,9 @@ VOICES = (
     ("en-us+m3", 185), ("en-gb-scotland", 160),
 )
 
+# The Piper voice's name in a set's references (both sets).
+PIPER_VOICE = "piper:en_US-joe-medium"
+
 # Committed fixtures: indices into QUERIES (short clips keep the repository small).
 FIXTURE_IDS = (0, 1, 2, 3, 10, 15)
 
@@ -137,7 +140,7 @@ def has_piper_half(folder: Path) -> bool:
         entries = json.loads((folder / "references.json").read_text())
     except (OSError, ValueError):
         return False
-    return any(e.get("voice", "").startswith("piper:") for e in entries)
+    return any(e.get("voice") == PIPER_VOICE for e in entries)
 
 
 def make_set(out: Path, ids: tuple[int, ...] | None = None, *, piper_cache: Path | None = None) -> list[dict]:
@@ -161,7 +164,7 @@ def make_set(out: Path, ids: tuple[int, ...] | None = None, *, piper_cache: Path
             audio = speak_piper(QUERIES[i])
             name = f"p{i:02d}.wav"
             _write(out / name, audio)
-            entries.append({"id": f"p{i:02d}", "text": QUERIES[i], "voice": "piper:en_US-joe-medium",
+            entries.append({"id": f"p{i:02d}", "text": QUERIES[i], "voice": PIPER_VOICE,
                             "rate_wpm": 0, "file": name, "seconds": round(len(audio) / SAMPLE_RATE_HZ, 3)})
     (out / "references.json").write_text(json.dumps(entries, indent=1) + "\n")
     return entries

@@ -24,15 +24,14 @@ import random
 import re
 from pathlib import Path
 
-from benchmarks.make_asr_testset import SAMPLE_RATE_HZ, VOICES, _write, piper_speaker, speak
+from benchmarks.make_asr_testset import PIPER_VOICE, SAMPLE_RATE_HZ, VOICES, _write, piper_speaker, speak
 from services.common.catalog import CatalogItem, load_items, spoken_title
 from services.common.settings import cache_root
 
 ROOT = Path(__file__).resolve().parents[1]
 QUESTIONS = ROOT / "benchmarks" / "data" / "title_questions.jsonl"
 NONE_SOURCES = (ROOT / "tests" / "data" / "nlp_heldout.jsonl", ROOT / "tests" / "data" / "nlp_heldout_blind.jsonl")
-PIPER = "piper:en_US-joe-medium"
-ALL_VOICES = (*(f"{v}@{r}" for v, r in VOICES), PIPER)
+ALL_VOICES = (*(f"{v}@{r}" for v, r in VOICES), PIPER_VOICE)
 
 TEMPLATES = (
     "something like {}", "what year did {} come out", "i loved {}", "give {} four stars",
@@ -92,13 +91,13 @@ def make_set(out: Path, cache: Path) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     speak_piper = piper_speaker(cache)
     titles = [json.loads(line) for line in QUESTIONS.read_text().splitlines() if line.strip()]
-    espeak_voices = [v for v in ALL_VOICES if v != PIPER]
+    espeak_voices = [v for v in ALL_VOICES if v != PIPER_VOICE]
     plan = [("titles", f"t{i:03d}", q, espeak_voices[i % len(espeak_voices)]) for i, q in enumerate(titles)]
-    plan += [("titles", f"p{i:03d}", q, PIPER) for i, q in enumerate(titles)]
+    plan += [("titles", f"p{i:03d}", q, PIPER_VOICE) for i, q in enumerate(titles)]
     plan += [("none", f"n{i:03d}", q, ALL_VOICES[i % len(ALL_VOICES)]) for i, q in enumerate(none_questions())]
     entries = []
     for kind, clip, q, voice in plan:
-        if voice == PIPER:
+        if voice == PIPER_VOICE:
             audio = speak_piper(q["text"])
         else:
             name, rate = voice.split("@")

