@@ -322,9 +322,11 @@ def final_text(alternatives: list[dict], base: str, boost: float, min_similarity
     return text
 
 
-def halves(n: int) -> dict[str, list[int]]:
-    """Row indices: the even rows fit a rule, the odd ones report it."""
-    return {"fit": list(range(0, n, 2)), "held_out": list(range(1, n, 2))}
+def split_scores(rows: list[dict], texts: list[str], titles_in) -> dict[str, dict]:
+    """``score`` of one final text per row on the fit half (the even rows, which choose a rule), the held-out half
+    (the odd ones, which report it) and all rows."""
+    out = {half: score(rows[first::2], texts[first::2], titles_in) for half, first in (("fit", 0), ("held_out", 1))}
+    return {**out, "all": score(rows, texts, titles_in)}
 
 
 def fit_rule(rows: list[dict], base: list[str], rules: dict[str, tuple[float, ...]],
@@ -333,19 +335,17 @@ def fit_rule(rows: list[dict], base: list[str], rules: dict[str, tuple[float, ..
     on the fit half that keeps false titles within the base's there (``fit_base``) or 1 % of its questions naming
     none, and the WER within +0.005 of the base's; what it gives on the held-out half and on every row, and the
     grid. Where no rule keeps to that, the base (a rule of zeros)."""
-    split = halves(len(rows))
-
-    def evaluate(index: list[int], rule: tuple[float, ...]) -> dict:
-        return score([rows[i] for i in index], [decide(rows[i], base[i], *rule) for i in index], titles_in)
-
-    fitted = [(rule, evaluate(split["fit"], rule)) for rule in itertools.product(*rules.values())]
+    fit_rows, fit_base_texts = rows[0::2], base[0::2]
+    fitted = [(rule, score(fit_rows, [decide(r, b, *rule) for r, b in zip(fit_rows, fit_base_texts, strict=True)],
+                           titles_in)) for rule in itertools.product(*rules.values())]
     most_false = max(fit_base["false_titles"], int(0.01 * fit_base["none_questions"]))
     allowed = [(rule, s) for rule, s in fitted if s["false_titles"] <= most_false
                and s["wer_general"] <= fit_base["wer_general"] + 0.005]
     rule, fit = max(allowed or [(tuple(0.0 for _ in rules), fit_base)],
                     key=lambda x: (x[1]["recall"], -x[1]["false_titles"]))
+    chosen = split_scores(rows, [decide(r, b, *rule) for r, b in zip(rows, base, strict=True)], titles_in)
     return {"rule": dict(zip(rules, rule, strict=True)), "fit_half": fit,
-            "held_out_half": evaluate(split["held_out"], rule), "all": evaluate(list(range(len(rows))), rule),
+            "held_out_half": chosen["held_out"], "all": chosen["all"],
             "grid": [{**dict(zip(rules, r, strict=True)), "recall": s["recall"], "false": s["false_titles"],
                       "wer": s["wer_general"]} for r, s in fitted]}
 
@@ -355,14 +355,11 @@ def summarise(rows: list[dict], served: dict[str, str], titles_in) -> dict:
     with the best recall on the fit half that keeps false titles within 1 % and the WER within +0.005 of the
     base there, and what it gives on the held-out half (``fit_rule``)."""
     base = [served.get(r["id"], r["greedy"]) for r in rows]
-    split = halves(len(rows))
+    base_scores = split_scores(rows, base, titles_in)
     out: dict = {"base": "served" if served else "greedy",
                  "seconds_per_clip_p50": float(np.median([r["seconds"] for r in rows])),
                  "rejoined_rows_p50": float(np.median([r.get("rejoined_rows", 0) for r in rows])),
-                 "base_all": score(rows, base, titles_in),
-                 "held_out_base": score([rows[i] for i in split["held_out"]], [base[i] for i in split["held_out"]],
-                                        titles_in)}
-    fit_base = score([rows[i] for i in split["fit"]], [base[i] for i in split["fit"]], titles_in)
+                 "base_all": base_scores["all"], "held_out_base": base_scores["held_out"]}
     for form in ("alternatives", "rejoined"):
         bound = [any(r["title"] in a["new_titles"] for a in r[form]) or r["title"] in titles_in(b)
                  for r, b in zip(rows, base, strict=True) if r["kind"] == "titles"]
@@ -371,7 +368,7 @@ def summarise(rows: list[dict], served: dict[str, str], titles_in) -> dict:
             return final_text(row[form], base_text, *rule)
 
         out[form] = {"bound": round(sum(bound) / max(len(bound), 1), 4),
-                     **fit_rule(rows, base, RULES, decide, titles_in, fit_base)}
+                     **fit_rule(rows, base, RULES, decide, titles_in, base_scores["fit"])}
     return out
 
 

@@ -27,8 +27,8 @@ import numpy as np
 import soundfile as sf
 
 from benchmarks.title_candidates import nlp_titles
-from benchmarks.title_prompt_study import score, served_finals, study_clips, write_summary
-from benchmarks.title_trie_study import fit_rule, halves
+from benchmarks.title_prompt_study import served_finals, study_clips, write_summary
+from benchmarks.title_trie_study import fit_rule, split_scores
 from services.common.settings import cache_root, from_env
 from services.nlp.extract import EntityExtractor
 
@@ -120,14 +120,12 @@ def final_text(row: dict, base: str, boost: float, max_base_loss: float) -> str:
 def summarise(rows: list[dict], served: dict[str, str], titles_in) -> dict:
     """The rule of ``RULES`` fitted on the even rows and reported on the odd ones (``title_trie_study.fit_rule``)."""
     base = [served.get(r["id"], r["greedy"]) for r in rows]
-    split = halves(len(rows))
-    fit_base = score([rows[i] for i in split["fit"]], [base[i] for i in split["fit"]], titles_in)
-    fitted = fit_rule(rows, base, RULES, final_text, titles_in, fit_base)
+    base_scores = split_scores(rows, base, titles_in)
+    fitted = fit_rule(rows, base, RULES, final_text, titles_in, base_scores["fit"])
     return {"base": "served" if served else "greedy", "rule": fitted["rule"], "fit_half": fitted["fit_half"],
-            "fit_base": fit_base, "held_out_half": fitted["held_out_half"],
-            "held_out_base": score([rows[i] for i in split["held_out"]], [base[i] for i in split["held_out"]],
-                                   titles_in),
-            "all": fitted["all"], "all_base": score(rows, base, titles_in), "grid": fitted["grid"],
+            "fit_base": base_scores["fit"], "held_out_half": fitted["held_out_half"],
+            "held_out_base": base_scores["held_out"],
+            "all": fitted["all"], "all_base": base_scores["all"], "grid": fitted["grid"],
             "scored_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
