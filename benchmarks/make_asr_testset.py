@@ -134,8 +134,8 @@ def set_digest(folder: Path, entries: list[dict]) -> str:
 
 
 def has_piper_half(folder: Path) -> bool:
-    """Whether ``folder`` holds a whole set as the benchmarks speak it (``make_set`` with ``piper_cache``: every
-    query by an espeak-ng voice and by Piper), not one made without ``--piper``, which would measure other clips."""
+    """Whether ``folder`` holds a set with its Piper half, as the benchmarks speak it (``make_set`` with
+    ``piper_cache``), not one made without ``--piper``, which would measure other clips."""
     try:
         entries = json.loads((folder / "references.json").read_text())
     except (OSError, ValueError):
